@@ -1,0 +1,137 @@
+"""Shared benchmark plumbing: timing, machine description, result files.
+
+Every benchmark script times tinytorch and the reference in the same process on the same
+inputs, then calls `write_results`, which writes benchmarks/results/<name>_<device>.md and .json
+with the device, library versions, date and the exact command, so a figure quoted in a README
+or a chapter can always be traced to a file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def time_cpu(fn, warmup: int = 3, repeat: int = 20, min_time: float = 0.0) -> float:
+    """Median wall time of fn() in seconds, after `warmup` calls (CPU work only)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeat or (time.perf_counter() - start) < min_time:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def time_cuda(fn, warmup: int = 5, repeat: int = 50) -> float:
+    """Median time of fn() in seconds with CUDA events on CuPy's current stream."""
+    import cupy as cp
+
+    for _ in range(warmup):
+        fn()
+    cp.cuda.get_current_stream().synchronize()
+    times = []
+    for _ in range(repeat):
+        start, end = cp.cuda.Event(), cp.cuda.Event()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(cp.cuda.get_elapsed_time(start, end) / 1e3)
+    return statistics.median(times)
+
+
+def machine() -> dict:
+    """Device, CPU and library versions for the result file."""
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+    for mod in ("numpy", "torch", "cupy", "tiktoken", "tokenizers"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - absent library: simply not listed
+            pass
+    try:
+        import torch
+
+        torch_threads = torch.get_num_threads()
+        info["torch_threads"] = torch_threads
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001
+        pass
+    return info
+
+
+def device_tag(device: str) -> str:
+    """'cpu' or 'cuda', with the GPU's name when there is one, for result file names."""
+    if device == "cpu":
+        return "cpu"
+    m = machine()
+    return "cuda-" + m.get("gpu", "gpu").lower().replace(" ", "-")
+
+
+def markdown_table(columns: list[str], rows: list[dict]) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_results(
+    name: str,
+    device: str,
+    columns: list[str],
+    rows: list[dict],
+    notes: str = "",
+    extra: dict | None = None,
+) -> Path:
+    """Print the table and write results/<name>_<device>.{md,json}; returns the .md path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    command = "python " + " ".join(sys.argv)
+    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    table = markdown_table(columns, rows)
+    print(table)
+    stem = RESULTS / f"{name}_{device}"
+    md = [
+        f"# {name} ({device})",
+        "",
+        f"- date: {date}",
+        f"- command: `{command}`",
+        "- machine: " + ", ".join(f"{k} {v}" for k, v in info.items()),
+        "",
+        table,
+        "",
+    ]
+    if notes:
+        md += [notes, ""]
+    _atomic_write(stem.with_suffix(".md"), "\n".join(md))
+    payload = {"name": name, "device": device, "date": date, "command": command,
+               "machine": info, "columns": columns, "rows": rows, **(extra or {})}
+    _atomic_write(stem.with_suffix(".json"), json.dumps(payload, indent=2, default=str))
+    print(f"wrote {stem.with_suffix('.md')} and .json")
+    return stem.with_suffix(".md")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,54 @@
+"""tinytorch: a deep-learning framework and course, built from scratch on NumPy and CuPy.
+
+`pip install -e .` installs the library; extras:
+  test   the test oracles (pytest, hypothesis, torch==2.13.0 CPU, tiktoken) and the kernel build tools
+  cuda   the GPU backend (cupy-cuda13x) and the kernel build tools (pybind11, ninja)
+  bench  plotting and the reference tokenizer trainer used by the benchmarks
+
+`python setup.py build_kernels` prebuilds the compiled kernels into the cache (optional: they
+are otherwise built on first use).
+"""
+
+from setuptools import Command, find_packages, setup
+
+
+class BuildKernels(Command):
+    description = "prebuild the pybind11 kernel module (CPU, and CUDA when nvcc is present)"
+    user_options = []
+
+    def initialize_options(self):
+        pass
+
+    def finalize_options(self):
+        pass
+
+    def run(self):
+        from tinytorch.kernels.build import load
+
+        mod = load(verbose=True)
+        print(f"built {mod.__file__}")
+
+
+KERNEL_TOOLS = ["pybind11>=2.11", "ninja>=1.11"]
+
+setup(
+    name="tinytorch",
+    version="0.1.0",
+    description="A deep-learning framework and course built from scratch on NumPy and CuPy",
+    packages=find_packages(include=["tinytorch", "tinytorch.*"]),
+    python_requires=">=3.10",
+    install_requires=["numpy>=1.24", "scipy>=1.10", "regex>=2023.0", "matplotlib>=3.7"],
+    extras_require={
+        "test": [
+            "pytest>=7.4",
+            "hypothesis>=6.80",
+            "torch==2.13.0",
+            "tiktoken>=0.7",
+            "ruff>=0.5",
+            *KERNEL_TOOLS,
+        ],
+        "cuda": ["cupy-cuda13x>=13.0", *KERNEL_TOOLS],
+        "bench": ["matplotlib>=3.7", "tokenizers>=0.15", "tiktoken>=0.7"],
+    },
+    cmdclass={"build_kernels": BuildKernels},
+)

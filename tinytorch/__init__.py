@@ -1,0 +1,32 @@
+"""tinytorch: a deep-learning framework built from scratch on NumPy (CPU) and CuPy (GPU).
+
+The names follow PyTorch: `tinytorch.tensor`, `tinytorch.nn.Linear`, `tinytorch.optim.AdamW`...
+The course that builds it chapter by chapter lives in chapters/; `python -m tinytorch.course`
+lists and runs it.
+"""
+
+from . import nn, ops  # noqa: F401
+from .autograd import enable_grad, is_grad_enabled, no_grad  # noqa: F401
+from .backend import cuda_is_available, manual_seed  # noqa: F401
+from .creation import (  # noqa: F401
+    arange, empty, eye, from_numpy, full, full_like, linspace, ones, ones_like, rand, rand_like,
+    randint, randn, randn_like, randperm, tensor, zeros, zeros_like,
+)
+from .ops import methods as _methods  # noqa: F401 - attaches Tensor methods
+from .ops import (  # noqa: F401
+    abs, argmax, argmin, cat, chunk, clamp, exp, flatten, gelu, log, masked_fill, matmul,
+    max, maximum, mean, min, minimum, permute, relu, reshape, sigmoid, softmax, split, sqrt,
+    squeeze, stack, std, sum, tanh, topk, transpose, unsqueeze, var, where,
+)
+from .ops import log_softmax, pow  # noqa: F401
+from .tensor import (  # noqa: F401
+    Tensor, bool_, double, float16, float32, float64, half, int32, int64, long,
+)
+
+bool = bool_  # noqa: A001 - tinytorch.bool, as torch.bool
+
+__version__ = "0.1.0"
+
+
+class cuda:  # noqa: N801 - mirrors torch.cuda's most used function
+    is_available = staticmethod(cuda_is_available)

@@ -1,0 +1,1 @@
+"""Complete models built from tinytorch.nn (GPT: chapter 07)."""

@@ -1,0 +1,25 @@
+"""Every differentiable op: a Function class (forward + backward) and the function users call.
+
+elementwise  + - * / pow neg abs exp log sqrt tanh sigmoid relu gelu clamp where masked_fill
+reduce       sum mean var std max min argmax argmin topk
+shape        reshape/view permute transpose expand squeeze unsqueeze flatten cat stack split
+             chunk getitem
+linalg       matmul
+nn           softmax log_softmax cross_entropy embedding dropout
+misc         device/dtype moves and comparisons
+"""
+
+from .elementwise import (  # noqa: F401
+    abs, add, clamp, div, exp, gelu, log, masked_fill, mul, neg, pow, relu, sigmoid, sqrt, sub,
+    tanh, where,
+)
+from .linalg import matmul  # noqa: F401
+from .misc import eq, ge, gt, le, logical_not, lt, ne  # noqa: F401
+from .nn import cross_entropy, dropout, embedding, log_softmax, softmax  # noqa: F401
+from .reduce import (  # noqa: F401
+    argmax, argmin, max, maximum, mean, min, minimum, std, sum, topk, var,
+)
+from .shape import (  # noqa: F401
+    broadcast_to, cat, chunk, expand, expand_as, flatten, getitem, permute, reshape, split,
+    squeeze, stack, transpose, unsqueeze, view,
+)

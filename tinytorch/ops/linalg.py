@@ -1,0 +1,44 @@
+"""Matrix multiplication: 1-D, 2-D and batched (broadcast over leading dims), as torch.matmul."""
+
+from __future__ import annotations
+
+from ..autograd import Function, unbroadcast
+
+
+class MatMul(Function):
+    """out = a @ b. 1-D operands are promoted to matrices (a row for a, a column for b) and the
+    added dimension is dropped from the result; the backward does the same in reverse:
+    grad_a = grad @ b^T and grad_b = a^T @ grad, each summed over broadcast batch dims."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, g):
+        a, b = self.a, self.b
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        if a.ndim == 1:
+            g = g[..., None, :]
+        if b.ndim == 1:
+            g = g[..., None]
+        ga = g @ b2.swapaxes(-1, -2)
+        gb = a2.swapaxes(-1, -2) @ g
+        ga = unbroadcast(ga, a2.shape).reshape(a.shape)
+        gb = unbroadcast(gb, b2.shape).reshape(b.shape)
+        return ga, gb
+
+
+def matmul(a, b):
+    if a.ndim == 0 or b.ndim == 0:
+        raise RuntimeError(f"matmul: both operands need at least 1 dim, got shapes "
+                           f"{tuple(a.shape)} and {tuple(b.shape)}")
+    k_a = a.shape[-1]
+    k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if k_a != k_b:
+        raise RuntimeError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be "
+                           f"multiplied ({k_a} != {k_b})")
+    if a.dtype != b.dtype:
+        raise RuntimeError(f"matmul: expected both operands to have the same dtype, got "
+                           f"{a.dtype} and {b.dtype}")
+    return MatMul.apply(a, b)

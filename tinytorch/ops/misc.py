@@ -1,0 +1,58 @@
+"""Moves between devices and dtypes, and comparisons (which carry no gradient)."""
+
+from __future__ import annotations
+
+from .. import backend
+from ..autograd import Function
+from ..tensor import Tensor
+
+
+class ToDevice(Function):
+    def forward(self, a, device="cpu"):
+        self.src = backend.device_of(a)
+        return backend.to_device(a, device)
+
+    def backward(self, g):
+        return backend.to_device(g, self.src)
+
+
+class Cast(Function):
+    def forward(self, a, dtype=None):
+        self.src = a.dtype
+        return a.astype(dtype)
+
+    def backward(self, g):
+        return g.astype(self.src) if self.src.kind == "f" else None
+
+
+def to_device(input, device: str):
+    return ToDevice.apply(input, device=device)
+
+
+def cast(input, dtype):
+    if input.requires_grad and dtype.kind != "f":  # leaves the graph, as in PyTorch
+        return Tensor._wrap(input.data.astype(dtype))
+    return Cast.apply(input, dtype=dtype)
+
+
+def _compare(op):
+    def compare(a, b):
+        if isinstance(b, Tensor):
+            if a.device != b.device:
+                raise RuntimeError(f"comparison between a {a.device} and a {b.device} tensor")
+            b = b.data
+        return Tensor._wrap(op(a.data, b))
+
+    return compare
+
+
+eq = _compare(lambda a, b: a == b)
+ne = _compare(lambda a, b: a != b)
+lt = _compare(lambda a, b: a < b)
+le = _compare(lambda a, b: a <= b)
+gt = _compare(lambda a, b: a > b)
+ge = _compare(lambda a, b: a >= b)
+
+
+def logical_not(input):
+    return Tensor._wrap(~input.data if input.dtype.kind == "b" else input.data == 0)

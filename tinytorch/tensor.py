@@ -1,0 +1,287 @@
+"""`Tensor`: one NumPy or CuPy array, plus what autograd needs.
+
+A Tensor holds `.data` (the array), `.grad` (a Tensor, filled by `backward()`),
+`.requires_grad`, and `_ctx`, the Function that produced it (None for leaves). Every method
+that computes is a thin call into `tinytorch.ops`, where each op's forward and backward sit
+side by side.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import autograd, backend
+
+float32 = np.dtype("float32")
+float64 = np.dtype("float64")
+float16 = np.dtype("float16")
+int64 = np.dtype("int64")
+int32 = np.dtype("int32")
+bool_ = np.dtype("bool")
+long, double, half = int64, float64, float16
+
+_DTYPES = {"float32": float32, "float": float32, "float64": float64, "double": float64,
+           "int64": int64, "long": int64, "int32": int32, "int": int32, "bool": bool_,
+           "float16": float16, "half": float16}
+
+
+def as_dtype(dtype):
+    """A numpy dtype from a dtype, a name ("float32") or a Python type."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise TypeError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
+        return _DTYPES[dtype]
+    if dtype is float:
+        return float32
+    if dtype is int:
+        return int64
+    if dtype is bool:
+        return bool_
+    return np.dtype(dtype)
+
+
+def _default_dtype(arr):
+    """PyTorch's inference for Python data: floats -> float32, ints -> int64, bools -> bool."""
+    k = arr.dtype.kind
+    if k == "f":
+        return float32
+    if k in "iu":
+        return int64
+    if k == "b":
+        return bool_
+    raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}")
+
+
+class Tensor:
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "__weakref__")
+    __array_priority__ = 1000  # numpy scalars/arrays on the left defer to our reflected ops
+
+    def __init__(self, data, dtype=None, device=None, requires_grad: bool = False):
+        dtype = as_dtype(dtype)
+        if isinstance(data, Tensor):
+            data = data.data
+        on_gpu = backend.is_cupy(data)
+        device = backend.check_device(device or ("cuda" if on_gpu else "cpu"))
+        if on_gpu or isinstance(data, np.ndarray | np.generic):
+            arr = backend.to_device(data, device)  # arrays keep their dtype unless told
+        else:  # Python numbers / nested lists: PyTorch's default dtypes
+            arr = np.asarray(data)
+            arr = backend.to_device(np.asarray(arr, dtype=dtype or _default_dtype(arr)), device)
+        if dtype is not None and arr.dtype != dtype:
+            arr = arr.astype(dtype)
+        self.data = arr
+        self.grad = None
+        self._ctx = None
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @classmethod
+    def _wrap(cls, array, requires_grad: bool = False) -> Tensor:
+        """A Tensor around an existing array, without copies or checks (internal)."""
+        t = cls.__new__(cls)
+        t.data, t.grad, t._ctx, t.requires_grad = array, None, None, requires_grad
+        return t
+
+    # ---- attributes -------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self) -> str:
+        return "cpu" if isinstance(self.data, np.ndarray) else "cuda"
+
+    @property
+    def xp(self):
+        return np if isinstance(self.data, np.ndarray) else backend.get_xp("cuda")
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    @property
+    def grad_fn(self):
+        return self._ctx
+
+    def size(self, dim=None):
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def dim(self) -> int:
+        return self.data.ndim
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def __len__(self) -> int:
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    __hash__ = object.__hash__  # __eq__ is elementwise, as in PyTorch
+
+    # ---- autograd -----------------------------------------------------------------------
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if requires_grad and self.data.dtype.kind != "f":
+            raise RuntimeError(
+                f"only floating-point tensors can require gradients; this tensor is "
+                f"{self.data.dtype} (shape {tuple(self.shape)}). Use .float() first."
+            )
+        if not requires_grad and self._ctx is not None:
+            raise RuntimeError("requires_grad_(False) on a non-leaf tensor; use .detach()")
+        self.requires_grad = requires_grad
+        return self
+
+    def backward(self, gradient=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into each leaf's `.grad` (see tinytorch.autograd)."""
+        autograd.backward(self, gradient, retain_graph)
+
+    def detach(self) -> Tensor:
+        """The same data, cut from the graph (shares memory, as in PyTorch)."""
+        return Tensor._wrap(self.data)
+
+    # ---- conversion ---------------------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        if self.requires_grad:
+            raise RuntimeError(
+                "Can't call numpy() on a tensor that requires grad; use tensor.detach().numpy()"
+            )
+        return backend.to_device(self.data, "cpu")
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(
+                f"item() needs a tensor with one element; this one has shape {tuple(self.shape)}"
+            )
+        return self.data.reshape(()).item()
+
+    def tolist(self):
+        return backend.to_device(self.data, "cpu").tolist()
+
+    def to(self, *args, dtype=None, device=None) -> Tensor:
+        """`.to(device)`, `.to(dtype)` or both; returns self when nothing changes."""
+        for a in args:
+            if isinstance(a, str) and (a in backend.DEVICES or a.startswith("cuda")):
+                device = a
+            else:
+                dtype = a
+        out = self
+        if device is not None:
+            device = backend.check_device(device)
+            if device != self.device:
+                from .ops.misc import to_device
+
+                out = to_device(out, device)
+        if dtype is not None and as_dtype(dtype) != out.dtype:
+            from .ops.misc import cast
+
+            out = cast(out, as_dtype(dtype))
+        return out
+
+    def cpu(self) -> Tensor:
+        return self.to("cpu")
+
+    def cuda(self) -> Tensor:
+        return self.to("cuda")
+
+    def float(self) -> Tensor:
+        return self.to(float32)
+
+    def double(self) -> Tensor:
+        return self.to(float64)
+
+    def long(self) -> Tensor:
+        return self.to(int64)
+
+    def int(self) -> Tensor:
+        return self.to(int32)
+
+    def bool(self) -> Tensor:
+        return self.to(bool_)
+
+    def type_as(self, other: Tensor) -> Tensor:
+        return self.to(other.dtype)
+
+    # ---- in-place updates of leaves (initialization, optimizers) -----------------------
+    def _check_inplace(self, op: str) -> None:
+        if self._ctx is not None:
+            raise RuntimeError(
+                f"{op}: in-place update of a tensor that is part of a graph (produced by "
+                f"{self._ctx.name}) is not supported; in-place ops are for leaves"
+            )
+        if self.requires_grad and autograd.is_grad_enabled():
+            raise RuntimeError(
+                f"{op}: a leaf that requires grad cannot be updated in place while grad is "
+                "recorded; wrap the update in `with tinytorch.no_grad():`"
+            )
+
+    def copy_(self, src) -> Tensor:
+        self._check_inplace("copy_")
+        src = src.data if isinstance(src, Tensor) else src
+        arr = self.xp.asarray(backend.to_device(src, self.device) if self.device == "cpu"
+                              else src)
+        if arr.shape != self.shape and np.broadcast_shapes(arr.shape, self.shape) != self.shape:
+            raise RuntimeError(f"copy_: source shape {tuple(arr.shape)} does not broadcast to "
+                               f"{tuple(self.shape)}")
+        self.data[...] = arr
+        return self
+
+    def fill_(self, value) -> Tensor:
+        self._check_inplace("fill_")
+        self.data.fill(value)
+        return self
+
+    def zero_(self) -> Tensor:
+        return self.fill_(0)
+
+    def normal_(self, mean: float = 0.0, std: float = 1.0) -> Tensor:
+        self._check_inplace("normal_")
+        r = backend.rng(self.device).standard_normal(self.shape, dtype=float64)
+        self.data[...] = (r * std + mean).astype(self.dtype)
+        return self
+
+    def uniform_(self, a: float = 0.0, b: float = 1.0) -> Tensor:
+        self._check_inplace("uniform_")
+        r = backend.rng(self.device).random(self.shape, dtype=float64)
+        self.data[...] = (r * (b - a) + a).astype(self.dtype)
+        return self
+
+    def __setitem__(self, index, value) -> None:
+        self._check_inplace("__setitem__")
+        from .ops.shape import _raw_index
+
+        value = value.data if isinstance(value, Tensor) else value
+        self.data[_raw_index(index)] = value
+
+    # ---- display ------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        arr = backend.to_device(self.data, "cpu")
+        body = np.array2string(arr, separator=", ", precision=4, prefix="tensor(",
+                               threshold=200, edgeitems=3)
+        extras = []
+        if self.device != "cpu":
+            extras.append(f"device='{self.device}'")
+        if self.dtype not in (float32, int64, bool_) or arr.size == 0:
+            extras.append(f"dtype=tinytorch.{self.dtype}")
+        if self._ctx is not None:
+            extras.append(f"grad_fn={self._ctx!r}")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + ", ".join([body] + extras) + ")"
+
+
+autograd._Tensor = Tensor
