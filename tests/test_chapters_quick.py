@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -51,6 +50,6 @@ def test_chapter_quick_run(n, tmp_path):
 def test_every_chapter_is_runnable_and_listed(capsys):
     assert course.main(["list"]) == 0
     listed = capsys.readouterr().out
-    for n, d in course.chapters().items():
+    for d in course.chapters().values():
         assert d.name in listed
         assert (d / "README.md").is_file(), f"{d} has no README.md lesson"
