@@ -5,7 +5,7 @@ The course that builds it chapter by chapter lives in chapters/; `python -m tiny
 lists and runs it.
 """
 
-from . import nn, ops  # noqa: F401
+from . import data, nn, ops, optim, train  # noqa: F401
 from .autograd import enable_grad, is_grad_enabled, no_grad  # noqa: F401
 from .backend import cuda_is_available, manual_seed  # noqa: F401
 from .creation import (  # noqa: F401

@@ -170,16 +170,19 @@ def main(argv=None) -> int:
     r.add_argument("n", type=int)
     r.add_argument("rest", nargs=argparse.REMAINDER)
     r.set_defaults(fn=cmd_run)
-    t = sub.add_parser("test", help="run chapter N's tests")
+    t = sub.add_parser("test", help="run chapter N's tests (other args go to pytest)")
     t.add_argument("n", type=int)
     t.add_argument("--workspace", default=None)
-    t.add_argument("rest", nargs=argparse.REMAINDER)
     t.set_defaults(fn=cmd_test)
     e = sub.add_parser("exercise", help="write a copy with chapter N's exercises stubbed")
     e.add_argument("n", type=int)
     e.add_argument("--into", required=True)
     e.set_defaults(fn=cmd_exercise)
-    args = p.parse_args(argv)
+    args, extra = p.parse_known_args(argv)
+    if args.cmd == "test":
+        args.rest = extra
+    elif extra:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
     return args.fn(args)
 
 

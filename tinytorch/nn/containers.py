@@ -1,13 +1,19 @@
-"""Containers: Sequential, ModuleList, ModuleDict (children named "0", "1", ... or by key)."""
+"""Containers: Sequential, ModuleList, ModuleDict (children named "0", "1", ... or by key).
+
+Their children's names are the middle of state_dict keys ("layers.3.weight"), so they must
+be PyTorch's exactly for weights to move between the two.
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
-from .module import Module
+from .module import Module, _addindent
 
 
 class Sequential(Module):
+    """Calls its modules in order, each on the previous one's output."""
+
     def __init__(self, *modules):
         super().__init__()
         if len(modules) == 1 and isinstance(modules[0], OrderedDict):
@@ -23,8 +29,9 @@ class Sequential(Module):
         return input
 
     def __getitem__(self, i):
-        mods = list(self._modules.values())
-        return Sequential(*mods[i]) if isinstance(i, slice) else mods[i]
+        if isinstance(i, slice):  # keeps the children's names, as torch does
+            return Sequential(OrderedDict(list(self._modules.items())[i]))
+        return list(self._modules.values())[i]
 
     def __len__(self):
         return len(self._modules)
@@ -38,6 +45,8 @@ class Sequential(Module):
 
 
 class ModuleList(Module):
+    """A list of modules whose parameters are registered (a plain list's would not be)."""
+
     def __init__(self, modules=None):
         super().__init__()
         for m in modules or []:
@@ -52,6 +61,13 @@ class ModuleList(Module):
             self.append(m)
         return self
 
+    def insert(self, index: int, module) -> None:
+        mods = list(self._modules.values())
+        mods.insert(index, module)
+        self._modules.clear()
+        for m in mods:
+            self.append(m)
+
     def __getitem__(self, i):
         mods = list(self._modules.values())
         return ModuleList(mods[i]) if isinstance(i, slice) else mods[i]
@@ -65,18 +81,40 @@ class ModuleList(Module):
     def __iter__(self):
         return iter(self._modules.values())
 
+    def __repr__(self):
+        """Runs of identical children collapse to "(0-11): 12 x Block(...)", as in torch."""
+        reprs = [repr(m) for m in self]
+        if not reprs:
+            return self._get_name() + "()"
+        runs = []  # [start, end, repr]
+        for i, r in enumerate(reprs):
+            if runs and runs[-1][2] == r:
+                runs[-1][1] = i
+            else:
+                runs.append([i, i, r])
+        lines = [
+            _addindent(f"({a}): {r}" if a == b else f"({a}-{b}): {b - a + 1} x {r}", 2)
+            for a, b, r in runs
+        ]
+        return self._get_name() + "(\n  " + "\n  ".join(lines) + "\n)"
+
 
 class ModuleDict(Module):
+    """A dict of modules, registered under their keys (kept in insertion order)."""
+
     def __init__(self, modules=None):
         super().__init__()
-        for k, m in (modules or {}).items():
-            self[k] = m
+        if modules is not None:
+            self.update(modules)
 
     def __getitem__(self, key):
         return self._modules[key]
 
     def __setitem__(self, key, module):
         self.add_module(key, module)
+
+    def __delitem__(self, key):
+        del self._modules[key]
 
     def __contains__(self, key):
         return key in self._modules
@@ -86,6 +124,16 @@ class ModuleDict(Module):
 
     def __iter__(self):
         return iter(self._modules)
+
+    def update(self, modules) -> None:
+        items = modules.items() if hasattr(modules, "items") else modules
+        for k, m in items:
+            self[k] = m
+
+    def pop(self, key):
+        m = self._modules[key]
+        del self._modules[key]
+        return m
 
     def keys(self):
         return self._modules.keys()

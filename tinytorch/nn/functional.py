@@ -1,14 +1,27 @@
 """tinytorch.nn.functional: torch.nn.functional's names over tinytorch ops.
 
-Ops with their own gradient live in tinytorch.ops; the compositions here (linear, layer_norm,
-the losses) are written with differentiable tensor ops, so autograd derives their backward.
+Ops with their own gradient live in tinytorch.ops (softmax, log_softmax, the fused
+cross_entropy, embedding, dropout); the compositions here (linear, layer_norm, the losses) are
+written with differentiable tensor ops, so autograd derives their backward.
+
+Shapes: N is the batch, C the number of classes, (d1, ...) optional extra dims, as in PyTorch.
 """
 
 from __future__ import annotations
 
+import warnings
+
 from .. import ops
+from ..ops import cross_entropy as _fused_cross_entropy
 from ..ops import (  # noqa: F401 - re-exported under torch.nn.functional's names
-    cross_entropy, dropout, embedding, gelu, log_softmax, relu, sigmoid, softmax, tanh,
+    dropout,
+    embedding,
+    gelu,
+    log_softmax,
+    relu,
+    sigmoid,
+    softmax,
+    tanh,
 )
 from ..tensor import Tensor
 
@@ -16,20 +29,32 @@ from ..tensor import Tensor
 def linear(input, weight, bias=None):
     """input (*, in) @ weight (out, in)^T + bias (out,) -> (*, out)."""
     if input.shape[-1] != weight.shape[-1]:
-        raise RuntimeError(f"linear: input has {input.shape[-1]} features (shape "
-                           f"{tuple(input.shape)}) but weight expects {weight.shape[-1]} "
-                           f"(weight shape {tuple(weight.shape)})")
-    out = ops.matmul(input, ops.transpose(weight, 0, 1))
-    return out if bias is None else out + bias
+        raise RuntimeError(
+            f"linear: input has {input.shape[-1]} features (shape "
+            f"{tuple(input.shape)}) but weight expects {weight.shape[-1]} "
+            f"(weight shape {tuple(weight.shape)})"
+        )
+    shape = input.shape
+    # (B, T, in) as one (B*T, in) matrix: one large matrix product is much faster than a
+    # batch of small ones, in the forward and in both products of the backward
+    x = input if input.ndim == 2 else ops.reshape(input, (-1, shape[-1]))
+    # BEGIN EXERCISE ch03: out = x @ weight^T, plus bias when there is one (x is (N, in))
+    out = ops.matmul(x, ops.transpose(weight, 0, 1))
+    if bias is not None:
+        out = out + bias
+    # END EXERCISE
+    return out if input.ndim == 2 else ops.reshape(out, (*shape[:-1], weight.shape[0]))
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
     """Normalize over the trailing `normalized_shape` dims: (x - mean) / sqrt(var + eps),
     biased variance, then scale by weight and shift by bias (each of normalized_shape)."""
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    if tuple(input.shape[-len(shape):]) != shape:
-        raise RuntimeError(f"layer_norm: normalized_shape {shape} does not match the last dims "
-                           f"of the input's shape {tuple(input.shape)}")
+    if tuple(input.shape[-len(shape) :]) != shape:
+        raise RuntimeError(
+            f"layer_norm: normalized_shape {shape} does not match the last dims "
+            f"of the input's shape {tuple(input.shape)}"
+        )
     from .. import kernels_dispatch
 
     fused = kernels_dispatch.layer_norm(input, shape, weight, bias, eps)
@@ -47,33 +72,172 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
     return out
 
 
-def nll_loss(input, target, ignore_index: int = -100, reduction: str = "mean"):
-    """Negative log likelihood of log-probabilities `input` (N, C) at class indices `target`."""
-    n = input.shape[0]
-    keep = target.data != ignore_index
-    safe = input.xp.where(keep, target.data, 0)
-    picked = ops.getitem(input, (input.xp.arange(n), safe)) * Tensor._wrap(
-        keep.astype(input.dtype))
-    loss = -picked
+def _check_reduction(name, reduction):
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _rows(input, target, name):
+    """(N, C) / (C,) / (N, C, d1, ...) input and class-index target -> (M, C), (M,)."""
+    if not isinstance(target, Tensor) or target.dtype.kind not in "iu":
+        got = target.dtype if isinstance(target, Tensor) else type(target).__name__
+        raise TypeError(
+            f"{name}: target must be an integer (int64) tensor of class indices, got {got}"
+        )
+    x, t = input, target
+    if x.ndim == 1:
+        x, t = ops.reshape(x, (1, -1)), ops.reshape(t, (1,))
+    elif x.ndim > 2:  # (N, C, d1, ...) -> (N * d1 * ..., C)
+        x = ops.reshape(ops.permute(x, (0, *range(2, x.ndim), 1)), (-1, x.shape[1]))
+        t = ops.reshape(t, (-1,))
+    expected = (input.shape[0],) + tuple(input.shape[2:]) if input.ndim > 1 else ()
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"{name}: target shape {tuple(target.shape)} does not match input "
+            f"shape {tuple(input.shape)} (expected target shape {expected})"
+        )
+    return x, t
+
+
+def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean"):
+    """Negative log likelihood: -input[n, target[n]] * weight[target[n]], from
+    log-probabilities `input` (N, C), (C,) or (N, C, d1, ...) and int64 `target`.
+    'mean' divides by the summed weights of the targets that are not ignore_index."""
+    _check_reduction("nll_loss", reduction)
+    x, t = _rows(input, target, "nll_loss")
+    xp, (m, c) = x.xp, x.shape
+    tgt = t.data
+    keep = tgt != ignore_index
+    bad = keep & ((tgt < 0) | (tgt >= c))
+    if bool(bad.any()):
+        raise IndexError(
+            f"nll_loss: target {int(tgt[bad][0])} is out of range for {c} classes "
+            f"(expected 0..{c - 1} or ignore_index={ignore_index})"
+        )
+    safe = xp.where(keep, tgt, 0)
+    w = keep.astype(x.dtype)
+    if weight is not None:
+        if tuple(weight.shape) != (c,):
+            raise ValueError(f"nll_loss: weight must have shape ({c},), got {tuple(weight.shape)}")
+        w = w * weight.data.astype(x.dtype)[safe]
+    loss = -ops.getitem(x, (xp.arange(m), safe)) * Tensor._wrap(w)
+    if reduction == "none":
+        return ops.reshape(loss, target.shape)
+    if reduction == "sum":
+        return ops.sum(loss)
+    return ops.sum(loss) / Tensor._wrap(xp.asarray(w.sum(), dtype=x.dtype))  # 0/0: nan, as torch
+
+
+def cross_entropy(
+    input,
+    target,
+    weight=None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+):
+    """torch.nn.functional.cross_entropy: log_softmax over dim 1 (C), then the negative log
+    likelihood of the targets.
+
+    target is either int64 class indices ((N,), (), or (N, d1, ...)) or class probabilities
+    of the input's shape. Index targets without per-class `weight` use the fused op
+    (its gradient is simply softmax - onehot).
+    """
+    _check_reduction("cross_entropy", reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    cdim = 1 if input.ndim > 1 else 0
+    if isinstance(target, Tensor) and target.dtype.kind == "f":
+        return _soft_cross_entropy(input, target, weight, reduction, label_smoothing, cdim)
+    if weight is None:
+        return _fused_cross_entropy(
+            input,
+            target,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+        )
+    if label_smoothing:
+        raise NotImplementedError(
+            "cross_entropy: weight together with label_smoothing is not supported"
+        )
+    return nll_loss(log_softmax(input, cdim), target, weight, ignore_index, reduction)
+
+
+def _soft_cross_entropy(input, target, weight, reduction, label_smoothing, cdim):
+    if tuple(target.shape) != tuple(input.shape):
+        raise ValueError(
+            f"cross_entropy: probability targets must have the input's shape "
+            f"{tuple(input.shape)}, got {tuple(target.shape)}"
+        )
+    c = input.shape[cdim]
+    if label_smoothing:
+        target = target * (1 - label_smoothing) + label_smoothing / c
+    logp = log_softmax(input, cdim)
+    if weight is not None:
+        shape = [1] * input.ndim
+        shape[cdim] = c
+        logp = logp * ops.reshape(weight, tuple(shape))
+    loss = -ops.sum(logp * target, cdim)
     if reduction == "none":
         return loss
     if reduction == "sum":
         return ops.sum(loss)
-    return ops.sum(loss) / float(keep.sum())
+    return ops.mean(loss)  # over the N * d1 * ... positions
 
 
 def mse_loss(input, target, reduction: str = "mean"):
+    """Mean (or sum, or none) of (input - target)^2, elementwise."""
+    _check_reduction("mse_loss", reduction)
+    if tuple(input.shape) != tuple(getattr(target, "shape", ())):
+        warnings.warn(
+            f"mse_loss: target size {tuple(getattr(target, 'shape', ()))} differs "
+            f"from input size {tuple(input.shape)}; they will be broadcast, which is "
+            "likely a bug",
+            UserWarning,
+            stacklevel=2,
+        )
     d = input - target
     sq = d * d
     return sq if reduction == "none" else (ops.sum(sq) if reduction == "sum" else ops.mean(sq))
 
 
-def binary_cross_entropy_with_logits(input, target, reduction: str = "mean", pos_weight=None):
-    """Stable BCE on logits: max(x, 0) - x*t + log(1 + exp(-|x|))."""
-    if pos_weight is not None:
-        raise NotImplementedError("binary_cross_entropy_with_logits: pos_weight is not supported")
+def binary_cross_entropy_with_logits(
+    input, target, weight=None, reduction: str = "mean", pos_weight=None
+):
+    """BCE on logits x with targets t in [0, 1], computed stably:
+    (1 - t) x + lw (log(1 + exp(-|x|)) + max(-x, 0)), lw = 1 + (pos_weight - 1) t."""
+    _check_reduction("binary_cross_entropy_with_logits", reduction)
+    if tuple(input.shape) != tuple(target.shape):
+        raise ValueError(
+            f"binary_cross_entropy_with_logits: target shape "
+            f"{tuple(target.shape)} must equal input shape {tuple(input.shape)}"
+        )
     x = input
-    loss = ops.relu(x) - x * target + ops.log(1 + ops.exp(-ops.abs(x)))
+    # |x| as relu(x) + relu(-x): the same value and gradient (0 at 0) as abs
+    softplus_neg = ops.log(1 + ops.exp(-(ops.relu(x) + ops.relu(-x)))) + ops.relu(-x)
+    if pos_weight is not None:
+        softplus_neg = softplus_neg * ((pos_weight - 1) * target + 1)
+    loss = (1 - target) * x + softplus_neg
+    if weight is not None:
+        loss = loss * weight
     if reduction == "none":
         return loss
     return ops.sum(loss) if reduction == "sum" else ops.mean(loss)
+
+
+def one_hot(tensor, num_classes: int = -1):
+    """int64 ids (*) -> int64 one-hot vectors (*, num_classes); num_classes=-1 means max+1."""
+    if not isinstance(tensor, Tensor) or tensor.dtype.kind not in "iu":
+        raise TypeError("one_hot: expects an integer (int64) tensor of class indices")
+    ids = tensor.data
+    n = int(ids.max()) + 1 if num_classes == -1 else num_classes
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= n):
+        raise RuntimeError(
+            f"one_hot: class values must be in 0..{n - 1}, got min "
+            f"{int(ids.min())}, max {int(ids.max())}"
+        )
+    return Tensor._wrap((ids[..., None] == tensor.xp.arange(n)).astype("int64"))
+
+
+from .functional_attention import scaled_dot_product_attention  # noqa: E402,F401 - chapter 06

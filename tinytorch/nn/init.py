@@ -9,8 +9,9 @@ from ..autograd import no_grad
 
 def _fans(tensor):
     if tensor.ndim < 2:
-        raise ValueError(f"fan in/out need a tensor with at least 2 dims, got shape "
-                         f"{tuple(tensor.shape)}")
+        raise ValueError(
+            f"fan in/out need a tensor with at least 2 dims, got shape {tuple(tensor.shape)}"
+        )
     receptive = 1
     for n in tensor.shape[2:]:
         receptive *= n
@@ -64,16 +65,16 @@ def xavier_normal_(tensor, gain: float = 1.0):
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
 
 
-def kaiming_uniform_(tensor, a: float = 0.0, mode: str = "fan_in",
-                     nonlinearity: str = "leaky_relu"):
+def kaiming_uniform_(
+    tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"
+):
     fan_in, fan_out = _fans(tensor)
     fan = fan_in if mode == "fan_in" else fan_out
     bound = math.sqrt(3.0) * calculate_gain(nonlinearity, a) / math.sqrt(fan)
     return uniform_(tensor, -bound, bound)
 
 
-def kaiming_normal_(tensor, a: float = 0.0, mode: str = "fan_in",
-                    nonlinearity: str = "leaky_relu"):
+def kaiming_normal_(tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"):
     fan_in, fan_out = _fans(tensor)
     fan = fan_in if mode == "fan_in" else fan_out
     return normal_(tensor, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(fan))

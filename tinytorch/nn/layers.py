@@ -27,11 +27,14 @@ class Identity(Module):
 
 
 class Linear(Module):
-    """y = x W^T + b. weight (out_features, in_features), bias (out_features,); both drawn
-    from U(-1/sqrt(in), 1/sqrt(in)) as PyTorch does."""
+    """y = x W^T + b, for x of shape (*, in_features) -> (*, out_features).
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 device="cpu", dtype=None):
+    weight (out_features, in_features), bias (out_features,); both drawn from
+    U(-1/sqrt(in), 1/sqrt(in)) as PyTorch does (its kaiming_uniform_ with a=sqrt(5))."""
+
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, device="cpu", dtype=None
+    ):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight = _param(out_features, in_features, dtype=dtype, device=device)
@@ -48,21 +51,26 @@ class Linear(Module):
         return F.linear(input, self.weight, self.bias)
 
     def extra_repr(self):
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}"
+        )
 
 
 class Embedding(Module):
     """A lookup table (num_embeddings, embedding_dim) initialized N(0, 1); the row at
     padding_idx starts at zero and gets no gradient."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None,
-                 device="cpu", dtype=None):
+    def __init__(
+        self, num_embeddings: int, embedding_dim: int, padding_idx=None, device="cpu", dtype=None
+    ):
         super().__init__()
         if padding_idx is not None:
             if not -num_embeddings <= padding_idx < num_embeddings:
-                raise ValueError(f"Embedding: padding_idx {padding_idx} is out of range for "
-                                 f"{num_embeddings} embeddings")
+                raise ValueError(
+                    f"Embedding: padding_idx {padding_idx} is out of range for "
+                    f"{num_embeddings} embeddings"
+                )
             padding_idx %= num_embeddings
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.padding_idx = padding_idx
@@ -74,7 +82,22 @@ class Embedding(Module):
         if self.padding_idx is not None:
             self.weight.data[self.padding_idx] = 0
 
+    @classmethod
+    def from_pretrained(cls, embeddings, freeze: bool = True, padding_idx=None):
+        """An Embedding whose table is `embeddings` (V, C) (copied); frozen by default."""
+        v, c = embeddings.shape
+        emb = cls(
+            v,
+            c,
+            padding_idx=padding_idx,
+            dtype=embeddings.dtype,
+            device=getattr(embeddings, "device", "cpu"),
+        )
+        emb.weight = Parameter(creation.tensor(embeddings), requires_grad=not freeze)
+        return emb
+
     def forward(self, input):
+        """input: integer ids of any shape (*) -> (*, embedding_dim)."""
         return F.embedding(input, self.weight, self.padding_idx)
 
     def extra_repr(self):
@@ -85,8 +108,15 @@ class Embedding(Module):
 class LayerNorm(Module):
     """Normalize over the last dims (normalized_shape), then scale and shift (ones, zeros)."""
 
-    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
-                 bias: bool = True, device="cpu", dtype=None):
+    def __init__(
+        self,
+        normalized_shape,
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        device="cpu",
+        dtype=None,
+    ):
         super().__init__()
         if isinstance(normalized_shape, int):
             normalized_shape = (normalized_shape,)
@@ -94,32 +124,46 @@ class LayerNorm(Module):
         self.elementwise_affine = elementwise_affine
         self.weight = self.bias = None
         if elementwise_affine:
-            self.weight = Parameter(creation.ones(*self.normalized_shape, dtype=dtype,
-                                                  device=device))
+            self.weight = Parameter(
+                creation.ones(*self.normalized_shape, dtype=dtype, device=device)
+            )
             if bias:
-                self.bias = Parameter(creation.zeros(*self.normalized_shape, dtype=dtype,
-                                                     device=device))
+                self.bias = Parameter(
+                    creation.zeros(*self.normalized_shape, dtype=dtype, device=device)
+                )
 
     def forward(self, input):
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
+    def reset_parameters(self):
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
     def extra_repr(self):
-        return (f"{self.normalized_shape}, eps={self.eps}, "
-                f"elementwise_affine={self.elementwise_affine}")
+        return (
+            f"{self.normalized_shape}, eps={self.eps}, "
+            f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}"
+        )
 
 
 class Dropout(Module):
-    def __init__(self, p: float = 0.5):
+    """In training, zero each element with probability p and scale the survivors by 1/(1-p)
+    (so the expected value is unchanged); in eval mode, the identity. `inplace` is accepted
+    for PyTorch's signature; the result is always a new tensor."""
+
+    def __init__(self, p: float = 0.5, inplace: bool = False):
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
-        self.p = p
+        self.p, self.inplace = p, inplace
 
     def forward(self, input):
         return F.dropout(input, self.p, self.training)
 
     def extra_repr(self):
-        return f"p={self.p}"
+        return f"p={self.p}, inplace={self.inplace}"
 
 
 class ReLU(Module):
@@ -156,3 +200,6 @@ class Softmax(Module):
 
     def forward(self, input):
         return ops.softmax(input, self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"

@@ -9,6 +9,7 @@ arrays.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import NamedTuple
 
 import numpy as np
 
@@ -51,6 +52,9 @@ class Module:
                 f"cannot assign {name!r} before Module.__init__() is called; call "
                 "super().__init__() first in your module's __init__"
             )
+        if name in self._buffers and (value is None or isinstance(value, Tensor)):
+            self._buffers[name] = value  # assigning to a buffer keeps it a buffer, as in torch
+            return
         for reg in (self._parameters, self._buffers, self._modules):
             reg.pop(name, None)
         if isinstance(value, Parameter):
@@ -98,17 +102,20 @@ class Module:
 
     # ---- traversal ----------------------------------------------------------------------
     def named_modules(self, prefix: str = ""):
-        stack = [(prefix, self)]
-        seen = set()
+        """(name, module) for self and every submodule, depth first in registration order
+        (PyTorch's order, which fixes the order of parameters() and of optimizer states).
+        A module registered twice is listed once."""
+        stack, seen = [(prefix, self)], set()
         while stack:
-            name, mod = stack.pop(0)
+            name, mod = stack.pop()
             if id(mod) in seen:
                 continue
             seen.add(id(mod))
             yield name, mod
-            for child_name, child in mod._modules.items():
-                if child is not None:
-                    stack.append((f"{name}.{child_name}" if name else child_name, child))
+            kids = [
+                (f"{name}.{k}" if name else k, m) for k, m in mod._modules.items() if m is not None
+            ]
+            stack.extend(reversed(kids))
 
     def modules(self):
         for _, m in self.named_modules():
@@ -149,6 +156,8 @@ class Module:
 
     # ---- modes, devices, gradients ------------------------------------------------------
     def train(self, mode: bool = True):
+        if not isinstance(mode, bool):
+            raise ValueError(f"training mode is expected to be a bool, got {mode!r}")
         for m in self.modules():
             object.__setattr__(m, "training", mode)
         return self
@@ -183,7 +192,7 @@ class Module:
                     p.data = fn(p.data)
                     if p.grad is not None:
                         p.grad.data = fn(p.grad.data)
-            for name, b in mod._buffers.items():
+            for b in mod._buffers.values():
                 if b is not None:
                     b.data = fn(b.data)
         return self
@@ -216,25 +225,30 @@ class Module:
         return self.to(np.float64)
 
     # ---- saving and loading -------------------------------------------------------------
-    def state_dict(self) -> OrderedDict:
-        """Dotted names -> Tensors (parameters, then persistent buffers), as PyTorch orders."""
-        out = OrderedDict()
-        for mname, mod in self.named_modules():
-            pre = f"{mname}." if mname else ""
-            for name, p in mod._parameters.items():
-                if p is not None:
-                    out[pre + name] = p
-            skip = mod.__dict__.get("_non_persistent", ())
-            for name, b in mod._buffers.items():
-                if b is not None and name not in skip:
-                    out[pre + name] = b
+    def state_dict(self, destination=None, prefix: str = "") -> OrderedDict:
+        """Dotted names -> Tensors: each module's parameters, then its persistent buffers,
+        then its children's, recursively (PyTorch's keys and order). Unlike torch's default
+        (keep_vars=False) the values are the Parameters themselves, so `sd[k].grad` works;
+        use `.detach()` (or tinytorch's `to_numpy`) to get plain arrays."""
+        out = OrderedDict() if destination is None else destination
+        for name, p in self._parameters.items():
+            if p is not None:
+                out[prefix + name] = p
+        skip = self.__dict__.get("_non_persistent", ())
+        for name, b in self._buffers.items():
+            if b is not None and name not in skip:
+                out[prefix + name] = b
+        for name, m in self._modules.items():
+            if m is not None:
+                m.state_dict(out, prefix + name + ".")
         return out
 
     def load_state_dict(self, state_dict, strict: bool = True):
         """Copy arrays (NumPy arrays, Tensors or torch tensors) into the parameters/buffers.
 
         Raises a RuntimeError naming every missing, unexpected and mis-shaped key (with
-        strict=False only shapes must match). Returns (missing_keys, unexpected_keys).
+        strict=False only shapes must match). Returns (missing_keys, unexpected_keys), a named
+        tuple as in PyTorch. Values take the dtype and device of the model's tensors.
         """
         own = self.state_dict()
         missing = [k for k in own if k not in state_dict]
@@ -245,21 +259,25 @@ class Module:
                 continue
             arr = _as_numpy(state_dict[k])
             if tuple(arr.shape) != tuple(target.shape):
-                wrong.append(f"{k}: checkpoint has shape {tuple(arr.shape)}, the model "
-                             f"expects {tuple(target.shape)}")
+                wrong.append(
+                    f"size mismatch for {k}: the state_dict has shape "
+                    f"{tuple(arr.shape)}, the model expects {tuple(target.shape)}"
+                )
             arrays[k] = arr
         problems = list(wrong)
         if strict:
             problems += [f"missing key: {k}" for k in missing]
             problems += [f"unexpected key: {k}" for k in unexpected]
         if problems:
-            raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n  "
-                               + "\n  ".join(problems))
+            raise RuntimeError(
+                f"Error(s) in loading state_dict for {type(self).__name__}:\n  "
+                + "\n  ".join(problems)
+            )
         with no_grad():
             for k, arr in arrays.items():
                 t = own[k]
                 t.data = backend.to_device(arr.astype(t.dtype, copy=True), t.device)
-        return missing, unexpected
+        return IncompatibleKeys(missing, unexpected)
 
     # ---- calling and printing -----------------------------------------------------------
     def forward(self, *args, **kwargs):
@@ -271,13 +289,48 @@ class Module:
     def extra_repr(self) -> str:
         return ""
 
+    def _get_name(self) -> str:
+        return type(self).__name__
+
     def __repr__(self):
-        lines = [f"({name}): " + repr(m).replace("\n", "\n  ") for name, m in
-                 self._modules.items() if m is not None]
-        head = f"{type(self).__name__}({self.extra_repr()}"
+        """PyTorch's layout: extra_repr, then one "(name): child" line per child."""
+        extra = self.extra_repr()
+        extra_lines = extra.split("\n") if extra else []
+        child_lines = [
+            f"({k}): " + _addindent(repr(m), 2) for k, m in self._modules.items() if m is not None
+        ]
+        head = self._get_name() + "("
+        if len(extra_lines) == 1 and not child_lines:
+            return head + extra_lines[0] + ")"
+        lines = extra_lines + child_lines
         if not lines:
             return head + ")"
         return head + "\n  " + "\n  ".join(lines) + "\n)"
+
+    def get_submodule(self, target: str) -> Module:
+        """The submodule at a dotted path ("transformer.h.0.attn")."""
+        mod = self
+        for part in target.split(".") if target else []:
+            if part not in mod._modules:
+                raise AttributeError(
+                    f"{mod._get_name()} has no submodule {part!r} (looking up {target!r})"
+                )
+            mod = mod._modules[part]
+        return mod
+
+
+class IncompatibleKeys(NamedTuple):
+    missing_keys: list
+    unexpected_keys: list
+
+
+def _addindent(text: str, spaces: int) -> str:
+    lines = text.split("\n")
+    if len(lines) == 1:
+        return text
+    return (
+        lines[0] + "\n" + "\n".join((" " * spaces + ln) if ln.strip() else "" for ln in lines[1:])
+    )
 
 
 def _as_numpy(value) -> np.ndarray:

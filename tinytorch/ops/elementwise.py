@@ -101,7 +101,7 @@ class Neg(Function):
 class Abs(Function):
     def forward(self, a):
         self.a = a
-        return abs(a)
+        return backend.xp_of(a).abs(a)
 
     def backward(self, g):
         return g * backend.xp_of(g).sign(self.a)

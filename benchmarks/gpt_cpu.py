@@ -1,0 +1,347 @@
+"""Chapter 07's GPT recipe trained by tinytorch and by a PyTorch twin, on the same machine.
+
+nanoGPT's CPU Shakespeare recipe at character level: n_layer 4, n_head 4, n_embd 128,
+block_size 64, batch 12, dropout 0, no biases; AdamW lr 1e-3, betas (0.9, 0.99), weight decay
+0.1 on matrices; 100 warmup steps then cosine to 1e-4 at the last iteration; gradient clipping
+at 1.0; a 90/10 split; validation loss = the mean over 20 batches. nanoGPT reports val 1.88.
+
+Both frameworks start from the same weights (tinytorch's GPT-2 initialization, copied into the
+twin) and see the same batches in the same order. Each trains in its own child process, one
+after the other, so that each one's peak memory (ru_maxrss) is its own; the parent compares
+them and writes benchmarks/results/gpt_cpu_cpu.{md,json,png}.
+
+    python benchmarks/gpt_cpu.py                 # 2000 iterations each (several minutes)
+    python benchmarks/gpt_cpu.py --iters 200     # shorter
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the repository's tinytorch, when not installed
+sys.path.insert(0, str(HERE))
+
+RECIPE = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, dropout=0.0,
+              bias=False, lr=1e-3, min_lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1,
+              warmup=100, grad_clip=1.0, eval_iters=20)
+
+
+def lr_at(it: int, iters: int) -> float:
+    """nanoGPT's get_lr: linear warmup, cosine down to min_lr at the last iteration."""
+    r = RECIPE
+    if it < r["warmup"]:
+        return r["lr"] * (it + 1) / (r["warmup"] + 1)
+    ratio = min(1.0, (it - r["warmup"]) / max(1, iters - r["warmup"]))
+    return r["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (r["lr"] - r["min_lr"])
+
+
+def load_data():
+    """Character ids of tinyshakespeare (nanoGPT's prepare.py: sorted characters), 90/10."""
+    from tinytorch.data import dataset_path
+
+    text = dataset_path("tinyshakespeare").read_text(encoding="utf-8")
+    chars = sorted(set(text))
+    stoi = {c: i for i, c in enumerate(chars)}
+    data = np.array([stoi[c] for c in text], dtype=np.int64)
+    n = int(0.9 * len(data))
+    return data[:n], data[n:], len(chars)
+
+
+def batch_offsets(n_data: int, count: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n_data - RECIPE["block_size"] - 1,
+                                                (count, RECIPE["batch_size"]))
+
+
+def make_batch(data, offsets):
+    T = RECIPE["block_size"]
+    x = np.stack([data[i:i + T] for i in offsets])
+    y = np.stack([data[i + 1:i + 1 + T] for i in offsets])
+    return x, y
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+# ---- the two trainers: the same loop, line for line ---------------------------------------
+def train_tinytorch(cfg, init_state, train, val, offsets, val_offsets, eval_every):
+    import tinytorch as tt
+    from tinytorch.models import GPT, GPTConfig
+    from tinytorch.nn.utils import clip_grad_norm_
+    from tinytorch.optim import AdamW
+
+    model = GPT(GPTConfig(**cfg))
+    model.load_state_dict(init_state)
+    opt = AdamW(model.optimizer_groups(RECIPE["weight_decay"]), lr=RECIPE["lr"],
+                betas=RECIPE["betas"])
+
+    def evaluate():
+        model.eval()
+        out = {}
+        with tt.no_grad():
+            for split, data, offs in (("train", train, offsets[:RECIPE["eval_iters"]]),
+                                      ("val", val, val_offsets)):
+                losses = [model(*(tt.tensor(a) for a in make_batch(data, o)))[1].item()
+                          for o in offs]
+                out[split] = float(np.mean(losses))
+        model.train()
+        return out
+
+    return _loop(len(offsets), lambda it: _tt_step(model, opt, train, offsets[it], it,
+                                                   len(offsets), clip_grad_norm_, tt),
+                 evaluate, eval_every)
+
+
+def _tt_step(model, opt, train, offs, it, iters, clip, tt):
+    for g in opt.param_groups:
+        g["lr"] = lr_at(it, iters)
+    x, y = (tt.tensor(a) for a in make_batch(train, offs))
+    _, loss = model(x, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    clip(model.parameters(), RECIPE["grad_clip"])
+    opt.step()
+    return loss.item()
+
+def torch_gpt(vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias):
+    """The PyTorch twin: nanoGPT's model.py (same module names, so the same state_dict)."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class LayerNorm(nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(n))
+            self.bias = nn.Parameter(torch.zeros(n)) if bias else None
+
+        def forward(self, x):
+            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+            self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+            self.resid_dropout = nn.Dropout(dropout)
+
+        def forward(self, x):
+            B, T, C = x.shape
+            q, k, v = self.c_attn(x).split(C, dim=2)
+            q, k, v = (t.view(B, T, n_head, C // n_head).transpose(1, 2) for t in (q, k, v))
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=dropout if self.training else 0.0, is_causal=True)
+            return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1, self.attn, self.ln_2 = LayerNorm(n_embd), Attention(), LayerNorm(n_embd)
+            self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(n_embd, 4 * n_embd, bias=bias),
+                                          c_proj=nn.Linear(4 * n_embd, n_embd, bias=bias)))
+            self.drop = nn.Dropout(dropout)
+
+        def forward(self, x):
+            x = x + self.attn(self.ln_1(x))
+            h = self.mlp.c_proj(F.gelu(self.mlp.c_fc(self.ln_2(x))))
+            return x + self.drop(h)
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.transformer = nn.ModuleDict(dict(
+                wte=nn.Embedding(vocab_size, n_embd), wpe=nn.Embedding(block_size, n_embd),
+                drop=nn.Dropout(dropout), h=nn.ModuleList([Block() for _ in range(n_layer)]),
+                ln_f=LayerNorm(n_embd)))
+            self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
+            self.transformer.wte.weight = self.lm_head.weight
+
+        def forward(self, idx, targets):
+            T = idx.shape[1]
+            tr = self.transformer
+            x = tr.drop(tr.wte(idx) + tr.wpe(torch.arange(T)))
+            for block in tr.h:
+                x = block(x)
+            logits = self.lm_head(tr.ln_f(x))
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1),
+                                   ignore_index=-1)
+            return logits, loss
+
+    return GPT()
+
+
+def train_torch(cfg, init_state, train, val, offsets, val_offsets, eval_every):
+    import torch
+
+    model = torch_gpt(**cfg)
+    model.load_state_dict({k: torch.tensor(v) for k, v in init_state.items()})
+    params = list(model.parameters())
+    groups = [{"params": [p for p in params if p.dim() >= 2],
+               "weight_decay": RECIPE["weight_decay"]},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=RECIPE["lr"], betas=RECIPE["betas"], fused=False)
+
+    def evaluate():
+        model.eval()
+        out = {}
+        with torch.no_grad():
+            for split, data, offs in (("train", train, offsets[:RECIPE["eval_iters"]]),
+                                      ("val", val, val_offsets)):
+                losses = [model(*(torch.from_numpy(a) for a in make_batch(data, o)))[1].item()
+                          for o in offs]
+                out[split] = float(np.mean(losses))
+        model.train()
+        return out
+
+    def step(it):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(it, len(offsets))
+        x, y = (torch.from_numpy(a) for a in make_batch(train, offsets[it]))
+        _, loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), RECIPE["grad_clip"])
+        opt.step()
+        return loss.item()
+
+    return _loop(len(offsets), step, evaluate, eval_every)
+
+
+def _loop(iters, step, evaluate, eval_every):
+    times, losses, evals = [], [], []
+    for it in range(iters):
+        if it % eval_every == 0:
+            evals.append({"iter": it, **evaluate()})
+        t0 = time.perf_counter()
+        losses.append(step(it))
+        times.append(time.perf_counter() - t0)
+        if it % 100 == 0 or it == iters - 1:
+            print(f"  iter {it:5d}  loss {losses[-1]:.4f}  {1000 * times[-1]:.1f} ms", flush=True)
+    evals.append({"iter": iters, **evaluate()})
+    return {"times": times, "losses": losses, "evals": evals}
+
+
+def worker(args) -> None:
+    work = Path(args.workdir)
+    spec = json.loads((work / "spec.json").read_text())
+    init = dict(np.load(work / "init.npz"))
+    train, val, _ = load_data()
+    base = peak_rss_mb()
+    fn = train_tinytorch if args.worker == "tinytorch" else train_torch
+    t0 = time.perf_counter()
+    out = fn(spec["config"], init, train, val, np.array(spec["offsets"]),
+             np.array(spec["val_offsets"]), spec["eval_every"])
+    out.update(total_s=time.perf_counter() - t0, peak_rss_mb=peak_rss_mb(), base_rss_mb=base)
+    if args.worker == "torch":
+        import torch
+
+        out["torch_threads"] = torch.get_num_threads()
+    (work / f"{args.worker}.json").write_text(json.dumps(out))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--iters", type=int, default=2000)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--worker", choices=["tinytorch", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--workdir", help=argparse.SUPPRESS)
+    p.add_argument("--notes", default="", help="a note for the result file (machine load...)")
+    args = p.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+
+    import tinytorch as tt
+    from tinytorch.models import GPT, GPTConfig
+
+    train, val, vocab = load_data()
+    cfg = {k: RECIPE[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "dropout",
+                                  "bias")}
+    cfg["vocab_size"] = vocab
+    tt.manual_seed(args.seed)
+    init = {k: v.detach().numpy() for k, v in GPT(GPTConfig(**cfg)).state_dict().items()}
+    spec = {"config": cfg, "eval_every": args.eval_every,
+            "offsets": batch_offsets(len(train), args.iters, args.seed).tolist(),
+            "val_offsets": batch_offsets(len(val), RECIPE["eval_iters"], args.seed + 1).tolist()}
+    results = {}
+    with tempfile.TemporaryDirectory() as work:
+        np.savez(Path(work) / "init.npz", **init)
+        (Path(work) / "spec.json").write_text(json.dumps(spec))
+        for name in ("tinytorch", "torch"):
+            print(f"{name}: {args.iters} iterations", flush=True)
+            subprocess.run([sys.executable, __file__, "--worker", name, "--workdir", work],
+                           check=True, env=dict(os.environ))
+            results[name] = json.loads((Path(work) / f"{name}.json").read_text())
+    report(args, results)
+    return 0
+
+
+def report(args, results) -> None:
+    from common import write_results
+
+    skip = min(10, args.iters // 10)  # the first steps warm caches and allocators
+    ms = {k: 1000 * statistics.median(r["times"][skip:]) for k, r in results.items()}
+    rows = []
+    for name, r in results.items():
+        rows.append({
+            "framework": name, "ms/iter (median)": ms[name],
+            "ratio vs torch": ms[name] / ms["torch"],
+            f"val loss @ {args.iters}": r["evals"][-1]["val"],
+            f"train loss @ {args.iters}": r["evals"][-1]["train"],
+            "peak RSS MB": r["peak_rss_mb"], "RSS after imports MB": r["base_rss_mb"],
+            "total s": r["total_s"],
+        })
+    notes = ("Recipe: nanoGPT's CPU Shakespeare-char run (n_layer 4, n_head 4, n_embd 128, "
+             "block_size 64, batch 12, dropout 0, bias False, AdamW 1e-3 (0.9, 0.99) wd 0.1 on "
+             "matrices, 100 warmup then cosine to 1e-4, clip 1.0). Both start from the same "
+             "weights and see the same batches. Each framework trains in its own child process "
+             "(one after the other) so peak RSS is per framework; ms/iter excludes evaluation. "
+             f"torch threads: {results['torch'].get('torch_threads')}. "
+             "nanoGPT reports val 1.88 for this recipe. " + args.notes)
+    write_results("gpt_cpu", "cpu", list(rows[0]), rows, notes=notes,
+                  extra={"curves": {k: {"losses": r["losses"], "evals": r["evals"]}
+                                    for k, r in results.items()}})
+    plot(results, HERE / "results" / "gpt_cpu_cpu.png")
+
+
+def plot(results, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, r in results.items():
+        losses = np.array(r["losses"])
+        k = min(25, len(losses))
+        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+        a.plot(np.arange(len(smooth)) + k - 1, smooth, label=f"{name} train (avg of {k})")
+        ev = r["evals"]
+        a.plot([e["iter"] for e in ev], [e["val"] for e in ev], "o--", label=f"{name} val")
+        b.plot(1000 * np.array(r["times"]), lw=0.6, label=name)
+    a.axhline(1.88, color="gray", lw=0.8, ls=":", label="nanoGPT val 1.88")
+    a.set(xlabel="iteration", ylabel="loss (nats/char)", title="GPT on tinyshakespeare-char")
+    b.set(xlabel="iteration", ylabel="ms per iteration", title="step time", yscale="log")
+    a.legend()
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

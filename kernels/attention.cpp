@@ -1,0 +1,595 @@
+// Fused softmax attention on the CPU (C++ and OpenMP), and the pybind11 bindings of the
+// attention family (the CPU functions, and the CUDA launchers of attention.cu when built with
+// TT_WITH_CUDA).
+//
+// Same contract as the GPU (see attention.h): q (B, H, Tq, D), k and v (B, H, Tk, D), float32,
+// contiguous; lse (B, H, Tq) natural-log log-sum-exp, +inf for a query with every key masked
+// (its output and gradients are 0); kpm (B, Tk) bool/uint8, 1 = key masked out; causal is
+// top-left aligned (query i sees keys j <= i). Any D here; the Python layer allows 32/64/128.
+//
+// Versions, the same steps as on the GPU:
+//   v1 naive  per (batch, head): the whole (Tq, Tk) score matrix, a softmax, P V. Backward
+//             materializes P and dS the same way.
+//   v2 row    one query row at a time over the keys one at a time: the online softmax.
+//             Backward: dQ row by row, dK and dV key row by key row (no shared writes).
+//   v3 tiled  blocks of 32 queries against 64-key tiles: the score tile is a small matrix
+//             product whose inner loop runs along the 64 keys (vectorized: the tile of K is
+//             stored transposed), a vectorizable exp2, and O += P V along the head dim.
+//             Backward: one pass per (batch, head) over key tiles and query tiles, recomputing
+//             P from the saved lse, accumulating dK, dV for the key tile and dQ in place.
+// Work is split over (batch, head, query block) with OpenMP; each output element is written
+// by one thread (deterministic). The hot loops are compiled for AVX-512, AVX2 and plain x86-64
+// (target_clones) and the CPU picks at load time.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "attention.h"
+
+// The 16-float vector helpers below are inlined into each target_clones body; GCC warns that
+// their (never exported) calling convention would differ between ISAs.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace py = pybind11;
+
+namespace tt {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+struct Cpu {
+    const float *q, *k, *v;
+    const std::uint8_t* kpm;  // (B, Tk) or null
+    int B, H, Tq, Tk, D;
+    float scale;
+    bool causal;
+    const std::uint8_t* mask_row(long bh) const { return kpm ? kpm + (bh / H) * Tk : nullptr; }
+    bool visible(int i, int j, const std::uint8_t* km) const {
+        return !(causal && j > i) && !(km && km[j]);
+    }
+};
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define TT_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), flatten))
+#else
+#define TT_CLONES
+#endif
+
+// 2^x for x <= 0 (and -inf), vectorizable: x = n + f with n an integer, |f| <= 1/2, 2^f by a
+// degree-7 Taylor polynomial (relative error < 2e-7), 2^n built in the exponent bits. Below
+// 2^-126 it returns 0, so masked scores (-inf) give exactly 0.
+inline float exp2_neg(float x) {
+    x = x < -127.f ? -127.f : x;
+    int n = (int)(x - 0.5f);  // truncation: round-half-down for x <= 0
+    float f = x - (float)n;
+    float p = 1.5252734e-5f;
+    p = p * f + 1.5403530e-4f;
+    p = p * f + 1.3333558e-3f;
+    p = p * f + 9.6181291e-3f;
+    p = p * f + 5.5504109e-2f;
+    p = p * f + 2.4022651e-1f;
+    p = p * f + 6.9314718e-1f;
+    p = p * f + 1.0f;
+    std::int32_t bits = (n + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, 4);
+    return p * scale;
+}
+
+// ---- v1: naive ------------------------------------------------------------------------------
+void v1_forward(const Cpu& a, float* o, float* lse) {
+    const int Tq = a.Tq, Tk = a.Tk, D = a.D;
+#pragma omp parallel
+    {
+        std::vector<float> S((std::size_t)Tq * Tk);
+#pragma omp for schedule(dynamic)
+        for (long bh = 0; bh < (long)a.B * a.H; ++bh) {
+            const float *q = a.q + bh * Tq * D, *k = a.k + bh * Tk * D, *v = a.v + bh * Tk * D;
+            const std::uint8_t* km = a.mask_row(bh);
+            for (int i = 0; i < Tq; ++i) {
+                float* s = &S[(std::size_t)i * Tk];
+                float m = -kInf;
+                for (int j = 0; j < Tk; ++j) {
+                    float x = 0.f;
+                    for (int d = 0; d < D; ++d) x += q[(long)i * D + d] * k[(long)j * D + d];
+                    s[j] = a.visible(i, j, km) ? x * a.scale : -kInf;
+                    m = std::max(m, s[j]);
+                }
+                float* out = o + (bh * Tq + i) * D;
+                if (m == -kInf) {  // every key masked
+                    std::fill(out, out + D, 0.f);
+                    lse[bh * Tq + i] = kInf;
+                    continue;
+                }
+                float sum = 0.f;
+                for (int j = 0; j < Tk; ++j) sum += (s[j] = std::exp(s[j] - m));
+                for (int d = 0; d < D; ++d) out[d] = 0.f;
+                for (int j = 0; j < Tk; ++j) {
+                    float p = s[j] / sum;
+                    for (int d = 0; d < D; ++d) out[d] += p * v[(long)j * D + d];
+                }
+                lse[bh * Tq + i] = m + std::log(sum);
+            }
+        }
+    }
+}
+
+void v1_backward(const Cpu& a, const float* o, const float* lse, const float* dout, float* dq,
+                 float* dk, float* dv) {
+    const int Tq = a.Tq, Tk = a.Tk, D = a.D;
+#pragma omp parallel
+    {
+        std::vector<float> P((std::size_t)Tq * Tk), dS((std::size_t)Tq * Tk);
+#pragma omp for schedule(dynamic)
+        for (long bh = 0; bh < (long)a.B * a.H; ++bh) {
+            const float *q = a.q + bh * Tq * D, *k = a.k + bh * Tk * D, *v = a.v + bh * Tk * D;
+            const float *g = dout + bh * Tq * D, *ob = o + bh * Tq * D;
+            const std::uint8_t* km = a.mask_row(bh);
+            for (int i = 0; i < Tq; ++i) {
+                float Di = 0.f;
+                for (int d = 0; d < D; ++d) Di += g[(long)i * D + d] * ob[(long)i * D + d];
+                for (int j = 0; j < Tk; ++j) {
+                    float s = 0.f, dp = 0.f;
+                    for (int d = 0; d < D; ++d) {
+                        s += q[(long)i * D + d] * k[(long)j * D + d];
+                        dp += g[(long)i * D + d] * v[(long)j * D + d];
+                    }
+                    float p = a.visible(i, j, km) ? std::exp(s * a.scale - lse[bh * Tq + i]) : 0.f;
+                    P[(std::size_t)i * Tk + j] = p;
+                    dS[(std::size_t)i * Tk + j] = p * (dp - Di);
+                }
+            }
+            float *dqb = dq + bh * Tq * D, *dkb = dk + bh * Tk * D, *dvb = dv + bh * Tk * D;
+            std::fill(dqb, dqb + (long)Tq * D, 0.f);
+            std::fill(dkb, dkb + (long)Tk * D, 0.f);
+            std::fill(dvb, dvb + (long)Tk * D, 0.f);
+            for (int i = 0; i < Tq; ++i)
+                for (int j = 0; j < Tk; ++j) {
+                    float p = P[(std::size_t)i * Tk + j], ds = dS[(std::size_t)i * Tk + j] * a.scale;
+                    for (int d = 0; d < D; ++d) {
+                        dvb[(long)j * D + d] += p * g[(long)i * D + d];
+                        dkb[(long)j * D + d] += ds * q[(long)i * D + d];
+                        dqb[(long)i * D + d] += ds * k[(long)j * D + d];
+                    }
+                }
+        }
+    }
+}
+
+// ---- v2: one row at a time, online softmax --------------------------------------------------
+void v2_forward(const Cpu& a, float* o, float* lse) {
+    const int Tq = a.Tq, Tk = a.Tk, D = a.D;
+    const float c = a.scale * kLog2e;
+#pragma omp parallel for schedule(dynamic, 16)
+    for (long row = 0; row < (long)a.B * a.H * Tq; ++row) {
+        long bh = row / Tq;
+        int i = (int)(row % Tq);
+        const float *q = a.q + row * D, *k = a.k + bh * Tk * D, *v = a.v + bh * Tk * D;
+        const std::uint8_t* km = a.mask_row(bh);
+        float* acc = o + row * D;
+        std::fill(acc, acc + D, 0.f);
+        float m = -kInf, l = 0.f;
+        int jend = a.causal ? std::min(Tk, i + 1) : Tk;
+        for (int j = 0; j < jend; ++j) {
+            if (km && km[j]) continue;
+            float s = 0.f;
+            for (int d = 0; d < D; ++d) s += q[d] * k[(long)j * D + d];
+            s *= c;
+            float mn = std::max(m, s);
+            float alpha = std::exp2(m - mn), p = std::exp2(s - mn);  // alpha = 0 the first time
+            l = l * alpha + p;
+            for (int d = 0; d < D; ++d) acc[d] = acc[d] * alpha + p * v[(long)j * D + d];
+            m = mn;
+        }
+        float inv = m == -kInf ? 0.f : 1.f / l;
+        for (int d = 0; d < D; ++d) acc[d] *= inv;
+        lse[row] = m == -kInf ? kInf : (m + std::log2(l)) * kLn2;
+    }
+}
+
+void v2_backward(const Cpu& a, const float* o, const float* lse, const float* dout, float* dq,
+                 float* dk, float* dv) {
+    const int Tq = a.Tq, Tk = a.Tk, D = a.D;
+    const long rows = (long)a.B * a.H * Tq;
+    std::vector<float> Dv(rows);
+#pragma omp parallel for schedule(static)
+    for (long r = 0; r < rows; ++r) {
+        float x = 0.f;
+        for (int d = 0; d < D; ++d) x += dout[r * D + d] * o[r * D + d];
+        Dv[r] = x;
+    }
+#pragma omp parallel for schedule(dynamic, 16)
+    for (long row = 0; row < rows; ++row) {  // dQ, one query row at a time
+        long bh = row / Tq;
+        int i = (int)(row % Tq);
+        const float *q = a.q + row * D, *g = dout + row * D;
+        const float *k = a.k + bh * Tk * D, *v = a.v + bh * Tk * D;
+        const std::uint8_t* km = a.mask_row(bh);
+        float* acc = dq + row * D;
+        std::fill(acc, acc + D, 0.f);
+        int jend = a.causal ? std::min(Tk, i + 1) : Tk;
+        for (int j = 0; j < jend; ++j) {
+            if (km && km[j]) continue;
+            float s = 0.f, dp = 0.f;
+            for (int d = 0; d < D; ++d) s += q[d] * k[(long)j * D + d], dp += g[d] * v[(long)j * D + d];
+            float ds = std::exp(s * a.scale - lse[row]) * (dp - Dv[row]) * a.scale;
+            for (int d = 0; d < D; ++d) acc[d] += ds * k[(long)j * D + d];
+        }
+    }
+    const long krows = (long)a.B * a.H * Tk;
+#pragma omp parallel for schedule(dynamic, 16)
+    for (long kr = 0; kr < krows; ++kr) {  // dK and dV, one key row at a time
+        long bh = kr / Tk;
+        int j = (int)(kr % Tk);
+        const float *k = a.k + kr * D, *v = a.v + kr * D;
+        const std::uint8_t* km = a.mask_row(bh);
+        float *dka = dk + kr * D, *dva = dv + kr * D;
+        std::fill(dka, dka + D, 0.f);
+        std::fill(dva, dva + D, 0.f);
+        if (km && km[j]) continue;
+        for (int i = a.causal ? j : 0; i < Tq; ++i) {
+            const float *q = a.q + (bh * Tq + i) * D, *g = dout + (bh * Tq + i) * D;
+            float s = 0.f, dp = 0.f;
+            for (int d = 0; d < D; ++d) s += q[d] * k[d], dp += g[d] * v[d];
+            float p = std::exp(s * a.scale - lse[bh * Tq + i]);
+            float ds = p * (dp - Dv[bh * Tq + i]) * a.scale;
+            for (int d = 0; d < D; ++d) dva[d] += p * g[d], dka[d] += ds * q[d];
+        }
+    }
+}
+
+// ---- v3: tiled ------------------------------------------------------------------------------
+// The two small matrix products of a tile are written on 16-float vectors (GCC's vector
+// extension: one AVX-512 register, two AVX2 registers, ...) with several independent
+// accumulators in registers, so the loops run at the FMA units' rate instead of waiting on
+// loads and stores of the accumulators.
+constexpr int BR = 32, BC = 64;
+typedef float vf __attribute__((vector_size(64)));
+
+inline vf vload(const float* p) {
+    vf x;
+    std::memcpy(&x, p, sizeof x);
+    return x;
+}
+inline void vstore(float* p, vf x) { std::memcpy(p, &x, sizeof x); }
+
+// S[r][0..BC) = mul * sum_d A[r][d] * Bt[d][0..BC) for r < nr; A rows have D floats,
+// Bt is (D, BC): a K (or V) tile stored transposed.
+template <int D>
+inline void tile_scores(float* S, const float* A, int nr, float mul, const float* Bt) {
+    constexpr int NV = BC / 16;
+    int r = 0;
+    for (; r + 2 <= nr; r += 2) {  // two rows share each load of Bt
+        vf a0[NV] = {}, a1[NV] = {};
+        const float *x0 = A + (long)r * D, *x1 = x0 + D;
+        for (int d = 0; d < D; ++d) {
+            float s0 = x0[d], s1 = x1[d];
+            for (int u = 0; u < NV; ++u) {
+                vf b = vload(Bt + d * BC + 16 * u);
+                a0[u] += s0 * b;
+                a1[u] += s1 * b;
+            }
+        }
+        for (int u = 0; u < NV; ++u) {
+            vstore(S + r * BC + 16 * u, a0[u] * mul);
+            vstore(S + (r + 1) * BC + 16 * u, a1[u] * mul);
+        }
+    }
+    for (; r < nr; ++r) {
+        vf a0[NV] = {};
+        for (int d = 0; d < D; ++d)
+            for (int u = 0; u < NV; ++u) a0[u] += A[(long)r * D + d] * vload(Bt + d * BC + 16 * u);
+        for (int u = 0; u < NV; ++u) vstore(S + r * BC + 16 * u, a0[u] * mul);
+    }
+}
+
+// C[r][0..D) += sum_{kk < kn} A[r * sar + kk * sak] * B[kk][0..D) for r < rows (C, B rows have
+// D floats). Four rows by 32 columns of C stay in registers while kk runs.
+template <int D>
+inline void gemm_acc(float* C, int rows, const float* A, int sar, int sak, int kn, const float* B) {
+    int r = 0;
+    for (; r + 4 <= rows; r += 4)
+        for (int c = 0; c < D; c += 32) {
+            vf acc[4][2];
+            for (int i = 0; i < 4; ++i)
+                acc[i][0] = vload(C + (r + i) * D + c), acc[i][1] = vload(C + (r + i) * D + c + 16);
+            for (int kk = 0; kk < kn; ++kk) {
+                vf b0 = vload(B + (long)kk * D + c), b1 = vload(B + (long)kk * D + c + 16);
+                for (int i = 0; i < 4; ++i) {
+                    float a = A[(r + i) * sar + kk * sak];
+                    acc[i][0] += a * b0;
+                    acc[i][1] += a * b1;
+                }
+            }
+            for (int i = 0; i < 4; ++i)
+                vstore(C + (r + i) * D + c, acc[i][0]), vstore(C + (r + i) * D + c + 16, acc[i][1]);
+        }
+    for (; r < rows; ++r)
+        for (int c = 0; c < D; c += 16) {
+            vf acc = vload(C + r * D + c);
+            for (int kk = 0; kk < kn; ++kk) acc += A[r * sar + kk * sak] * vload(B + (long)kk * D + c);
+            vstore(C + r * D + c, acc);
+        }
+}
+
+// Bt[d][j] = M[j][d] for j < nk (rows of a (T, D) matrix), zero for j >= nk
+template <int D>
+inline void transpose_tile(float* Bt, const float* M, int nk) {
+    for (int j = 0; j < nk; ++j)
+        for (int d = 0; d < D; ++d) Bt[d * BC + j] = M[(long)j * D + d];
+    for (int d = 0; d < D; ++d)
+        for (int j = nk; j < BC; ++j) Bt[d * BC + j] = 0.f;
+}
+
+template <int D>
+inline void v3_forward_block(const Cpu& a, long bh, int i0, float* o, float* lse, float* S,
+                             float* Kt, float* acc) {
+    const int Tq = a.Tq, Tk = a.Tk;
+    const float c = a.scale * kLog2e;
+    const float *q = a.q + (bh * Tq + i0) * D, *k = a.k + bh * Tk * D, *v = a.v + bh * Tk * D;
+    const std::uint8_t* km = a.mask_row(bh);
+    int nr = std::min(BR, Tq - i0);
+    float m[BR], l[BR];
+    for (int r = 0; r < BR; ++r) m[r] = -kInf, l[r] = 0.f;
+    std::fill(acc, acc + BR * D, 0.f);
+    int kend = a.causal ? std::min(Tk, i0 + nr) : Tk;
+    for (int j0 = 0; j0 < kend; j0 += BC) {
+        int nk = std::min(BC, Tk - j0);
+        transpose_tile<D>(Kt, k + (long)j0 * D, nk);
+        tile_scores<D>(S, q, nr, c, Kt);  // scores in log2 units
+        bool need_mask = km || nk < BC || (a.causal && j0 + BC - 1 > i0);
+        for (int r = 0; r < nr; ++r) {  // the online softmax, row by row
+            float* s = S + r * BC;
+            if (need_mask)
+                for (int j = 0; j < BC; ++j)
+                    if (j >= nk || !a.visible(i0 + r, j0 + j, km)) s[j] = -kInf;
+            float mt = -kInf;
+            for (int j = 0; j < BC; ++j) mt = std::max(mt, s[j]);
+            float mn = std::max(m[r], mt);
+            float mu = mn == -kInf ? 0.f : mn;
+            float alpha = exp2_neg(m[r] - mu), ps = 0.f;
+            for (int j = 0; j < BC; ++j) s[j] = exp2_neg(s[j] - mu);
+            for (int j = 0; j < BC; ++j) ps += s[j];
+            l[r] = l[r] * alpha + ps;
+            m[r] = mn;
+            for (int d = 0; d < D; ++d) acc[r * D + d] *= alpha;
+        }
+        gemm_acc<D>(acc, nr, S, BC, 1, nk, v + (long)j0 * D);  // O += P V
+    }
+    for (int r = 0; r < nr; ++r) {
+        float inv = m[r] == -kInf ? 0.f : 1.f / l[r];
+        float* out = o + (bh * Tq + i0 + r) * D;
+        for (int d = 0; d < D; ++d) out[d] = acc[r * D + d] * inv;
+        lse[bh * Tq + i0 + r] = m[r] == -kInf ? kInf : (m[r] + std::log2(l[r])) * kLn2;
+    }
+}
+
+template <int D>
+inline void v3_forward_range(const Cpu& a, long t0, long t1, float* o, float* lse) {
+    std::vector<float> S(BR * BC), Kt(D * BC), acc(BR * D);
+    const long nb = (a.Tq + BR - 1) / BR;
+    for (long t = t0; t < t1; ++t)
+        v3_forward_block<D>(a, t / nb, (int)(t % nb) * BR, o, lse, S.data(), Kt.data(), acc.data());
+}
+
+// One (batch, head): dK, dV per key tile (outer loop), dQ accumulated in place over key tiles.
+template <int D>
+inline void v3_backward_head(const Cpu& a, long bh, const float* lse, const float* dvec,
+                             const float* dout, float* dq, float* dk, float* dv, float* buf) {
+    const int Tq = a.Tq, Tk = a.Tk;
+    const float c = a.scale * kLog2e;
+    const float *q = a.q + bh * Tq * D, *k = a.k + bh * Tk * D, *v = a.v + bh * Tk * D;
+    const float* g = dout + bh * Tq * D;
+    const std::uint8_t* km = a.mask_row(bh);
+    float *Kt = buf, *Vt = Kt + D * BC, *P = Vt + D * BC, *dS = P + BR * BC;
+    float *dKb = dS + BR * BC, *dVb = dKb + BC * D;
+    float* dqb = dq + bh * Tq * D;
+    std::fill(dqb, dqb + (long)Tq * D, 0.f);
+    for (int j0 = 0; j0 < Tk; j0 += BC) {
+        int nk = std::min(BC, Tk - j0);
+        transpose_tile<D>(Kt, k + (long)j0 * D, nk);
+        transpose_tile<D>(Vt, v + (long)j0 * D, nk);
+        std::fill(dKb, dKb + BC * D, 0.f);
+        std::fill(dVb, dVb + BC * D, 0.f);
+        for (int i0 = a.causal ? (j0 / BR) * BR : 0; i0 < Tq; i0 += BR) {
+            int nr = std::min(BR, Tq - i0);
+            tile_scores<D>(P, q + (long)i0 * D, nr, c, Kt);
+            tile_scores<D>(dS, g + (long)i0 * D, nr, 1.f, Vt);  // dP = dO V^T
+            bool need_mask = km || nk < BC || (a.causal && j0 + BC - 1 > i0);
+            for (int r = 0; r < nr; ++r) {
+                float *p = P + r * BC, *ds = dS + r * BC;
+                float l2 = lse[bh * Tq + i0 + r] * kLog2e, Di = dvec[bh * Tq + i0 + r];
+                if (need_mask)
+                    for (int j = 0; j < BC; ++j)
+                        if (j >= nk || !a.visible(i0 + r, j0 + j, km)) p[j] = -kInf;
+                for (int j = 0; j < BC; ++j) p[j] = exp2_neg(p[j] - l2);
+                for (int j = 0; j < BC; ++j) ds[j] = p[j] * (ds[j] - Di);
+            }
+            gemm_acc<D>(dVb, nk, P, 1, BC, nr, g + (long)i0 * D);   // dV += P^T dO
+            gemm_acc<D>(dKb, nk, dS, 1, BC, nr, q + (long)i0 * D);  // dK += dS^T Q
+            gemm_acc<D>(dqb + (long)i0 * D, nr, dS, BC, 1, nk, k + (long)j0 * D);  // dQ += dS K
+        }
+        for (int j = 0; j < nk; ++j)
+            for (int d = 0; d < D; ++d) {
+                dk[(bh * Tk + j0 + j) * D + d] = dKb[j * D + d] * a.scale;
+                dv[(bh * Tk + j0 + j) * D + d] = dVb[j * D + d];
+            }
+    }
+    for (long x = 0; x < (long)Tq * D; ++x) dqb[x] *= a.scale;
+}
+
+template <int D>
+inline void v3_backward_range(const Cpu& a, long h0, long h1, const float* lse, const float* dvec,
+                              const float* dout, float* dq, float* dk, float* dv) {
+    std::vector<float> buf(2 * D * BC + 2 * BR * BC + 2 * BC * D);
+    for (long bh = h0; bh < h1; ++bh) v3_backward_head<D>(a, bh, lse, dvec, dout, dq, dk, dv, buf.data());
+}
+
+// The compiled-for-each-ISA entry points (one task range per call).
+TT_CLONES void v3_fwd_d32(const Cpu& a, long t0, long t1, float* o, float* l) { v3_forward_range<32>(a, t0, t1, o, l); }
+TT_CLONES void v3_fwd_d64(const Cpu& a, long t0, long t1, float* o, float* l) { v3_forward_range<64>(a, t0, t1, o, l); }
+TT_CLONES void v3_fwd_d128(const Cpu& a, long t0, long t1, float* o, float* l) { v3_forward_range<128>(a, t0, t1, o, l); }
+TT_CLONES void v3_bwd_d32(const Cpu& a, long h0, long h1, const float* lse, const float* dvec, const float* g, float* dq, float* dk, float* dv) { v3_backward_range<32>(a, h0, h1, lse, dvec, g, dq, dk, dv); }
+TT_CLONES void v3_bwd_d64(const Cpu& a, long h0, long h1, const float* lse, const float* dvec, const float* g, float* dq, float* dk, float* dv) { v3_backward_range<64>(a, h0, h1, lse, dvec, g, dq, dk, dv); }
+TT_CLONES void v3_bwd_d128(const Cpu& a, long h0, long h1, const float* lse, const float* dvec, const float* g, float* dq, float* dk, float* dv) { v3_backward_range<128>(a, h0, h1, lse, dvec, g, dq, dk, dv); }
+
+void v3_forward(const Cpu& a, float* o, float* lse) {
+    const long tasks = (long)a.B * a.H * ((a.Tq + BR - 1) / BR);
+    auto fn = a.D == 32 ? v3_fwd_d32 : a.D == 64 ? v3_fwd_d64 : v3_fwd_d128;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (long t = 0; t < tasks; t += 4) fn(a, t, std::min(tasks, t + 4), o, lse);
+}
+
+void v3_backward(const Cpu& a, const float* o, const float* lse, const float* dout, float* dq,
+                 float* dk, float* dv) {
+    const long rows = (long)a.B * a.H * a.Tq, heads = (long)a.B * a.H;
+    std::vector<float> Dv(rows);
+    const int D = a.D;
+#pragma omp parallel for schedule(static)
+    for (long r = 0; r < rows; ++r) {
+        float x = 0.f;
+        for (int d = 0; d < D; ++d) x += dout[r * D + d] * o[r * D + d];
+        Dv[r] = x;
+    }
+    auto fn = D == 32 ? v3_bwd_d32 : D == 64 ? v3_bwd_d64 : v3_bwd_d128;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (long h = 0; h < heads; ++h) fn(a, h, h + 1, lse, Dv.data(), dout, dq, dk, dv);
+}
+
+constexpr int kCpuVersions = 3;
+
+// ---- bindings -------------------------------------------------------------------------------
+void check_f32(const py::array& x, const char* name, const std::vector<py::ssize_t>& shape,
+               bool writable) {
+    if (!x.dtype().is(py::dtype::of<float>()))
+        throw py::type_error(std::string("attention: ") + name + " must be float32, got " +
+                             std::string(py::str(x.dtype())));
+    if (!(x.flags() & py::array::c_style))
+        throw py::value_error(std::string("attention: ") + name + " must be C-contiguous");
+    if (writable && !x.writeable())
+        throw py::value_error(std::string("attention: ") + name + " must be writable");
+    bool ok = x.ndim() == (py::ssize_t)shape.size();
+    for (std::size_t i = 0; ok && i < shape.size(); ++i) ok = x.shape(i) == shape[i];
+    if (!ok) {
+        std::string got, want;
+        for (py::ssize_t i = 0; i < x.ndim(); ++i) got += std::to_string(x.shape(i)) + ",";
+        for (auto s : shape) want += std::to_string(s) + ",";
+        throw py::value_error(std::string("attention: ") + name + " has shape (" + got +
+                              ") but (" + want + ") was expected");
+    }
+}
+
+Cpu cpu_args(const py::array& q, const py::array& k, const py::array& v, const py::object& kpm,
+             bool causal, float scale, int version) {
+    if (version < 1 || version > kCpuVersions)
+        throw py::value_error("attention (cpu): version " + std::to_string(version) +
+                              " does not exist; expected 1.." + std::to_string(kCpuVersions));
+    if (q.ndim() != 4) throw py::value_error("attention: q must be 4-D (B, H, Tq, D)");
+    const int B = (int)q.shape(0), H = (int)q.shape(1), Tq = (int)q.shape(2), D = (int)q.shape(3);
+    if (k.ndim() != 4) throw py::value_error("attention: k must be 4-D (B, H, Tk, D)");
+    const int Tk = (int)k.shape(2);
+    check_f32(q, "q", {B, H, Tq, D}, false);
+    check_f32(k, "k", {B, H, Tk, D}, false);
+    check_f32(v, "v", {B, H, Tk, D}, false);
+    if (D != 32 && D != 64 && D != 128)
+        throw py::value_error("attention (cpu): head dim " + std::to_string(D) +
+                              " is not supported; expected 32, 64 or 128");
+    const std::uint8_t* km = nullptr;
+    if (!kpm.is_none()) {
+        py::array m = kpm.cast<py::array>();
+        if (!(m.dtype().is(py::dtype::of<bool>()) || m.dtype().is(py::dtype::of<std::uint8_t>())))
+            throw py::type_error("attention: key_padding_mask must be bool or uint8");
+        if (!(m.flags() & py::array::c_style) || m.ndim() != 2 || m.shape(0) != B || m.shape(1) != Tk)
+            throw py::value_error("attention: key_padding_mask must be a C-contiguous (B, Tk) array");
+        km = static_cast<const std::uint8_t*>(m.data());
+    }
+    return Cpu{static_cast<const float*>(q.data()), static_cast<const float*>(k.data()),
+               static_cast<const float*>(v.data()), km, B, H, Tq, Tk, D, scale, causal};
+}
+
+void forward_cpu(const py::array& q, const py::array& k, const py::array& v, const py::object& kpm,
+                 py::array& o, py::array& lse, bool causal, float scale, int version) {
+    Cpu a = cpu_args(q, k, v, kpm, causal, scale, version);
+    check_f32(o, "out", {a.B, a.H, a.Tq, a.D}, true);
+    check_f32(lse, "lse", {a.B, a.H, a.Tq}, true);
+    float *op = static_cast<float*>(o.mutable_data()), *lp = static_cast<float*>(lse.mutable_data());
+    py::gil_scoped_release release;
+    if (version == 1) v1_forward(a, op, lp);
+    else if (version == 2) v2_forward(a, op, lp);
+    else v3_forward(a, op, lp);
+}
+
+void backward_cpu(const py::array& q, const py::array& k, const py::array& v, const py::object& kpm,
+                  const py::array& o, const py::array& lse, const py::array& dout, py::array& dq,
+                  py::array& dk, py::array& dv, bool causal, float scale, int version) {
+    Cpu a = cpu_args(q, k, v, kpm, causal, scale, version);
+    check_f32(o, "out", {a.B, a.H, a.Tq, a.D}, false);
+    check_f32(lse, "lse", {a.B, a.H, a.Tq}, false);
+    check_f32(dout, "grad_out", {a.B, a.H, a.Tq, a.D}, false);
+    check_f32(dq, "dq", {a.B, a.H, a.Tq, a.D}, true);
+    check_f32(dk, "dk", {a.B, a.H, a.Tk, a.D}, true);
+    check_f32(dv, "dv", {a.B, a.H, a.Tk, a.D}, true);
+    const float *op = static_cast<const float*>(o.data()), *lp = static_cast<const float*>(lse.data());
+    const float* gp = static_cast<const float*>(dout.data());
+    float* dqp = static_cast<float*>(dq.mutable_data());
+    float* dkp = static_cast<float*>(dk.mutable_data());
+    float* dvp = static_cast<float*>(dv.mutable_data());
+    py::gil_scoped_release release;
+    if (version == 1) v1_backward(a, op, lp, gp, dqp, dkp, dvp);
+    else if (version == 2) v2_backward(a, op, lp, gp, dqp, dkp, dvp);
+    else v3_backward(a, op, lp, gp, dqp, dkp, dvp);
+}
+
+}  // namespace
+}  // namespace tt
+
+void register_attention(py::module_& m) {
+    using namespace tt;
+    m.def("attention_cpu_versions", [] { return kCpuVersions; });
+    m.def("attention_forward_cpu", &forward_cpu, py::arg("q"), py::arg("k"), py::arg("v"),
+          py::arg("key_padding_mask"), py::arg("out"), py::arg("lse"), py::arg("causal"),
+          py::arg("scale"), py::arg("version"),
+          "Fused attention forward on the CPU: writes out (B, H, Tq, D) and lse (B, H, Tq).");
+    m.def("attention_backward_cpu", &backward_cpu, py::arg("q"), py::arg("k"), py::arg("v"),
+          py::arg("key_padding_mask"), py::arg("out"), py::arg("lse"), py::arg("grad_out"),
+          py::arg("dq"), py::arg("dk"), py::arg("dv"), py::arg("causal"), py::arg("scale"),
+          py::arg("version"), "Fused attention backward on the CPU: writes dq, dk, dv.");
+#ifdef TT_WITH_CUDA
+    using u = std::uintptr_t;
+    m.def("attention_cuda_versions", [] { return kAttnCudaVersions; });
+    m.def("attention_workspace_floats",
+          [](int B, int H, int Tq, int Tk, int D, int version, bool backward) {
+              return attention_workspace_floats(AttnShape{B, H, Tq, Tk, D, 1.f, false}, version,
+                                                backward);
+          });
+    m.def("attention_forward_cuda",
+          [](u q, u k, u v, u kpm, u o, u lse, u work, int B, int H, int Tq, int Tk, int D,
+             float scale, bool causal, int version, u stream) {
+              attention_forward_cuda((const float*)q, (const float*)k, (const float*)v,
+                                     (const std::uint8_t*)kpm, (float*)o, (float*)lse,
+                                     (float*)work, AttnShape{B, H, Tq, Tk, D, scale, causal},
+                                     version, stream);
+          },
+          "Fused attention forward on the GPU (device pointers; kpm = 0 for no mask).");
+    m.def("attention_backward_cuda",
+          [](u q, u k, u v, u kpm, u o, u lse, u dout, u dq, u dk, u dv, u work, int B, int H,
+             int Tq, int Tk, int D, float scale, bool causal, int version, u stream) {
+              attention_backward_cuda((const float*)q, (const float*)k, (const float*)v,
+                                      (const std::uint8_t*)kpm, (const float*)o, (const float*)lse,
+                                      (const float*)dout, (float*)dq, (float*)dk, (float*)dv,
+                                      (float*)work, AttnShape{B, H, Tq, Tk, D, scale, causal},
+                                      version, stream);
+          },
+          "Fused attention backward on the GPU (device pointers).");
+#endif
+}

@@ -1,0 +1,18 @@
+"""tinytorch.data: datasets on disk, Dataset/DataLoader, splits and padding collation.
+
+dataset_path("names")                   a checked local copy of a course dataset
+TensorDataset, Subset, random_split     examples and splits
+DataLoader, default_collate             batches (seeded shuffling, drop_last)
+pad_sequence, PadCollate                batches of variable-length sequences
+"""
+
+from .dataloader import DataLoader, PadCollate, default_collate, pad_sequence  # noqa: F401
+from .dataset import Dataset, Subset, TensorDataset, as_generator, random_split  # noqa: F401
+from .datasets import (  # noqa: F401
+    REGISTRY,
+    ChecksumError,
+    DatasetNotFoundError,
+    cache_dir,
+    dataset_path,
+    sha256_of,
+)

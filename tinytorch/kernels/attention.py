@@ -1,0 +1,313 @@
+"""Fused softmax attention (chapter 11): softmax(scale * Q K^T + mask) V without the T x T matrix.
+
+Raw arrays (NumPy arrays run the C++/OpenMP kernels, CuPy arrays the CUDA kernels):
+
+    out, lse = forward(q, k, v, is_causal=False, key_padding_mask=None, scale=None, version=None)
+    dq, dk, dv = backward(q, k, v, out, lse, grad_out, is_causal=False, key_padding_mask=None,
+                          scale=None, version=None)
+
+- q (B, H, Tq, D), k and v (B, H, Tk, D): float32, C-contiguous, all on one device; D is 32, 64
+  or 128; any lengths. out (B, H, Tq, D); lse (B, H, Tq) is each query's log-sum-exp of its
+  scaled scores, what the backward needs to recompute the probabilities (+inf for a query
+  whose keys are all masked).
+- `scale` defaults to 1/sqrt(D). `is_causal`: query i sees keys j <= i (top-left aligned, as
+  PyTorch's is_causal).
+- `key_padding_mask` (B, Tk) bool: True = that key is masked out (ignored) for every query of
+  that batch entry. This is the meaning of nn.MultiheadAttention's `key_padding_mask` (True =
+  ignore) and the OPPOSITE of a boolean `attn_mask` in F.scaled_dot_product_attention (True =
+  may attend).
+- A query with every key masked gets output 0 and gradient 0 (not NaN).
+- `version`: the numbered kernel (see kernels/attention.cu and kernels/attention.cpp):
+  CPU 1 naive, 2 row-at-a-time, 3 tiled; CUDA 1 naive, 2 row, 3 tiled in shared memory,
+  4 register-tiled, 5 tensor cores (3xTF32; its backward is version 4's). None = the default
+  (DEFAULT_VERSION), the fastest correct one.
+Bad input (dtype, shape, contiguity, device, head dim, version) raises TypeError or ValueError
+before any kernel runs.
+
+Tensor level (what the library uses):
+
+    supports(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None) -> bool
+    attention(q, k, v, is_causal=False, key_padding_mask=None, scale=None) -> Tensor
+    dispatch(q, k, v, attn_mask, dropout_p, is_causal, scale) -> Tensor or None
+
+`FlashAttention` is the autograd Function. `dispatch` is what F.scaled_dot_product_attention
+asks first (through tinytorch.kernels_dispatch): it returns None - use the composed path - when
+the fused path is switched off (tinytorch.kernels.set_fused(False) or `with
+tinytorch.kernels.composed():`), when the kernel module cannot be built, or when the call is not
+supported: dtype other than float32, head dim other than 32/64/128, value head dim != query
+head dim, batch dims that would broadcast, dropout_p > 0, a float attn_mask, or a boolean
+attn_mask that is not a key padding mask (shape (B, 1, 1, S) or (1, 1, 1, S) for 4-D inputs,
+(N, 1, S) for 3-D; anything else, e.g. a (L, S) pattern, goes the composed way). Inputs that
+are not contiguous (nn.MultiheadAttention's per-head views) are copied first.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Function
+from ..tensor import Tensor
+
+__all__ = [
+    "forward", "backward", "FlashAttention", "supports", "attention", "dispatch",
+    "CPU_VERSIONS", "CUDA_VERSIONS", "DEFAULT_VERSION", "HEAD_DIMS",
+]
+
+HEAD_DIMS = (32, 64, 128)
+CPU_VERSIONS = (1, 2, 3)
+CUDA_VERSIONS = (1, 2, 3, 4, 5)
+DEFAULT_VERSION = {"cpu": 3, "cuda": 5}
+
+
+def _lib():
+    from . import build
+
+    return build.load()
+
+
+def _device(arrays, what):
+    devices = {backend.device_of(a) for a in arrays}
+    if len(devices) != 1:
+        raise ValueError(f"attention {what}: all arrays must be on one device, got {devices}")
+    return devices.pop()
+
+
+def _check(q, k, v, key_padding_mask, version, what="forward"):
+    """Validate the inputs; returns (device, version, kpm as contiguous uint8 or None)."""
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, backend.ARRAY_TYPES):
+            raise TypeError(f"attention {what}: {name} must be a NumPy or CuPy array, got "
+                            f"{type(x).__name__} (use attention() for Tensors)")
+        if x.dtype != np.float32:
+            raise TypeError(f"attention {what}: {name} must be float32, got {x.dtype}")
+        if x.ndim != 4:
+            raise ValueError(f"attention {what}: {name} must be 4-D (B, H, T, D), got shape "
+                             f"{tuple(x.shape)}")
+        if not x.flags.c_contiguous:
+            raise ValueError(f"attention {what}: {name} must be C-contiguous (copy it with "
+                             f"ascontiguousarray); shape {tuple(x.shape)}")
+    device = _device((q, k, v), what)
+    if k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"attention {what}: expected q (B, H, Tq, D) and k, v (B, H, Tk, D); got "
+                         f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if q.shape[3] not in HEAD_DIMS:
+        raise ValueError(f"attention {what}: head dim {q.shape[3]} is not supported; expected one "
+                         f"of {HEAD_DIMS} (the composed path handles any)")
+    versions = CUDA_VERSIONS if device == "cuda" else CPU_VERSIONS
+    version = DEFAULT_VERSION[device] if version is None else version
+    if version not in versions:
+        raise ValueError(f"attention {what}: version {version!r} does not exist on {device}; "
+                         f"expected one of {versions}")
+    kpm = None
+    if key_padding_mask is not None:
+        m = key_padding_mask
+        B, Tk = q.shape[0], k.shape[2]
+        if not isinstance(m, backend.ARRAY_TYPES) or m.dtype != np.bool_:
+            raise TypeError(f"attention {what}: key_padding_mask must be a bool array (B, Tk), "
+                            f"True = masked out; got {type(m).__name__} "
+                            f"{getattr(m, 'dtype', '')}")
+        if tuple(m.shape) != (B, Tk):
+            raise ValueError(f"attention {what}: key_padding_mask has shape {tuple(m.shape)}; "
+                             f"expected (B, Tk) = {(B, Tk)}")
+        if backend.device_of(m) != device:
+            raise ValueError(f"attention {what}: key_padding_mask is on "
+                             f"{backend.device_of(m)} but q is on {device}")
+        kpm = backend.xp_of(m).ascontiguousarray(m).view(np.uint8)
+    return device, version, kpm
+
+
+def _aligned(x):
+    """CUDA kernels load float4: a CuPy view that starts mid-allocation may be misaligned."""
+    return x if x.data.ptr % 16 == 0 else x.copy()
+
+
+def _scale(scale, D):
+    return 1.0 / math.sqrt(D) if scale is None else float(scale)
+
+
+def _outputs(given, shapes, xp, device, what):
+    """Preallocated output arrays (checked) or fresh ones."""
+    if given is None:
+        return [xp.empty(s, np.float32) for s in shapes]
+    for x, s in zip(given, shapes):
+        if (not isinstance(x, backend.ARRAY_TYPES) or x.dtype != np.float32
+                or tuple(x.shape) != tuple(s) or not x.flags.c_contiguous
+                or backend.device_of(x) != device):
+            raise ValueError(f"attention {what}: output arrays must be C-contiguous float32 of "
+                             f"shapes {[tuple(s) for s in shapes]} on {device}")
+    return list(given)
+
+
+def forward(q, k, v, is_causal=False, key_padding_mask=None, scale=None, version=None,
+            out=None):
+    """(out (B, H, Tq, D), lse (B, H, Tq)); see the module docstring. `out` = an optional
+    (out, lse) pair of arrays to write into."""
+    device, version, kpm = _check(q, k, v, key_padding_mask, version)
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    xp = backend.get_xp(device)
+    scale = _scale(scale, D)
+    out, lse = _outputs(out, ((B, H, Tq, D), (B, H, Tq)), xp, device, "forward")
+    if out.size == 0:
+        return out, lse
+    if Tk == 0:  # no keys at all: every query is fully masked
+        out[...] = 0
+        lse[...] = np.inf
+        return out, lse
+    lib = _lib()
+    if device == "cpu":
+        lib.attention_forward_cpu(q, k, v, kpm, out, lse, bool(is_causal), scale, version)
+        return out, lse
+    fn = _cuda_fn(lib, "attention_forward_cuda")
+    q, k, v = _aligned(q), _aligned(k), _aligned(v)
+    work = xp.empty(max(1, lib.attention_workspace_floats(B, H, Tq, Tk, D, version, False)),
+                    np.float32)
+    fn(q.data.ptr, k.data.ptr, v.data.ptr, 0 if kpm is None else kpm.data.ptr, out.data.ptr,
+       lse.data.ptr, work.data.ptr, B, H, Tq, Tk, D, scale, bool(is_causal), version,
+       xp.cuda.get_current_stream().ptr)
+    return out, lse
+
+
+def backward(q, k, v, out, lse, grad_out, is_causal=False, key_padding_mask=None, scale=None,
+             version=None, grads=None):
+    """(dq, dk, dv), shaped like q, k, v, from forward's out and lse and the output gradient.
+    `grads` = an optional (dq, dk, dv) triple of arrays to write into."""
+    device, version, kpm = _check(q, k, v, key_padding_mask, version, "backward")
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    for name, x, shape in (("out", out, q.shape), ("grad_out", grad_out, q.shape),
+                           ("lse", lse, (B, H, Tq))):
+        if (not isinstance(x, backend.ARRAY_TYPES) or x.dtype != np.float32
+                or tuple(x.shape) != tuple(shape) or not x.flags.c_contiguous
+                or backend.device_of(x) != device):
+            raise ValueError(f"attention backward: {name} must be a C-contiguous float32 array of "
+                             f"shape {tuple(shape)} on {device}; got {type(x).__name__} "
+                             f"{getattr(x, 'dtype', '')} {tuple(getattr(x, 'shape', ()))}")
+    xp = backend.get_xp(device)
+    scale = _scale(scale, D)
+    dq, dk, dv = _outputs(grads, (q.shape, k.shape, v.shape), xp, device, "backward")
+    if q.size == 0 or k.size == 0:
+        dq[...], dk[...], dv[...] = 0, 0, 0
+        return dq, dk, dv
+    lib = _lib()
+    if device == "cpu":
+        lib.attention_backward_cpu(q, k, v, kpm, out, lse, grad_out, dq, dk, dv, bool(is_causal),
+                                   scale, version)
+        return dq, dk, dv
+    fn = _cuda_fn(lib, "attention_backward_cuda")
+    q, k, v, out, grad_out = (_aligned(x) for x in (q, k, v, out, grad_out))
+    work = xp.empty(max(1, lib.attention_workspace_floats(B, H, Tq, Tk, D, version, True)),
+                    np.float32)
+    fn(q.data.ptr, k.data.ptr, v.data.ptr, 0 if kpm is None else kpm.data.ptr, out.data.ptr,
+       lse.data.ptr, grad_out.data.ptr, dq.data.ptr, dk.data.ptr, dv.data.ptr, work.data.ptr,
+       B, H, Tq, Tk, D, scale, bool(is_causal), version, xp.cuda.get_current_stream().ptr)
+    return dq, dk, dv
+
+
+def _cuda_fn(lib, name):
+    fn = getattr(lib, name, None)
+    if fn is None:
+        raise RuntimeError("attention: the kernel module was built without CUDA (nvcc was not "
+                           "found, or TINYTORCH_NO_CUDA is set), so CuPy arrays cannot run it")
+    return fn
+
+
+# ---- autograd --------------------------------------------------------------------------------
+def _as_4d(x):
+    """(T, D) -> (1, 1, T, D), (N, T, D) -> (N, 1, T, D), contiguous (a copy only if needed)."""
+    xp = backend.xp_of(x)
+    x = x.reshape((1,) * (4 - x.ndim) + x.shape) if x.ndim == 2 else (
+        x[:, None] if x.ndim == 3 else x)
+    return xp.ascontiguousarray(x)
+
+
+class FlashAttention(Function):
+    """softmax(scale q k^T + masks) v with the fused kernels; q (..., Tq, D), k, v (..., Tk, D)
+    with the same 0-2 leading dims. Saves q, k, v, out and lse (O(T) extra), recomputes the
+    probabilities in the backward."""
+
+    def forward(self, q, k, v, is_causal=False, key_padding_mask=None, scale=None, version=None):
+        shape = q.shape
+        q4, k4, v4 = _as_4d(q), _as_4d(k), _as_4d(v)
+        out, lse = forward(q4, k4, v4, is_causal, key_padding_mask, scale, version)
+        self.saved = (q4, k4, v4, out, lse)
+        self.kw = dict(is_causal=is_causal, key_padding_mask=key_padding_mask, scale=scale,
+                       version=version)
+        self.shapes = (q.shape, k.shape, v.shape)
+        return out.reshape(shape)
+
+    def backward(self, grad):
+        q4, k4, v4, out, lse = self.saved
+        g = backend.xp_of(grad).ascontiguousarray(grad, dtype=np.float32).reshape(out.shape)
+        dq, dk, dv = backward(q4, k4, v4, out, lse, g, **self.kw)
+        return tuple(d.reshape(s) for d, s in zip((dq, dk, dv), self.shapes))
+
+
+def _padding_from_attn_mask(attn_mask, q, k):
+    """SDPA's boolean attn_mask (True = may attend) as a (B, S) key padding mask (True = masked),
+    or False when the mask is not of that kind (it varies over heads or queries)."""
+    if attn_mask is None:
+        return None
+    if not isinstance(attn_mask, Tensor) or attn_mask.dtype != np.bool_:
+        return False
+    n = q.ndim
+    if attn_mask.ndim > n:
+        return False
+    shape = (1,) * (n - attn_mask.ndim) + tuple(attn_mask.shape)
+    S = k.shape[-2]
+    B = q.shape[0] if n >= 3 else 1
+    if shape[-1] != S or any(s != 1 for s in shape[1 if n >= 3 else 0:-1]):
+        return False
+    if n >= 3 and shape[0] not in (1, B):
+        return False
+    xp = attn_mask.xp if hasattr(attn_mask, "xp") else backend.xp_of(attn_mask.data)
+    m = attn_mask.data.reshape(shape[0] if n >= 3 else 1, S)
+    return xp.ascontiguousarray(xp.broadcast_to(~m, (B, S)))
+
+
+def supports(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None) -> bool:
+    """Whether the fused kernels compute this F.scaled_dot_product_attention call exactly."""
+    ts = (q, k, v)
+    if not all(isinstance(t, Tensor) for t in ts):
+        return False
+    if any(t.dtype != np.float32 for t in ts) or len({t.device for t in ts}) != 1:
+        return False
+    if not (2 <= q.ndim <= 4 and q.ndim == k.ndim == v.ndim):
+        return False
+    if q.shape[:-2] != k.shape[:-2] or k.shape != v.shape or q.shape[-1] != k.shape[-1]:
+        return False
+    if q.shape[-1] not in HEAD_DIMS or dropout_p > 0.0 or q.shape[-2] == 0 or k.shape[-2] == 0:
+        return False
+    if attn_mask is not None:
+        if is_causal or _padding_from_attn_mask(attn_mask, q, k) is False:
+            return False
+        if attn_mask.device != q.device:
+            return False
+    return True
+
+
+def attention(q, k, v, is_causal=False, key_padding_mask=None, scale=None, version=None):
+    """Tensor-level fused attention; key_padding_mask (B, Tk) bool Tensor or array, True =
+    masked out. q (..., Tq, D), k, v (..., Tk, D) float32 with the same leading dims."""
+    if isinstance(key_padding_mask, Tensor):
+        key_padding_mask = key_padding_mask.data
+    return FlashAttention.apply(q, k, v, is_causal=bool(is_causal),
+                                key_padding_mask=key_padding_mask, scale=scale, version=version)
+
+
+def dispatch(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    """For F.scaled_dot_product_attention: the fused result, or None for the composed path."""
+    from . import available, fused_enabled
+
+    if not fused_enabled() or not supports(q, k, v, attn_mask, dropout_p, is_causal, scale):
+        return None
+    if not available():
+        return None
+    lib = _lib()
+    if q.device == "cuda" and not hasattr(lib, "attention_forward_cuda"):
+        return None
+    kpm = _padding_from_attn_mask(attn_mask, q, k)
+    return attention(q, k, v, is_causal, kpm, scale)

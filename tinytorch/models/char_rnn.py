@@ -1,0 +1,265 @@
+"""A character-level language model on a recurrent stack, and how to train and sample it.
+
+    ids (B, T) -> Embedding -> RNN | LSTM | GRU (batch_first) -> Linear -> logits (B, T, V)
+
+Training uses truncated backpropagation through time (TBPTT): the text is cut into B long
+streams read left to right, `tbptt_batches` yields consecutive windows of T characters, and
+the hidden state at the end of one window starts the next one, detached, so the model sees
+context older than T while backward never runs further back than T steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import backend, nn
+from ..autograd import no_grad
+from ..nn import functional as F
+from ..tensor import Tensor
+
+__all__ = [
+    "CharRNN",
+    "detach_state",
+    "tbptt_batches",
+    "train_step",
+    "evaluate",
+    "sample",
+    "hidden_grad_norms",
+    "char_vocab",
+]
+
+_STACKS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class CharRNN(nn.Module):
+    """Embedding (V, E) -> `cell` stack (E -> H, num_layers) -> Linear (H -> V).
+
+    Parameter names (`embedding.weight`, `rnn.weight_ih_l0`, `head.weight`, ...) are those of
+    the same model written with torch.nn, so the two load each other's state_dict.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 64,
+        hidden_size: int = 256,
+        num_layers: int = 2,
+        cell: str = "lstm",
+        dropout: float = 0.0,
+        device="cpu",
+        dtype=None,
+    ):
+        super().__init__()
+        if cell not in _STACKS:
+            raise ValueError(f"CharRNN: cell must be one of {sorted(_STACKS)}, got {cell!r}")
+        self.cell, self.vocab_size = cell, vocab_size
+        self.embedding = nn.Embedding(vocab_size, embed_dim, device=device, dtype=dtype)
+        self.rnn = _STACKS[cell](
+            embed_dim,
+            hidden_size,
+            num_layers,
+            batch_first=True,
+            dropout=dropout,
+            device=device,
+            dtype=dtype,
+        )
+        self.head = nn.Linear(hidden_size, vocab_size, device=device, dtype=dtype)
+
+    def forward(self, idx: Tensor, state=None):
+        """idx (B, T) int64, state from the previous window or None -> logits (B, T, V), state
+        (h_n, or (h_n, c_n) for the LSTM, each (num_layers, B, H))."""
+        if not isinstance(idx, Tensor) or idx.ndim != 2 or idx.dtype.kind not in "iu":
+            shape = tuple(idx.shape) if hasattr(idx, "shape") else type(idx).__name__
+            raise ValueError(
+                f"CharRNN: expected int64 character ids of shape (B, T), got "
+                f"shape {shape}" + (f" and dtype {idx.dtype}" if hasattr(idx, "dtype") else "")
+            )
+        out, state = self.rnn(self.embedding(idx), state)
+        B, T, H = out.shape
+        # the head on (B*T, H) rows: one 2-D matmul (and one for its weight gradient)
+        return self.head(out.reshape(B * T, H)).reshape(B, T, -1), state
+
+
+def detach_state(state):
+    """Truncated BPTT: keep the state's values, cut the graph behind them (None stays None)."""
+    if state is None:
+        return None
+    # BEGIN EXERCISE ch04: return the state (a tensor, or a tuple (h, c)) detached from the graph
+    if isinstance(state, tuple | list):
+        return tuple(s.detach() for s in state)
+    return state.detach()
+    # END EXERCISE
+
+
+def tbptt_batches(ids, batch_size: int, seq_len: int, device="cpu"):
+    """Consecutive (x, y) windows (B, T) over B parallel streams of the int array `ids`.
+
+    Row b of window k+1 continues row b of window k, which is what lets the hidden state carry
+    over; y is x shifted by one character.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    n = (len(ids) - 1) // batch_size  # characters per stream
+    if n < seq_len:
+        raise ValueError(
+            f"tbptt_batches: {len(ids)} tokens are too few for {batch_size} "
+            f"streams of at least seq_len={seq_len}"
+        )
+    xs = ids[: n * batch_size].reshape(batch_size, n)
+    ys = ids[1 : n * batch_size + 1].reshape(batch_size, n)
+    xp = backend.get_xp(device)
+    for s in range(0, n - seq_len + 1, seq_len):
+        yield (
+            Tensor._wrap(xp.asarray(xs[:, s : s + seq_len])),
+            Tensor._wrap(xp.asarray(ys[:, s : s + seq_len])),
+        )
+
+
+def train_step(model, optimizer, x, y, state=None, clip: float | None = 1.0):
+    """One TBPTT step: forward from the carried state (detached), backward, clip, update.
+
+    Returns (loss, state, grad_norm): the loss as a float, the state to carry into the next
+    window, and the total gradient norm before clipping (what clipping looked at).
+    """
+    logits, state = model(x, detach_state(state))
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+    optimizer.zero_grad()
+    loss.backward()
+    if clip:
+        norm = nn.clip_grad_norm_(model.parameters(), clip).item()
+    else:
+        norm = math.sqrt(
+            sum(
+                float((p.grad.data.astype(np.float64) ** 2).sum())
+                for p in model.parameters()
+                if p.grad is not None
+            )
+        )
+    optimizer.step()
+    return loss.item(), state, norm
+
+
+@no_grad()
+def evaluate(model, ids, batch_size: int = 32, seq_len: int = 64, max_batches=None) -> float:
+    """Mean cross-entropy (nats per character) over `ids`, carrying the state across windows."""
+    was_training = model.training
+    model.eval()
+    device = model.head.weight.device
+    total, count, state = 0.0, 0, None
+    for k, (x, y) in enumerate(tbptt_batches(ids, batch_size, seq_len, device)):
+        if max_batches is not None and k >= max_batches:
+            break
+        logits, state = model(x, state)
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).item()
+        count += 1
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+@no_grad()
+def sample(model, prompt_ids, max_new_tokens: int, temperature: float = 1.0, top_k=None):
+    """Continue each row of `prompt_ids` (B, T0) by max_new_tokens characters -> (B, T0 + n).
+
+    The prompt is read once to build the state, then one character at a time is drawn from
+    softmax(logits / temperature) (greedy argmax when temperature == 0), restricted to the
+    top_k most likely characters if given. Uses tinytorch's seeded generator.
+    """
+    was_training = model.training
+    model.eval()
+    device = model.head.weight.device
+    xp = backend.get_xp(device)
+    idx = Tensor._wrap(
+        xp.asarray(np.asarray(prompt_ids, dtype=np.int64).reshape(len(prompt_ids), -1))
+        if not isinstance(prompt_ids, Tensor)
+        else prompt_ids.data
+    )
+    out = [idx.data]
+    logits, state = model(idx)
+    for _ in range(max_new_tokens):
+        last = logits.data[:, -1, :].astype(np.float64)
+        if temperature == 0:
+            nxt = last.argmax(-1)
+        else:
+            last = last / temperature
+            if top_k is not None and top_k < last.shape[-1]:
+                kth = xp.sort(last, axis=-1)[:, -top_k][:, None]
+                last = xp.where(last < kth, -xp.inf, last)
+            p = xp.exp(last - last.max(-1, keepdims=True))
+            cdf = xp.cumsum(p / p.sum(-1, keepdims=True), -1)
+            u = xp.asarray(backend.rng(device).random((len(cdf), 1)))
+            nxt = xp.minimum((cdf < u).sum(-1), last.shape[-1] - 1)
+        nxt = nxt.astype(np.int64)[:, None]
+        out.append(nxt)
+        logits, state = model(Tensor._wrap(nxt), state)
+    model.train(was_training)
+    return Tensor._wrap(xp.concatenate(out, axis=1))
+
+
+def hidden_grad_norms(model, x, y):
+    """||dL_T / dh_t|| for every step t and layer: how much the loss at the LAST step still
+    depends on the hidden state t steps earlier (the vanishing/exploding gradient picture).
+
+    Runs float64 copies of the model's weights (so that norms of 1e-40 do not underflow to
+    zero, as they would in float32) through the step-by-step cell functions, adding a zero
+    "probe" leaf to each h_t so that backward leaves dL_T/dh_t in probe.grad. The model itself
+    is not touched. x, y: (B, T) ids and targets. Returns a NumPy array (num_layers, T).
+    """
+    rnn = model.rnn
+    if rnn.bidirectional:
+        raise ValueError("hidden_grad_norms: unidirectional models only")
+
+    def f64(p):
+        return None if p is None else Tensor._wrap(p.data.astype(np.float64))
+
+    h_in = F.embedding(x, f64(model.embedding.weight))  # (B, T, E)
+    B, T = x.shape
+    zeros = h_in.xp.zeros((B, rnn.hidden_size), dtype=np.float64)
+    probes = [
+        [Tensor._wrap(zeros.copy(), requires_grad=True) for _ in range(T)]
+        for _ in range(rnn.num_layers)
+    ]
+    states = [
+        (Tensor._wrap(zeros), Tensor._wrap(zeros)) if rnn.mode == "LSTM" else Tensor._wrap(zeros)
+        for _ in range(rnn.num_layers)
+    ]
+    weights = [[f64(w) for w in rnn._layer_weights(layer, 0)] for layer in range(rnn.num_layers)]
+    for t in range(T):
+        inp = h_in[:, t]
+        for layer, w in enumerate(weights):
+            if rnn.mode == "LSTM":
+                h, c = nn.lstm_cell(inp, states[layer], *w)
+                h = h + probes[layer][t]
+                states[layer] = (h, c)
+            elif rnn.mode == "GRU":
+                h = states[layer] = nn.gru_cell(inp, states[layer], *w) + probes[layer][t]
+            else:
+                nl = "relu" if rnn.mode == "RNN_RELU" else "tanh"
+                h = nn.rnn_cell(inp, states[layer], *w, nonlinearity=nl) + probes[layer][t]
+                states[layer] = h
+            inp = h
+    logits = F.linear(inp, f64(model.head.weight), f64(model.head.bias))
+    F.cross_entropy(logits, y[:, T - 1]).backward()
+    return np.array([[math.sqrt(float((p.grad.data**2).sum())) for p in row] for row in probes])
+
+
+def char_vocab(text: str):
+    """The sorted characters of `text` -> (encode: str -> int64 array, decode: ids -> str,
+    vocabulary size)."""
+    chars = sorted(set(text))
+    stoi = {c: i for i, c in enumerate(chars)}
+    lut = np.full(max(map(ord, chars)) + 1, -1, dtype=np.int64)
+    for c, i in stoi.items():
+        lut[ord(c)] = i
+
+    def encode(s: str) -> np.ndarray:
+        codes = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        if len(codes) and (codes.max() >= len(lut) or (lut[codes] < 0).any()):
+            bad = next(c for c in s if c not in stoi)
+            raise KeyError(f"char_vocab: character {bad!r} is not in the vocabulary")
+        return lut[codes]
+
+    def decode(ids) -> str:
+        return "".join(chars[int(i)] for i in np.asarray(ids).reshape(-1))
+
+    return encode, decode, len(chars)

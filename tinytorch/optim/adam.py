@@ -1,0 +1,154 @@
+"""Adam (Kingma & Ba, 2015) and AdamW (Loshchilov & Hutter, 2019).
+
+Adam keeps, per parameter, running averages of the gradient (m) and of its square (v):
+
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g^2
+    p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+The two `1 - beta^t` factors undo the bias of averages that start at zero. The difference
+between the two optimizers is weight decay: Adam adds `weight_decay * p` to g (an L2 penalty,
+which the adaptive denominator then weakens for parameters with large gradients); AdamW
+shrinks p directly, `p = p * (1 - lr * weight_decay)`, before the update ("decoupled"), the
+decay GPT-style recipes use. As in torch 2.x, AdamW is Adam with decoupled_weight_decay=True.
+"""
+
+from __future__ import annotations
+
+from .. import backend
+from ..tensor import Tensor
+from .optimizer import Optimizer
+
+
+def adam_update(
+    param,
+    grad,
+    exp_avg,
+    exp_avg_sq,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    max_exp_avg_sq=None,
+) -> None:
+    """One Adam update of the raw array `param` in place (moments updated in place too)."""
+    xp = backend.xp_of(param)
+    # BEGIN EXERCISE ch03: update the two moments, bias-correct them, and move param
+    exp_avg *= beta1
+    exp_avg += (1 - beta1) * grad
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * grad * grad
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    second = exp_avg_sq
+    if max_exp_avg_sq is not None:  # AMSGrad: never let the denominator shrink
+        xp.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        second = max_exp_avg_sq
+    denom = xp.sqrt(second) / bias_correction2**0.5 + eps
+    param -= (lr / bias_correction1) * (exp_avg / denom)
+    # END EXERCISE
+
+
+class Adam(Optimizer):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+    ):
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if eps < 0.0:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        for i, b in enumerate(betas):
+            if not 0.0 <= b < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {i}: {b} (need 0 <= beta < 1)")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                betas=tuple(betas),
+                eps=eps,
+                weight_decay=weight_decay,
+                amsgrad=amsgrad,
+                maximize=maximize,
+                decoupled_weight_decay=decoupled_weight_decay,
+            ),
+        )
+
+    def step(self, closure=None):
+        loss = self._closure_loss(closure)
+        for group in self.param_groups:
+            lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+            wd, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad.data
+                if group["maximize"]:
+                    g = -g
+                state = self.state.get(p)
+                if not state:
+                    xp = p.xp
+                    state = self.state[p] = {
+                        "step": 0,
+                        "exp_avg": Tensor._wrap(xp.zeros_like(p.data)),
+                        "exp_avg_sq": Tensor._wrap(xp.zeros_like(p.data)),
+                    }
+                    if group["amsgrad"]:
+                        state["max_exp_avg_sq"] = Tensor._wrap(xp.zeros_like(p.data))
+                state["step"] += 1
+                if wd != 0:
+                    if decoupled:
+                        p.data *= 1 - lr * wd
+                    else:
+                        g = g + wd * p.data
+                ams = state.get("max_exp_avg_sq") if group["amsgrad"] else None
+                adam_update(
+                    p.data,
+                    g,
+                    state["exp_avg"].data,
+                    state["exp_avg_sq"].data,
+                    state["step"],
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                    None if ams is None else ams.data,
+                )
+        return loss
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (default 0.01, as torch.optim.AdamW)."""
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+    ):
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=True,
+        )

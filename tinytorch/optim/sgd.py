@@ -1,0 +1,72 @@
+"""Stochastic gradient descent with momentum, dampening, Nesterov and weight decay.
+
+The update, exactly as torch.optim.SGD (so 20 steps agree to rounding):
+
+    g = grad (+ weight_decay * p)              L2 penalty folded into the gradient
+    b = g on the first step, else momentum * b + (1 - dampening) * g
+    g = g + momentum * b  (nesterov)  or  g = b
+    p = p - lr * g
+"""
+
+from __future__ import annotations
+
+from ..tensor import Tensor
+from .optimizer import Optimizer
+
+
+class SGD(Optimizer):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+    ):
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+                maximize=maximize,
+            ),
+        )
+
+    def step(self, closure=None):
+        loss = self._closure_loss(closure)
+        for group in self.param_groups:
+            lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+            dampening, nesterov = group["dampening"], group["nesterov"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad.data
+                if group["maximize"]:
+                    g = -g
+                if wd != 0:
+                    g = g + wd * p.data
+                if momentum != 0:
+                    state = self.state.setdefault(p, {})
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        buf = state["momentum_buffer"] = Tensor._wrap(g.copy())
+                    else:
+                        buf.data *= momentum
+                        buf.data += (1 - dampening) * g
+                    g = g + momentum * buf.data if nesterov else buf.data
+                p.data -= lr * g
+        return loss
