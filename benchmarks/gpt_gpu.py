@@ -25,15 +25,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-CFG = dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.0,
-           bias=False)
+CFG = dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.0, bias=False)
 BATCH = 64
 
 
 def batches(n, seed=0):
     rng = np.random.default_rng(seed)
-    return [rng.integers(0, CFG["vocab_size"], size=(BATCH, CFG["block_size"] + 1))
-            for _ in range(n)]
+    return [
+        rng.integers(0, CFG["vocab_size"], size=(BATCH, CFG["block_size"] + 1)) for _ in range(n)
+    ]
 
 
 def run_tinytorch(init_state, data, fused: bool):
@@ -92,8 +92,7 @@ def run_torch(init_state, data):
         if i >= 3:
             times.append(start.elapsed_time(end) / 1e3)
     torch.set_default_device("cpu")
-    return statistics.median(times), float(loss.item()), \
-        torch.cuda.max_memory_allocated() / 2**20
+    return statistics.median(times), float(loss.item()), torch.cuda.max_memory_allocated() / 2**20
 
 
 class _null:
@@ -118,21 +117,42 @@ def main():
     tokens = BATCH * CFG["block_size"]
     rows = []
     t_torch, l_torch, m_torch = run_torch(init, data)
-    rows.append(dict(impl="PyTorch eager (float32)", ms_per_step=t_torch * 1e3,
-                     tokens_per_s=tokens / t_torch, ratio_to_torch=1.0,
-                     final_loss=l_torch, memory_MiB=m_torch))
+    rows.append(
+        dict(
+            impl="PyTorch eager (float32)",
+            ms_per_step=t_torch * 1e3,
+            tokens_per_s=tokens / t_torch,
+            ratio_to_torch=1.0,
+            final_loss=l_torch,
+            memory_MiB=m_torch,
+        )
+    )
     for fused in (True, False):
         t, l, m = run_tinytorch(init, data, fused)
         name = "tinytorch + fused kernels" if fused else "tinytorch composed (no kernels)"
-        rows.append(dict(impl=name, ms_per_step=t * 1e3, tokens_per_s=tokens / t,
-                         ratio_to_torch=t_torch / t, final_loss=l, memory_MiB=m))
-    notes = (f"Config {CFG}, batch {BATCH}; median of {args.steps} steps after 3 warm-up "
-             "steps; ratio_to_torch = PyTorch step time / this step time (higher is faster); "
-             "memory: tinytorch = CuPy pool total bytes, PyTorch = max_memory_allocated. "
-             "Both float32, no TF32 (PyTorch's default for matmul; CuPy's default).")
-    write_results("gpt_gpu", device_tag("cuda"),
-                  ["impl", "ms_per_step", "tokens_per_s", "ratio_to_torch", "final_loss",
-                   "memory_MiB"], rows, notes=notes)
+        rows.append(
+            dict(
+                impl=name,
+                ms_per_step=t * 1e3,
+                tokens_per_s=tokens / t,
+                ratio_to_torch=t_torch / t,
+                final_loss=l,
+                memory_MiB=m,
+            )
+        )
+    notes = (
+        f"Config {CFG}, batch {BATCH}; median of {args.steps} steps after 3 warm-up "
+        "steps; ratio_to_torch = PyTorch step time / this step time (higher is faster); "
+        "memory: tinytorch = CuPy pool total bytes, PyTorch = max_memory_allocated. "
+        "Both float32, no TF32 (PyTorch's default for matmul; CuPy's default)."
+    )
+    write_results(
+        "gpt_gpu",
+        device_tag("cuda"),
+        ["impl", "ms_per_step", "tokens_per_s", "ratio_to_torch", "final_loss", "memory_MiB"],
+        rows,
+        notes=notes,
+    )
 
 
 if __name__ == "__main__":

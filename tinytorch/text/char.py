@@ -1,0 +1,90 @@
+"""The character-level tokenizer: one id per distinct character of a text (chapter 02)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from .bpe import atomic_write_text, read_checked_json
+
+FORMAT = "tinytorch-char"
+
+
+class CharTokenizer:
+    """ids are the positions of the characters in the sorted set of a text's characters.
+
+        tok = CharTokenizer.from_text(open("input.txt").read())
+        tok.encode("hi") -> [46, 47];  tok.decode([46, 47]) -> "hi"
+
+    An unknown character is an error naming it and its position, unless the tokenizer was
+    built with `unk_token` (e.g. "<unk>"), which then gets the last id and stands in for it.
+    """
+
+    def __init__(self, chars, unk_token=None):
+        chars = list(chars)
+        if len(set(chars)) != len(chars):
+            raise ValueError("CharTokenizer: characters must be distinct")
+        self.chars = chars
+        self.unk_token = unk_token
+        self.stoi = {c: i for i, c in enumerate(chars)}
+        self.unk_id = len(chars) if unk_token is not None else None
+
+    @classmethod
+    def from_text(cls, text: str, unk_token=None) -> CharTokenizer:
+        return cls(sorted(set(text)), unk_token)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars) + (self.unk_token is not None)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def encode(self, text: str) -> list[int]:
+        stoi = self.stoi
+        try:
+            return [stoi[c] for c in text]
+        except KeyError:
+            pass
+        out = []
+        for pos, c in enumerate(text):
+            i = stoi.get(c, self.unk_id)
+            if i is None:
+                raise ValueError(
+                    f"character {c!r} (U+{ord(c):04X}) at position {pos} is not in the "
+                    f"vocabulary of {len(self.chars)} characters; build the tokenizer from a "
+                    "text that contains it, or pass unk_token='<unk>'"
+                )
+            out.append(i)
+        return out
+
+    def decode(self, ids) -> str:
+        out = []
+        for pos, i in enumerate(ids):
+            i = int(i)
+            if 0 <= i < len(self.chars):
+                out.append(self.chars[i])
+            elif i == self.unk_id:
+                out.append(self.unk_token)
+            else:
+                raise IndexError(
+                    f"token id {i} at position {pos} is out of range: this "
+                    f"tokenizer has ids 0..{self.vocab_size - 1}"
+                )
+        return "".join(out)
+
+    def save(self, path) -> None:
+        payload = {"format": FORMAT, "version": 1, "chars": self.chars, "unk_token": self.unk_token}
+        body = json.dumps(payload, sort_keys=True, ensure_ascii=True)
+        payload["sha256"] = hashlib.sha256(body.encode()).hexdigest()
+        atomic_write_text(path, json.dumps(payload, ensure_ascii=True))
+
+    @classmethod
+    def load(cls, path) -> CharTokenizer:
+        payload = read_checked_json(path, FORMAT)
+        chars = payload.get("chars")
+        if not isinstance(chars, list) or not all(
+            isinstance(c, str) and len(c) == 1 for c in chars
+        ):
+            raise ValueError(f"{path}: 'chars' must be a list of single characters")
+        return cls(chars, payload.get("unk_token"))
