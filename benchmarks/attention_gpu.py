@@ -24,8 +24,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
@@ -96,12 +94,21 @@ def bench_shape(T, d, causal, versions, quick):
     mem_b = _peak_extra_mb(torch_fwd_bwd, 4 * nbytes)
     ref = torch_fwd()
     base = dict(T=T, d=d, causal=causal, B=B, H=H)
-    rows.append(dict(base, impl="torch", fwd_ms=t_fwd * 1e3,
-                     fwd_tflops=flops(B, H, T, d, causal, False) / t_fwd / 1e12,
-                     fwdbwd_ms=t_bwd * 1e3,
-                     fwdbwd_tflops=flops(B, H, T, d, causal, True) / t_bwd / 1e12,
-                     fwd_extra_mb=mem_f, fwdbwd_extra_mb=mem_b, vs_torch_fwd=1.0,
-                     vs_torch_fwdbwd=1.0, max_rel_err=0.0))
+    rows.append(
+        dict(
+            base,
+            impl="torch",
+            fwd_ms=t_fwd * 1e3,
+            fwd_tflops=flops(B, H, T, d, causal, False) / t_fwd / 1e12,
+            fwdbwd_ms=t_bwd * 1e3,
+            fwdbwd_tflops=flops(B, H, T, d, causal, True) / t_bwd / 1e12,
+            fwd_extra_mb=mem_f,
+            fwdbwd_extra_mb=mem_b,
+            vs_torch_fwd=1.0,
+            vs_torch_fwdbwd=1.0,
+            max_rel_err=0.0,
+        )
+    )
     for ver in versions:
         if ver == 1 and T > 1024:
             continue
@@ -122,15 +129,21 @@ def bench_shape(T, d, causal, versions, quick):
         work_f = lib.attention_workspace_floats(B, H, T, T, d, ver, False) * 4 / 2**20
         work_b = lib.attention_workspace_floats(B, H, T, T, d, ver, True) * 4 / 2**20
         cp.get_default_memory_pool().free_all_blocks()
-        rows.append(dict(base, impl=f"v{ver}", fwd_ms=tf * 1e3,
-                         fwd_tflops=flops(B, H, T, d, causal, False) / tf / 1e12,
-                         fwdbwd_ms=tb * 1e3,
-                         fwdbwd_tflops=flops(B, H, T, d, causal, True) / tb / 1e12,
-                         fwd_extra_mb=lse_mb + work_f, fwdbwd_extra_mb=lse_mb + work_b,
-                         vs_torch_fwd=t_fwd / tf, vs_torch_fwdbwd=t_bwd / tb, max_rel_err=err))
-    del q, k, v, g, tq, tk, tv, tg, tq_, tk_, tv_, ref
-    cp.get_default_memory_pool().free_all_blocks()
-    torch.cuda.empty_cache()
+        rows.append(
+            dict(
+                base,
+                impl=f"v{ver}",
+                fwd_ms=tf * 1e3,
+                fwd_tflops=flops(B, H, T, d, causal, False) / tf / 1e12,
+                fwdbwd_ms=tb * 1e3,
+                fwdbwd_tflops=flops(B, H, T, d, causal, True) / tb / 1e12,
+                fwd_extra_mb=lse_mb + work_f,
+                fwdbwd_extra_mb=lse_mb + work_b,
+                vs_torch_fwd=t_fwd / tf,
+                vs_torch_fwdbwd=t_bwd / tb,
+                max_rel_err=err,
+            )
+        )
     return rows
 
 
@@ -146,14 +159,25 @@ def plot(rows, path):
         for row, key in enumerate(("fwd_tflops", "fwdbwd_tflops")):
             ax = axes[row][col]
             for impl in sorted({r["impl"] for r in rows}):
-                pts = sorted((r["T"], r[key]) for r in rows
-                             if r["impl"] == impl and r["d"] == d and r["causal"] == causal)
+                pts = sorted(
+                    (r["T"], r[key])
+                    for r in rows
+                    if r["impl"] == impl and r["d"] == d and r["causal"] == causal
+                )
                 if pts:
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=impl,
-                            lw=2.5 if impl == "torch" else 1.5)
+                    ax.plot(
+                        [p[0] for p in pts],
+                        [p[1] for p in pts],
+                        "o-",
+                        label=impl,
+                        lw=2.5 if impl == "torch" else 1.5,
+                    )
             ax.set_xscale("log", base=2)
-            ax.set_title(f"{'forward' if row == 0 else 'forward+backward'}, d={d}"
-                         f"{', causal' if causal else ''}", fontsize=9)
+            ax.set_title(
+                f"{'forward' if row == 0 else 'forward+backward'}, d={d}"
+                f"{', causal' if causal else ''}",
+                fontsize=9,
+            )
             ax.set_xlabel("T")
             ax.set_ylabel("TFLOP/s")
             ax.grid(alpha=0.3)
@@ -173,7 +197,6 @@ def add_args(parser):
 def run(args):
     import cupy as cp
     import torch
-
     from common import RESULTS, device_tag, write_results
 
     quick = getattr(args, "quick", False)
@@ -186,16 +209,32 @@ def run(args):
             for T in Ts:
                 print(f"T={T} d={d} causal={causal}", flush=True)
                 rows.extend(bench_shape(T, d, causal, versions, quick))
+                cp.get_default_memory_pool().free_all_blocks()  # the shape's arrays are gone
+                torch.cuda.empty_cache()
     tag = device_tag("cuda")
-    columns = ["T", "d", "causal", "impl", "fwd_ms", "fwd_tflops", "vs_torch_fwd", "fwdbwd_ms",
-               "fwdbwd_tflops", "vs_torch_fwdbwd", "fwd_extra_mb", "fwdbwd_extra_mb",
-               "max_rel_err"]
-    notes = (f"B*T = {TOKENS}, H*d = {WIDTH}. TFLOP/s: forward 4*B*H*T^2*d (halved when causal), "
-             "forward+backward 3.5x that. vs_torch_*: PyTorch's time / ours (>1 = faster than "
-             "PyTorch). extra_mb: memory beyond inputs and outputs. max_rel_err: our forward vs "
-             "PyTorch's, max |diff| / max |out|. v1 runs at T = 1k only (its T x T buffers), v2 at "
-             f"T <= 2k (slow). torch {torch.__version__}, cupy {cp.__version__}, "
-             f"GPU {torch.cuda.get_device_name(0)}.")
+    columns = [
+        "T",
+        "d",
+        "causal",
+        "impl",
+        "fwd_ms",
+        "fwd_tflops",
+        "vs_torch_fwd",
+        "fwdbwd_ms",
+        "fwdbwd_tflops",
+        "vs_torch_fwdbwd",
+        "fwd_extra_mb",
+        "fwdbwd_extra_mb",
+        "max_rel_err",
+    ]
+    notes = (
+        f"B*T = {TOKENS}, H*d = {WIDTH}. TFLOP/s: forward 4*B*H*T^2*d (halved when causal), "
+        "forward+backward 3.5x that. vs_torch_*: PyTorch's time / ours (>1 = faster than "
+        "PyTorch). extra_mb: memory beyond inputs and outputs. max_rel_err: our forward vs "
+        "PyTorch's, max |diff| / max |out|. v1 runs at T = 1k only (its T x T buffers), v2 at "
+        f"T <= 2k (slow). torch {torch.__version__}, cupy {cp.__version__}, "
+        f"GPU {torch.cuda.get_device_name(0)}."
+    )
     write_results("attention_gpu", tag, columns, rows, notes)
     plot(rows, RESULTS / f"attention_gpu_{tag}.png")
     return rows

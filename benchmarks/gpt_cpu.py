@@ -34,9 +34,22 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the repository's tinytorch, when not installed
 sys.path.insert(0, str(HERE))
 
-RECIPE = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, dropout=0.0,
-              bias=False, lr=1e-3, min_lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1,
-              warmup=100, grad_clip=1.0, eval_iters=20)
+RECIPE = dict(
+    n_layer=4,
+    n_head=4,
+    n_embd=128,
+    block_size=64,
+    batch_size=12,
+    dropout=0.0,
+    bias=False,
+    lr=1e-3,
+    min_lr=1e-4,
+    betas=(0.9, 0.99),
+    weight_decay=0.1,
+    warmup=100,
+    grad_clip=1.0,
+    eval_iters=20,
+)
 
 
 def lr_at(it: int, iters: int) -> float:
@@ -61,14 +74,15 @@ def load_data():
 
 
 def batch_offsets(n_data: int, count: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, n_data - RECIPE["block_size"] - 1,
-                                                (count, RECIPE["batch_size"]))
+    return np.random.default_rng(seed).integers(
+        0, n_data - RECIPE["block_size"] - 1, (count, RECIPE["batch_size"])
+    )
 
 
 def make_batch(data, offsets):
     T = RECIPE["block_size"]
-    x = np.stack([data[i:i + T] for i in offsets])
-    y = np.stack([data[i + 1:i + 1 + T] for i in offsets])
+    x = np.stack([data[i : i + T] for i in offsets])
+    y = np.stack([data[i + 1 : i + 1 + T] for i in offsets])
     return x, y
 
 
@@ -85,24 +99,31 @@ def train_tinytorch(cfg, init_state, train, val, offsets, val_offsets, eval_ever
 
     model = GPT(GPTConfig(**cfg))
     model.load_state_dict(init_state)
-    opt = AdamW(model.optimizer_groups(RECIPE["weight_decay"]), lr=RECIPE["lr"],
-                betas=RECIPE["betas"])
+    opt = AdamW(
+        model.optimizer_groups(RECIPE["weight_decay"]), lr=RECIPE["lr"], betas=RECIPE["betas"]
+    )
 
     def evaluate():
         model.eval()
         out = {}
         with tt.no_grad():
-            for split, data, offs in (("train", train, offsets[:RECIPE["eval_iters"]]),
-                                      ("val", val, val_offsets)):
-                losses = [model(*(tt.tensor(a) for a in make_batch(data, o)))[1].item()
-                          for o in offs]
+            for split, data, offs in (
+                ("train", train, offsets[: RECIPE["eval_iters"]]),
+                ("val", val, val_offsets),
+            ):
+                losses = [
+                    model(*(tt.tensor(a) for a in make_batch(data, o)))[1].item() for o in offs
+                ]
                 out[split] = float(np.mean(losses))
         model.train()
         return out
 
-    return _loop(len(offsets), lambda it: _tt_step(model, opt, train, offsets[it], it,
-                                                   len(offsets), clip_grad_norm_, tt),
-                 evaluate, eval_every)
+    return _loop(
+        len(offsets),
+        lambda it: _tt_step(model, opt, train, offsets[it], it, len(offsets), clip_grad_norm_, tt),
+        evaluate,
+        eval_every,
+    )
 
 
 def _tt_step(model, opt, train, offs, it, iters, clip, tt):
@@ -115,6 +136,7 @@ def _tt_step(model, opt, train, offs, it, iters, clip, tt):
     clip(model.parameters(), RECIPE["grad_clip"])
     opt.step()
     return loss.item()
+
 
 def torch_gpt(vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias):
     """The PyTorch twin: nanoGPT's model.py (same module names, so the same state_dict)."""
@@ -143,15 +165,20 @@ def torch_gpt(vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias):
             q, k, v = self.c_attn(x).split(C, dim=2)
             q, k, v = (t.view(B, T, n_head, C // n_head).transpose(1, 2) for t in (q, k, v))
             y = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=dropout if self.training else 0.0, is_causal=True)
+                q, k, v, dropout_p=dropout if self.training else 0.0, is_causal=True
+            )
             return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
 
     class Block(nn.Module):
         def __init__(self):
             super().__init__()
             self.ln_1, self.attn, self.ln_2 = LayerNorm(n_embd), Attention(), LayerNorm(n_embd)
-            self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(n_embd, 4 * n_embd, bias=bias),
-                                          c_proj=nn.Linear(4 * n_embd, n_embd, bias=bias)))
+            self.mlp = nn.ModuleDict(
+                dict(
+                    c_fc=nn.Linear(n_embd, 4 * n_embd, bias=bias),
+                    c_proj=nn.Linear(4 * n_embd, n_embd, bias=bias),
+                )
+            )
             self.drop = nn.Dropout(dropout)
 
         def forward(self, x):
@@ -162,10 +189,15 @@ def torch_gpt(vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias):
     class GPT(nn.Module):
         def __init__(self):
             super().__init__()
-            self.transformer = nn.ModuleDict(dict(
-                wte=nn.Embedding(vocab_size, n_embd), wpe=nn.Embedding(block_size, n_embd),
-                drop=nn.Dropout(dropout), h=nn.ModuleList([Block() for _ in range(n_layer)]),
-                ln_f=LayerNorm(n_embd)))
+            self.transformer = nn.ModuleDict(
+                dict(
+                    wte=nn.Embedding(vocab_size, n_embd),
+                    wpe=nn.Embedding(block_size, n_embd),
+                    drop=nn.Dropout(dropout),
+                    h=nn.ModuleList([Block() for _ in range(n_layer)]),
+                    ln_f=LayerNorm(n_embd),
+                )
+            )
             self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
             self.transformer.wte.weight = self.lm_head.weight
 
@@ -176,8 +208,9 @@ def torch_gpt(vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias):
             for block in tr.h:
                 x = block(x)
             logits = self.lm_head(tr.ln_f(x))
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1),
-                                   ignore_index=-1)
+            loss = F.cross_entropy(
+                logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1
+            )
             return logits, loss
 
     return GPT()
@@ -189,19 +222,24 @@ def train_torch(cfg, init_state, train, val, offsets, val_offsets, eval_every):
     model = torch_gpt(**cfg)
     model.load_state_dict({k: torch.tensor(v) for k, v in init_state.items()})
     params = list(model.parameters())
-    groups = [{"params": [p for p in params if p.dim() >= 2],
-               "weight_decay": RECIPE["weight_decay"]},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": RECIPE["weight_decay"]},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     opt = torch.optim.AdamW(groups, lr=RECIPE["lr"], betas=RECIPE["betas"], fused=False)
 
     def evaluate():
         model.eval()
         out = {}
         with torch.no_grad():
-            for split, data, offs in (("train", train, offsets[:RECIPE["eval_iters"]]),
-                                      ("val", val, val_offsets)):
-                losses = [model(*(torch.from_numpy(a) for a in make_batch(data, o)))[1].item()
-                          for o in offs]
+            for split, data, offs in (
+                ("train", train, offsets[: RECIPE["eval_iters"]]),
+                ("val", val, val_offsets),
+            ):
+                losses = [
+                    model(*(torch.from_numpy(a) for a in make_batch(data, o)))[1].item()
+                    for o in offs
+                ]
                 out[split] = float(np.mean(losses))
         model.train()
         return out
@@ -242,8 +280,15 @@ def worker(args) -> None:
     base = peak_rss_mb()
     fn = train_tinytorch if args.worker == "tinytorch" else train_torch
     t0 = time.perf_counter()
-    out = fn(spec["config"], init, train, val, np.array(spec["offsets"]),
-             np.array(spec["val_offsets"]), spec["eval_every"])
+    out = fn(
+        spec["config"],
+        init,
+        train,
+        val,
+        np.array(spec["offsets"]),
+        np.array(spec["val_offsets"]),
+        spec["eval_every"],
+    )
     out.update(total_s=time.perf_counter() - t0, peak_rss_mb=peak_rss_mb(), base_rss_mb=base)
     if args.worker == "torch":
         import torch
@@ -260,6 +305,13 @@ def main(argv=None) -> int:
     p.add_argument("--worker", choices=["tinytorch", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
     p.add_argument("--notes", default="", help="a note for the result file (machine load...)")
+    p.add_argument("--name", default="gpt_cpu", help="result file stem (default gpt_cpu)")
+    p.add_argument(
+        "--cpus",
+        default="",
+        help="e.g. 2,3:4,5 - run tinytorch pinned to CPUs "
+        "2,3 and torch to 4,5 at the same time (machines with spare cores)",
+    )
     args = p.parse_args(argv)
     if args.worker:
         worker(args)
@@ -269,23 +321,36 @@ def main(argv=None) -> int:
     from tinytorch.models import GPT, GPTConfig
 
     train, val, vocab = load_data()
-    cfg = {k: RECIPE[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "dropout",
-                                  "bias")}
+    cfg = {k: RECIPE[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")}
     cfg["vocab_size"] = vocab
     tt.manual_seed(args.seed)
     init = {k: v.detach().numpy() for k, v in GPT(GPTConfig(**cfg)).state_dict().items()}
-    spec = {"config": cfg, "eval_every": args.eval_every,
-            "offsets": batch_offsets(len(train), args.iters, args.seed).tolist(),
-            "val_offsets": batch_offsets(len(val), RECIPE["eval_iters"], args.seed + 1).tolist()}
+    spec = {
+        "config": cfg,
+        "eval_every": args.eval_every,
+        "offsets": batch_offsets(len(train), args.iters, args.seed).tolist(),
+        "val_offsets": batch_offsets(len(val), RECIPE["eval_iters"], args.seed + 1).tolist(),
+    }
     results = {}
     with tempfile.TemporaryDirectory() as work:
         np.savez(Path(work) / "init.npz", **init)
         (Path(work) / "spec.json").write_text(json.dumps(spec))
-        for name in ("tinytorch", "torch"):
-            print(f"{name}: {args.iters} iterations", flush=True)
-            subprocess.run([sys.executable, __file__, "--worker", name, "--workdir", work],
-                           check=True, env=dict(os.environ))
-            results[name] = json.loads((Path(work) / f"{name}.json").read_text())
+        names = ("tinytorch", "torch")
+        cmds = {n: [sys.executable, __file__, "--worker", n, "--workdir", work] for n in names}
+        if args.cpus:  # both at once, each pinned to its own cores (a many-core machine)
+            sets = [{int(c) for c in part.split(",")} for part in args.cpus.split(":")]
+            procs = [
+                subprocess.Popen(cmds[n], preexec_fn=lambda c=cpus: os.sched_setaffinity(0, c))
+                for n, cpus in zip(names, sets)
+            ]
+            if any(p.wait() for p in procs):
+                raise SystemExit("a worker failed")
+        else:  # one after the other on the same cores
+            for n in names:
+                print(f"{n}: {args.iters} iterations", flush=True)
+                subprocess.run(cmds[n], check=True)
+        for n in names:
+            results[n] = json.loads((Path(work) / f"{n}.json").read_text())
     report(args, results)
     return 0
 
@@ -297,25 +362,45 @@ def report(args, results) -> None:
     ms = {k: 1000 * statistics.median(r["times"][skip:]) for k, r in results.items()}
     rows = []
     for name, r in results.items():
-        rows.append({
-            "framework": name, "ms/iter (median)": ms[name],
-            "ratio vs torch": ms[name] / ms["torch"],
-            f"val loss @ {args.iters}": r["evals"][-1]["val"],
-            f"train loss @ {args.iters}": r["evals"][-1]["train"],
-            "peak RSS MB": r["peak_rss_mb"], "RSS after imports MB": r["base_rss_mb"],
-            "total s": r["total_s"],
-        })
-    notes = ("Recipe: nanoGPT's CPU Shakespeare-char run (n_layer 4, n_head 4, n_embd 128, "
-             "block_size 64, batch 12, dropout 0, bias False, AdamW 1e-3 (0.9, 0.99) wd 0.1 on "
-             "matrices, 100 warmup then cosine to 1e-4, clip 1.0). Both start from the same "
-             "weights and see the same batches. Each framework trains in its own child process "
-             "(one after the other) so peak RSS is per framework; ms/iter excludes evaluation. "
-             f"torch threads: {results['torch'].get('torch_threads')}. "
-             "nanoGPT reports val 1.88 for this recipe. " + args.notes)
-    write_results("gpt_cpu", "cpu", list(rows[0]), rows, notes=notes,
-                  extra={"curves": {k: {"losses": r["losses"], "evals": r["evals"]}
-                                    for k, r in results.items()}})
-    plot(results, HERE / "results" / "gpt_cpu_cpu.png")
+        rows.append(
+            {
+                "framework": name,
+                "ms/iter (median)": ms[name],
+                "ratio vs torch": ms[name] / ms["torch"],
+                f"val loss @ {args.iters}": r["evals"][-1]["val"],
+                f"train loss @ {args.iters}": r["evals"][-1]["train"],
+                "peak RSS MB": r["peak_rss_mb"],
+                "RSS after imports MB": r["base_rss_mb"],
+                "total s": r["total_s"],
+            }
+        )
+    how = (
+        f"at the same time, pinned to CPUs {args.cpus} (tinytorch:torch)"
+        if args.cpus
+        else "one after the other"
+    )
+    notes = (
+        "Recipe: nanoGPT's CPU Shakespeare-char run (n_layer 4, n_head 4, n_embd 128, "
+        "block_size 64, batch 12, dropout 0, bias False, AdamW 1e-3 (0.9, 0.99) wd 0.1 on "
+        "matrices, 100 warmup then cosine to 1e-4, clip 1.0). Both start from the same "
+        "weights and see the same batches. Each framework trains in its own child process "
+        f"({how}) so peak RSS is per framework; ms/iter excludes evaluation. "
+        f"torch threads: {results['torch'].get('torch_threads')}; CPUs allowed: "
+        f"{len(os.sched_getaffinity(0))}; OPENBLAS_NUM_THREADS="
+        f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}. "
+        "nanoGPT reports val 1.88 for this recipe. " + args.notes
+    )
+    write_results(
+        args.name,
+        "cpu",
+        list(rows[0]),
+        rows,
+        notes=notes,
+        extra={
+            "curves": {k: {"losses": r["losses"], "evals": r["evals"]} for k, r in results.items()}
+        },
+    )
+    plot(results, HERE / "results" / f"{args.name}_cpu.png")
 
 
 def plot(results, path) -> None:

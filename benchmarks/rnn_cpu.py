@@ -2,6 +2,7 @@
 
     python benchmarks/rnn_cpu.py            # 500 steps each (a few minutes on 2 cores)
     python benchmarks/rnn_cpu.py --quick    # 30 steps: checks that it runs
+    python benchmarks/rnn_cpu.py --threads 1   # both libraries on one thread (busy machines)
 
 The model is CharRNN (Embedding 65 -> 64, LSTM 64 -> 256 x 2 layers, Linear 256 -> 65) and
 its twin written with torch.nn, starting from the same weights. Both train in the same process
@@ -16,13 +17,21 @@ same validation loss within 0.02. Writes results/rnn_cpu.{md,json,png}.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# --threads N must reach OpenBLAS before NumPy loads it (on a busy machine, BLAS threads that
+# outnumber free cores spin and slow everything down many times; --threads 1 is robust)
+if "--threads" in sys.argv:
+    _n = sys.argv[sys.argv.index("--threads") + 1]
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = _n
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -101,7 +110,15 @@ def main():
     p.add_argument("--eval-batches", type=int, default=None, help="cap on validation windows")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="BLAS and torch threads (default: the libraries' own choice)",
+    )
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.steps, args.eval_batches = 30, 5
     tt.manual_seed(args.seed)
@@ -185,7 +202,8 @@ def main():
         f"windows). Step time target (<= 2x PyTorch): {'met' if ok_time else 'NOT met'}; "
         f"validation loss target (within 0.02): {'met' if ok_loss else 'NOT met'} "
         f"(difference {abs(val_ours - val_theirs):.4f}). torch threads: "
-        f"{torch.get_num_threads()}."
+        f"{torch.get_num_threads()}; OPENBLAS_NUM_THREADS: "
+        f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset (OpenBLAS default)')}."
     )
     write_results(
         "rnn",

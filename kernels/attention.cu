@@ -966,7 +966,8 @@ void forward_d(const float* q, const float* k, const float* v, const std::uint8_
                   st, q, k, v, kpm, o, lse, s.H, s.Tq, s.Tk, s.scale, s.causal);
         check_launch("v3_forward");
     } else {  // 4
-        constexpr int BR = 64, BC = D == 128 ? 32 : 64, NW = 4;
+        // Tile shapes: the best of a sweep on an H100 (T = 4096, benchmarks/results/attention_*).
+        constexpr int BR = D == 128 ? 128 : 64, BC = 64, NW = D == 128 ? 8 : 4;
         using C = V4Fwd<D, BR, BC, NW>;
         std::size_t bytes = C::kSmemFloats * sizeof(float);
         auto kernel = v4_forward_kernel<D, BR, BC, NW>;
@@ -1002,7 +1003,7 @@ void backward_d(const float* q, const float* k, const float* v, const std::uint8
                   k, v, kpm, lse, dout, dvec, dq, s.H, s.Tq, s.Tk, s.scale, s.causal);
         check_launch("v3_dq");
     } else {  // 4 and 5
-        constexpr int KC = 64, KQ = D == 32 ? 64 : 32, KNW = D == 128 ? 8 : 4;
+        constexpr int KC = D == 128 ? 128 : 64, KQ = D == 32 ? 64 : 32, KNW = D == 128 ? 8 : 4;
         using C1 = V4Dkdv<D, KC, KQ, KNW>;
         std::size_t b1 = C1::kSmemFloats * sizeof(float);
         auto k1 = v4_dkdv_kernel<D, KC, KQ, KNW>;
@@ -1011,7 +1012,7 @@ void backward_d(const float* q, const float* k, const float* v, const std::uint8
                   b1, st, q, k, v, kpm, lse, dout, dvec, dk, dv, s.H, s.Tq, s.Tk, s.scale,
                   s.causal);
         check_launch("v4_dkdv");
-        constexpr int QR = 64, QC = D == 128 ? 32 : 64, QNW = 4;
+        constexpr int QR = D == 128 ? 128 : 64, QC = D == 128 ? 32 : 64, QNW = D == 128 ? 8 : 4;
         using C2 = V4Dq<D, QR, QC, QNW>;
         std::size_t b2 = C2::kSmemFloats * sizeof(float);
         auto k2 = v4_dq_kernel<D, QR, QC, QNW>;
@@ -1099,18 +1100,18 @@ __device__ __forceinline__ void mma_3xtf32(float (&d)[4], const unsigned (&ah)[4
     mma_tf32(d, ah, bh);
 }
 
-template <int D, int BC>
+template <int D, int BC, int NW>
 struct V5Fwd {
-    static constexpr int BR = 64, NT = 128, LD = D + 4;
+    static constexpr int BR = 16 * NW, NT = 32 * NW, LD = D + 4;
     static constexpr int kSmemFloats = BR * LD + 4 * BC * LD;
 };
 
-template <int D, int BC>
-__global__ void __launch_bounds__(128) v5_forward_kernel(
+template <int D, int BC, int NW>
+__global__ void __launch_bounds__(32 * NW) v5_forward_kernel(
     const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
     const std::uint8_t* __restrict__ kpm, float* __restrict__ o, float* __restrict__ lse, int H,
     int Tq, int Tk, float scale, bool causal) {
-    using C = V5Fwd<D, BC>;
+    using C = V5Fwd<D, BC, NW>;
     constexpr int BR = C::BR, LD = C::LD, NS = BC / 8, NO = D / 8;
     float* Qs = TT_DYNAMIC_SMEM();
     float* Khi = Qs + BR * LD;
@@ -1218,10 +1219,10 @@ __global__ void __launch_bounds__(128) v5_forward_kernel(
 template <int D>
 void v5_forward_d(const float* q, const float* k, const float* v, const std::uint8_t* kpm,
                   float* o, float* lse, const AttnShape& s, cudaStream_t st) {
-    constexpr int BC = D == 128 ? 32 : 64;
-    using C = V5Fwd<D, BC>;
+    constexpr int BC = 32, NW = D == 128 ? 8 : 4;  // the best of a sweep on an H100
+    using C = V5Fwd<D, BC, NW>;
     std::size_t bytes = C::kSmemFloats * sizeof(float);
-    auto kernel = v5_forward_kernel<D, BC>;
+    auto kernel = v5_forward_kernel<D, BC, NW>;
     set_smem(kernel, bytes);
     TT_LAUNCH(kernel, dim3((s.Tq + C::BR - 1) / C::BR, (unsigned)(s.B * s.H)), dim3(C::NT), bytes,
               st, q, k, v, kpm, o, lse, s.H, s.Tq, s.Tk, s.scale, s.causal);

@@ -32,8 +32,7 @@ def tol(dtype):
 
 def _pair(a, device, grad=True):
     """The same array as a tinytorch tensor (on device) and a torch tensor."""
-    return (tt.tensor(a, device=device, requires_grad=grad),
-            torch.tensor(a, requires_grad=grad))
+    return (tt.tensor(a, device=device, requires_grad=grad), torch.tensor(a, requires_grad=grad))
 
 
 def _masks(rng, L, S, dtype):
@@ -55,8 +54,18 @@ def _masks(rng, L, S, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kind", ["none", "causal", "bool_LS", "bool_full",
-                                  "bool_fully_masked_row", "float_broadcast", "float_with_inf"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "none",
+        "causal",
+        "bool_LS",
+        "bool_full",
+        "bool_fully_masked_row",
+        "float_broadcast",
+        "float_with_inf",
+    ],
+)
 def test_sdpa_matches_torch(kind, dtype, device):
     rng = np.random.default_rng()
     B, H, L, S, E, Ev = 2, 3, 5, 5 if kind == "causal" else 7, 4, 6
@@ -65,8 +74,9 @@ def test_sdpa_matches_torch(kind, dtype, device):
     v = rng.standard_normal((B, H, S, Ev)).astype(dtype)
     kw = _masks(rng, L, S, dtype)[kind]
     (tq, pq), (tk, pk), (tv, pv) = (_pair(a, device) for a in (q, k, v))
-    tkw = {n: tt.tensor(m, device=device) if isinstance(m, np.ndarray) else m
-           for n, m in kw.items()}
+    tkw = {
+        n: tt.tensor(m, device=device) if isinstance(m, np.ndarray) else m for n, m in kw.items()
+    }
     pkw = {n: torch.tensor(m) if isinstance(m, np.ndarray) else m for n, m in kw.items()}
     out = F.scaled_dot_product_attention(tq, tk, tv, **tkw)
     ref = torch.nn.functional.scaled_dot_product_attention(pq, pk, pv, **pkw)
@@ -102,10 +112,12 @@ def test_sdpa_gradcheck_finite_differences():
     rng = np.random.default_rng()
     q, k, v = (tt.tensor(rng.standard_normal((2, 3, 4)), requires_grad=True) for _ in range(3))
     bias = tt.tensor(rng.standard_normal((3, 3)), requires_grad=True)
-    assert gradcheck(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True),
-                     (q, k, v))
-    assert gradcheck(lambda a, b, c, m: F.scaled_dot_product_attention(a, b, c, attn_mask=m),
-                     (q, k, v, bias))
+    assert gradcheck(
+        lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True), (q, k, v)
+    )
+    assert gradcheck(
+        lambda a, b, c, m: F.scaled_dot_product_attention(a, b, c, attn_mask=m), (q, k, v, bias)
+    )
 
 
 def test_sdpa_dropout_zeroes_and_rescales_weights(device):
@@ -131,8 +143,9 @@ def test_sdpa_bad_inputs_name_the_shapes():
     with pytest.raises(ValueError, match="key has 7 positions but value has 6"):
         F.scaled_dot_product_attention(q, k, tt.randn(2, 3, 6, 6))
     with pytest.raises(ValueError, match="not both"):
-        F.scaled_dot_product_attention(q, k, v, attn_mask=tt.ones(5, 7, dtype="bool"),
-                                       is_causal=True)
+        F.scaled_dot_product_attention(
+            q, k, v, attn_mask=tt.ones(5, 7, dtype="bool"), is_causal=True
+        )
 
 
 def _mha_pair(E, h, dtype, device, **kw):
@@ -178,15 +191,27 @@ def test_mha_matches_torch(batch_first, kdim, dtype, device):
     def shape(n, seq, e):
         return (n, seq, e) if batch_first else (seq, n, e)
 
-    inputs = [rng.standard_normal(shape(N, L, E)).astype(dtype),
-              rng.standard_normal(shape(N, S, kdim or E)).astype(dtype),
-              rng.standard_normal(shape(N, S, kdim or E)).astype(dtype)]
+    inputs = [
+        rng.standard_normal(shape(N, L, E)).astype(dtype),
+        rng.standard_normal(shape(N, S, kdim or E)).astype(dtype),
+        rng.standard_normal(shape(N, S, kdim or E)).astype(dtype),
+    ]
     _mha_check(ours, ref, inputs, device, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("masks", ["attn_bool", "attn_float_per_head", "padding_bool",
-                                   "padding_float", "both", "causal", "causal_padding"])
+@pytest.mark.parametrize(
+    "masks",
+    [
+        "attn_bool",
+        "attn_float_per_head",
+        "padding_bool",
+        "padding_float",
+        "both",
+        "causal",
+        "causal_padding",
+    ],
+)
 def test_mha_masks_match_torch(masks, dtype, device):
     E, h, N, L = 8, 2, 3, 5
     rng = np.random.default_rng()
@@ -203,8 +228,7 @@ def test_mha_masks_match_torch(masks, dtype, device):
         "padding_float": ({"key_padding_mask": np.where(pad, -1e4, 0.0)}, {}),
         "both": ({"attn_mask": np.where(blocked, -np.inf, 0.0), "key_padding_mask": pad}, {}),
         "causal": ({"attn_mask": causal}, {"is_causal": True, "need_weights": False}),
-        "causal_padding": ({"attn_mask": causal, "key_padding_mask": pad},
-                           {"is_causal": True}),
+        "causal_padding": ({"attn_mask": causal, "key_padding_mask": pad}, {"is_causal": True}),
     }[masks]
     chosen = {n: m.astype(dtype) if m.dtype != bool else m for n, m in chosen.items()}
     x = rng.standard_normal((N, L, E)).astype(dtype)
@@ -269,7 +293,7 @@ def test_positional_modules_add_positions_and_check_length(device):
     sin = nn.SinusoidalPositionalEncoding(d, max_len=10).to(device)
     table = to_numpy(nn.sinusoidal_positional_encoding(10, d))
     assert_close(sin(x), to_numpy(x.detach()) + table[:T])
-    assert_close(sin(x, offset=3), to_numpy(x.detach()) + table[3:3 + T])
+    assert_close(sin(x, offset=3), to_numpy(x.detach()) + table[3 : 3 + T])
     assert "pe" not in sin.state_dict()  # recomputed, not saved
     seq_first = nn.SinusoidalPositionalEncoding(d, max_len=10, batch_first=False).to(device)
     xt = tt.randn(T, B, d, device=device)

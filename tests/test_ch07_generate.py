@@ -16,8 +16,9 @@ V = 13
 
 
 def _model(device="cpu", block_size=12, dtype="float64"):
-    config = GPTConfig(block_size=block_size, vocab_size=V, n_layer=2, n_head=2, n_embd=8,
-                       bias=True)
+    config = GPTConfig(
+        block_size=block_size, vocab_size=V, n_layer=2, n_head=2, n_embd=8, bias=True
+    )
     model = GPT(config).to(dtype).to(device)
     with tt.no_grad():  # larger weights than GPT-2's 0.02 so the logits differ visibly
         for p in model.parameters():
@@ -140,7 +141,7 @@ def test_eos_stops_and_pads_and_mode_is_restored():
         hits = np.flatnonzero(new == eos)
         if hits.size:  # identical up to the first eos, then eos only
             first = hits[0]
-            assert np.array_equal(new[:first + 1], row_free[3:3 + first + 1])
+            assert np.array_equal(new[: first + 1], row_free[3 : 3 + first + 1])
             assert (new[first:] == eos).all()
         else:
             assert np.array_equal(row, row_free[: len(row)])

@@ -71,10 +71,14 @@ class TorchBlock(tnn.Module):
 class TorchGPT(tnn.Module):
     def __init__(self, c):
         super().__init__()
-        self.transformer = tnn.ModuleDict(dict(
-            wte=tnn.Embedding(c.vocab_size, c.n_embd), wpe=tnn.Embedding(c.block_size, c.n_embd),
-            h=tnn.ModuleList([TorchBlock(c) for _ in range(c.n_layer)]),
-            ln_f=TorchLayerNorm(c.n_embd, c.bias)))
+        self.transformer = tnn.ModuleDict(
+            dict(
+                wte=tnn.Embedding(c.vocab_size, c.n_embd),
+                wpe=tnn.Embedding(c.block_size, c.n_embd),
+                h=tnn.ModuleList([TorchBlock(c) for _ in range(c.n_layer)]),
+                ln_f=TorchLayerNorm(c.n_embd, c.bias),
+            )
+        )
         self.lm_head = tnn.Linear(c.n_embd, c.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight
 
@@ -84,8 +88,9 @@ class TorchGPT(tnn.Module):
         for block in self.transformer.h:
             x = block(x)
         logits = self.lm_head(self.transformer.ln_f(x))
-        loss = tnn.functional.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1),
-                                            ignore_index=-1)
+        loss = tnn.functional.cross_entropy(
+            logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1
+        )
         return logits, loss
 
 
@@ -124,17 +129,27 @@ def test_gpt_matches_torch_twin(bias, dtype, device):
 
 def test_state_dict_keys_are_nanogpts():
     for bias in (False, True):
-        model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=2, n_head=2, n_embd=8,
-                              bias=bias))
+        model = GPT(
+            GPTConfig(block_size=8, vocab_size=11, n_layer=2, n_head=2, n_embd=8, bias=bias)
+        )
         keys = set(model.state_dict())
-        expected = {"transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight",
-                    "lm_head.weight"}
+        expected = {
+            "transformer.wte.weight",
+            "transformer.wpe.weight",
+            "transformer.ln_f.weight",
+            "lm_head.weight",
+        }
         for i in range(2):
-            expected |= {f"transformer.h.{i}.{m}.weight" for m in (
-                "ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj")}
+            expected |= {
+                f"transformer.h.{i}.{m}.weight"
+                for m in ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj")
+            }
         if bias:
-            expected |= {k.replace(".weight", ".bias") for k in expected
-                         if not k.endswith(("wte.weight", "wpe.weight", "lm_head.weight"))}
+            expected |= {
+                k.replace(".weight", ".bias")
+                for k in expected
+                if not k.endswith(("wte.weight", "wpe.weight", "lm_head.weight"))
+            }
         assert keys == expected
         assert list(model.state_dict()) == list(TorchGPT(model.config).state_dict())  # order
 
@@ -151,8 +166,7 @@ def test_weight_tying_and_gpt2_init():
     assert abs(c_proj.std() - 0.02 / math.sqrt(2 * config.n_layer)) < 0.001
     assert not to_numpy(model.transformer.h[1].attn.c_attn.bias.detach()).any()
     n_matrices = sum(p.numel() for p in model.parameters() if p.ndim >= 2)
-    assert model.get_num_params(non_embedding=False) == sum(p.numel()
-                                                            for p in model.parameters())
+    assert model.get_num_params(non_embedding=False) == sum(p.numel() for p in model.parameters())
     assert n_matrices < model.get_num_params(non_embedding=False)
     groups = model.optimizer_groups(0.1)
     assert groups[0]["weight_decay"] == 0.1 and groups[1]["weight_decay"] == 0.0

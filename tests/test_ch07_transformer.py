@@ -30,20 +30,29 @@ def _build(kind, dtype, **kw):
     td = TDTYPE[dtype]
     layer_kw = dict(dim_feedforward=FF, dropout=0.0, **kw)
     if kind == "encoder_layer":
-        ref, ours = (torch.nn.TransformerEncoderLayer(E, H, dtype=td, **layer_kw),
-                     nn.TransformerEncoderLayer(E, H, **layer_kw))
+        ref, ours = (
+            torch.nn.TransformerEncoderLayer(E, H, dtype=td, **layer_kw),
+            nn.TransformerEncoderLayer(E, H, **layer_kw),
+        )
     elif kind == "decoder_layer":
-        ref, ours = (torch.nn.TransformerDecoderLayer(E, H, dtype=td, **layer_kw),
-                     nn.TransformerDecoderLayer(E, H, **layer_kw))
+        ref, ours = (
+            torch.nn.TransformerDecoderLayer(E, H, dtype=td, **layer_kw),
+            nn.TransformerDecoderLayer(E, H, **layer_kw),
+        )
     elif kind == "encoder":
         ref = torch.nn.TransformerEncoder(
-            torch.nn.TransformerEncoderLayer(E, H, dtype=td, **layer_kw), 2,
-            torch.nn.LayerNorm(E, dtype=td), enable_nested_tensor=False)
-        ours = nn.TransformerEncoder(nn.TransformerEncoderLayer(E, H, **layer_kw), 2,
-                                     nn.LayerNorm(E))
+            torch.nn.TransformerEncoderLayer(E, H, dtype=td, **layer_kw),
+            2,
+            torch.nn.LayerNorm(E, dtype=td),
+            enable_nested_tensor=False,
+        )
+        ours = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(E, H, **layer_kw), 2, nn.LayerNorm(E)
+        )
     elif kind == "decoder":
         ref = torch.nn.TransformerDecoder(
-            torch.nn.TransformerDecoderLayer(E, H, dtype=td, **layer_kw), 2)
+            torch.nn.TransformerDecoderLayer(E, H, dtype=td, **layer_kw), 2
+        )
         ours = nn.TransformerDecoder(nn.TransformerDecoderLayer(E, H, **layer_kw), 2)
     else:
         ref = torch.nn.Transformer(E, H, 2, 2, dtype=td, **layer_kw)
@@ -57,8 +66,9 @@ def _compare(ours, ref, inputs, dtype, device, **masks):
     ours.to(device)
     tin = [tt.tensor(a, device=device, requires_grad=True) for a in inputs]
     pin = [torch.tensor(a, requires_grad=True) for a in inputs]
-    tm = {k: tt.tensor(v, device=device) if isinstance(v, np.ndarray) else v
-          for k, v in masks.items()}
+    tm = {
+        k: tt.tensor(v, device=device) if isinstance(v, np.ndarray) else v for k, v in masks.items()
+    }
     pm = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in masks.items()}
     out, ref_out = ours(*tin, **tm), ref(*pin, **pm)
     assert_close(out, ref_out, **tol(dtype))
@@ -79,20 +89,30 @@ def _seq(n, length, batch_first, dtype):
 
 
 CONFIGS = [  # (norm_first, activation, batch_first)
-    (False, "relu", False), (False, "gelu", True), (True, "relu", True), (True, "gelu", False),
+    (False, "relu", False),
+    (False, "gelu", True),
+    (True, "relu", True),
+    (True, "gelu", False),
 ]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("kind", ["encoder_layer", "decoder_layer", "encoder", "decoder",
-                                  "transformer"])
+@pytest.mark.parametrize(
+    "kind", ["encoder_layer", "decoder_layer", "encoder", "decoder", "transformer"]
+)
 @pytest.mark.parametrize("norm_first, activation, batch_first", CONFIGS)
 def test_matches_torch(kind, norm_first, activation, batch_first, dtype, device):
-    ours, ref = _build(kind, dtype, norm_first=norm_first, activation=activation,
-                       batch_first=batch_first)
+    ours, ref = _build(
+        kind, dtype, norm_first=norm_first, activation=activation, batch_first=batch_first
+    )
     src, tgt = _seq(N, S, batch_first, dtype), _seq(N, T, batch_first, dtype)
-    inputs = {"encoder_layer": [src], "encoder": [src], "decoder_layer": [tgt, src],
-              "decoder": [tgt, src], "transformer": [src, tgt]}[kind]
+    inputs = {
+        "encoder_layer": [src],
+        "encoder": [src],
+        "decoder_layer": [tgt, src],
+        "decoder": [tgt, src],
+        "transformer": [src, tgt],
+    }[kind]
     _compare(ours, ref, inputs, dtype, device)
 
 
@@ -105,21 +125,46 @@ def test_masks_match_torch(norm_first, dtype, device):
     pad_tgt[1, 3] = True
     causal = to_numpy(nn.generate_square_subsequent_mask(T, dtype=dtype))
     ours, ref = _build("encoder", dtype, norm_first=norm_first, batch_first=True)
-    _compare(ours, ref, [_seq(N, S, True, dtype)], dtype, device,
-             mask=np.triu(np.ones((S, S), dtype=bool), 1), src_key_padding_mask=pad_src)
+    _compare(
+        ours,
+        ref,
+        [_seq(N, S, True, dtype)],
+        dtype,
+        device,
+        mask=np.triu(np.ones((S, S), dtype=bool), 1),
+        src_key_padding_mask=pad_src,
+    )
     ours, ref = _build("decoder", dtype, norm_first=norm_first, batch_first=True)
-    _compare(ours, ref, [_seq(N, T, True, dtype), _seq(N, S, True, dtype)], dtype, device,
-             tgt_mask=causal, tgt_is_causal=True, tgt_key_padding_mask=pad_tgt,
-             memory_key_padding_mask=pad_src,
-             memory_mask=np.random.default_rng().standard_normal((T, S)).astype(dtype))
+    _compare(
+        ours,
+        ref,
+        [_seq(N, T, True, dtype), _seq(N, S, True, dtype)],
+        dtype,
+        device,
+        tgt_mask=causal,
+        tgt_is_causal=True,
+        tgt_key_padding_mask=pad_tgt,
+        memory_key_padding_mask=pad_src,
+        memory_mask=np.random.default_rng().standard_normal((T, S)).astype(dtype),
+    )
     ours, ref = _build("transformer", dtype, norm_first=norm_first, batch_first=False)
-    _compare(ours, ref, [_seq(N, S, False, dtype), _seq(N, T, False, dtype)], dtype, device,
-             tgt_mask=causal, src_key_padding_mask=pad_src, memory_key_padding_mask=pad_src)
+    _compare(
+        ours,
+        ref,
+        [_seq(N, S, False, dtype), _seq(N, T, False, dtype)],
+        dtype,
+        device,
+        tgt_mask=causal,
+        src_key_padding_mask=pad_src,
+        memory_key_padding_mask=pad_src,
+    )
 
 
 def test_square_subsequent_mask_and_layer_copies():
-    assert_close(nn.Transformer.generate_square_subsequent_mask(5),
-                 torch.nn.Transformer.generate_square_subsequent_mask(5))
+    assert_close(
+        nn.Transformer.generate_square_subsequent_mask(5),
+        torch.nn.Transformer.generate_square_subsequent_mask(5),
+    )
     enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(E, H, FF), 3)
     w = [to_numpy(layer.linear1.weight.detach()) for layer in enc.layers]
     assert all(np.array_equal(w[0], x) for x in w)  # deep copies start equal...

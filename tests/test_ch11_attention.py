@@ -53,7 +53,7 @@ def reference(q, k, v, causal, kpm, scale, dout):
     return o, lse, ds @ k * scale, np.swapaxes(ds, -1, -2) @ q * scale, dv
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def case(T, D, causal, masked):
     """Fresh random inputs for one configuration (drawn once per session) and the reference."""
     rng = np.random.default_rng()
@@ -80,17 +80,26 @@ def _cuda_ok():
         return False
 
 
-CUDA = [pytest.mark.cuda,
-        pytest.mark.skipif(not backend.cuda_is_available(), reason="no CUDA GPU/CuPy")]
+CUDA = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not backend.cuda_is_available(), reason="no CUDA GPU/CuPy"),
+]
 DEVICE_VERSIONS = [pytest.param("cpu", v, id=f"cpu-v{v}") for v in A.CPU_VERSIONS] + [
-    pytest.param("cuda", v, id=f"cuda-v{v}", marks=CUDA) for v in A.CUDA_VERSIONS]
+    pytest.param("cuda", v, id=f"cuda-v{v}", marks=CUDA) for v in A.CUDA_VERSIONS
+]
 
 
 def _grid():
-    for T, D, causal, masked in itertools.product(SIZES, (32, 64, 128), (False, True),
-                                                  (False, True)):
-        yield pytest.param(T, D, causal, masked, id=f"T{T}-d{D}-{'causal' if causal else 'full'}"
-                           f"{'-pad' if masked else ''}")
+    for T, D, causal, masked in itertools.product(
+        SIZES, (32, 64, 128), (False, True), (False, True)
+    ):
+        yield pytest.param(
+            T,
+            D,
+            causal,
+            masked,
+            id=f"T{T}-d{D}-{'causal' if causal else 'full'}{'-pad' if masked else ''}",
+        )
 
 
 def run_kernels(device, version, inputs, causal):
@@ -135,8 +144,10 @@ def test_fully_masked_rows_are_zero(device, version):
     q, k, v, dout = (rng.standard_normal((B, H, 37, 64)).astype(np.float32) for _ in range(4))
     kpm = rng.random((B, 37)) < 0.5
     kpm[1] = True
-    o, lse, dq, dk, dv = (backend.to_device(x, "cpu") for x in run_kernels(
-        device, version, (q, k, v, dout, kpm, 0.125), True))
+    o, lse, dq, dk, dv = (
+        backend.to_device(x, "cpu")
+        for x in run_kernels(device, version, (q, k, v, dout, kpm, 0.125), True)
+    )
     assert np.all(o[1] == 0) and np.all(np.isposinf(lse[1]))
     assert np.all(dq[1] == 0) and np.all(dk[1] == 0) and np.all(dv[1] == 0)
     assert np.all(dk[0][:, kpm[0]] == 0), "a masked key gets no gradient"
@@ -256,7 +267,8 @@ def test_function_key_padding_and_noncontiguous(device):
     tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
     tq = tx.transpose(1, 2)
     ref = torch.nn.functional.scaled_dot_product_attention(
-        tq, tq, tq, attn_mask=torch.tensor(~kpm)[:, None, None, :])
+        tq, tq, tq, attn_mask=torch.tensor(~kpm)[:, None, None, :]
+    )
     ref.sum().backward()
     assert_close(out, ref, rtol=1e-4, atol=1e-5)
     assert_close(t.grad, tx.grad, rtol=1e-4, atol=1e-5)
@@ -286,8 +298,10 @@ def test_dispatch_matches_composed_path():
     from tinytorch.nn.functional_attention import attention_with_weights
 
     rng = np.random.default_rng()
-    q, k, v = (tinytorch.tensor(rng.standard_normal((2, 3, 30, 32)).astype(np.float32),
-                                requires_grad=True) for _ in range(3))
+    q, k, v = (
+        tinytorch.tensor(rng.standard_normal((2, 3, 30, 32)).astype(np.float32), requires_grad=True)
+        for _ in range(3)
+    )
     keep = rng.random((2, 1, 1, 30)) > 0.3
     mask = tinytorch.tensor(keep)
     fused = A.dispatch(q, k, v, mask, 0.0, False, None)

@@ -67,6 +67,7 @@ def unbroadcast(grad, shape):
     """
     if grad.shape == shape:
         return grad
+    # BEGIN EXERCISE ch01: sum grad over the dims broadcasting added or stretched, reshape to shape
     extra = grad.ndim - len(shape)
     axes = tuple(range(extra)) + tuple(
         i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1
@@ -74,18 +75,24 @@ def unbroadcast(grad, shape):
     if axes:
         grad = grad.sum(axis=axes, keepdims=True)
     return grad.reshape(shape)
+    # END EXERCISE
 
 
 class Function:
     """One differentiable op. Subclasses define `forward(*arrays, **kw)` and `backward(grad)`."""
 
     inputs = None  # the positional arguments (Tensors and constants), while the graph lives
+    # one bool per positional argument: does it need a gradient? Set by `apply` before
+    # `forward`, so a backward can skip the products nobody asked for (a @ b with a constant b
+    # needs only grad_a).
+    needs_input_grad = ()
 
     @classmethod
     def apply(cls, *args, **kwargs):
         fn = cls()
         Tensor = _Tensor
         raw, device, needs = [], None, False
+        flags = []
         for a in args:
             if isinstance(a, Tensor):
                 d = a.device
@@ -99,16 +106,28 @@ class Function:
                         f"{devs} for shapes {shapes}; move them with .to(device)"
                     )
                 raw.append(a.data)
-                needs = needs or a.requires_grad
+                r = a.requires_grad
+                flags.append(r)
+                needs = needs or r
             else:
                 raw.append(a)
-        out = fn.forward(*raw, **kwargs)
+                flags.append(False)
+        needs = needs and _grad_enabled
+        fn.needs_input_grad = tuple(flags) if needs else (False,) * len(args)
+        try:
+            out = fn.forward(*raw, **kwargs)
+        except ValueError as e:  # (free when nothing is raised) name the op, shapes, dtypes
+            if "broadcast" not in str(e):
+                raise
+            desc = ", ".join(f"{tuple(a.shape)} {a.dtype}" for a in args if isinstance(a, Tensor))
+            raise RuntimeError(f"{cls.__name__}: the shapes of its inputs do not broadcast "
+                               f"together: {desc} ({e})") from e
         if isinstance(out, np.generic):  # NumPy reductions return scalars; keep arrays
             out = np.asarray(out)
         t = Tensor.__new__(Tensor)
         t.data, t.grad, t._ctx = out, None, None
-        t.requires_grad = needs and _grad_enabled
-        if t.requires_grad:
+        t.requires_grad = needs
+        if needs:
             fn.inputs = args
             t._ctx = fn
         return t
@@ -132,6 +151,7 @@ def _topological_order(root):
     Tensor = _Tensor
     order, seen = [], set()
     stack = [(root, False)]
+    # BEGIN EXERCISE ch01: iterative depth-first search; append a node after all its inputs
     while stack:
         node, expanded = stack.pop()
         if expanded:
@@ -153,6 +173,7 @@ def _topological_order(root):
         for inp in ctx.inputs:
             if isinstance(inp, Tensor) and inp.requires_grad and id(inp) not in seen:
                 stack.append((inp, False))
+    # END EXERCISE
     return order
 
 
@@ -211,6 +232,8 @@ def backward(root, gradient=None, retain_graph: bool = False) -> None:
                     f"{ctx.name}.backward returned a gradient of shape {tuple(ig.shape)} for an "
                     f"input of shape {tuple(inp.shape)}"
                 )
+            if ig.dtype != inp.data.dtype:  # e.g. a float64 constant met a float32 input
+                ig = ig.astype(inp.data.dtype)
             prev = grads.get(id(inp))
             grads[id(inp)] = ig if prev is None else prev + ig
         if not retain_graph:
@@ -263,17 +286,17 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
         x = inputs[i]
         analytic = x.grad.numpy() if x.grad is not None else np.zeros(x.shape)
         numeric = np.zeros(x.shape)
-        flat = x.data.reshape(-1)  # a view: perturb in place
-        for j in range(flat.size):
-            orig = float(flat[j])
-            flat[j] = orig + eps
+        arr = x.data  # perturbed in place, element by element (works for any memory layout)
+        for j in np.ndindex(*x.shape):
+            orig = float(arr[j])
+            arr[j] = orig + eps
             with no_grad():
                 plus = scalar(outputs())
-            flat[j] = orig - eps
+            arr[j] = orig - eps
             with no_grad():
                 minus = scalar(outputs())
-            flat[j] = orig
-            numeric.reshape(-1)[j] = (plus - minus) / (2 * eps)
+            arr[j] = orig
+            numeric[j] = (plus - minus) / (2 * eps)
         err = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
         if (err > 0).any() or not np.isfinite(analytic).all():
             k = np.unravel_index(int(np.argmax(err)), x.shape) if x.ndim else ()

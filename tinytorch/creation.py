@@ -105,7 +105,12 @@ def rand(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
 
 
 def randint(low, high=None, size=(), dtype=None, device="cpu") -> Tensor:
-    """Integers uniform in [low, high) (or [0, low) when high is omitted), int64."""
+    """Integers uniform in [low, high) (or [0, low) when high is omitted), int64.
+
+    As torch.randint: `randint(10, (3,))` means high=10, size=(3,).
+    """
+    if isinstance(high, tuple | list):
+        low, high, size = 0, low, high
     if high is None:
         low, high = 0, low
     if high <= low:

@@ -74,8 +74,10 @@ def logits_to_probs(logits, temperature: float = 1.0, top_k=None, top_p=None) ->
     """The sampling distribution (B, V), float64 on the CPU: temperature, then top-k, then
     top-p, then softmax."""
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 for sampling, got {temperature} (use "
-                         "do_sample=False for greedy decoding)")
+        raise ValueError(
+            f"temperature must be > 0 for sampling, got {temperature} (use "
+            "do_sample=False for greedy decoding)"
+        )
     x = _host(logits) / temperature
     if top_k is not None:
         x = top_k_filter(x, top_k)
@@ -96,9 +98,19 @@ def _logits_of(out):
     return out[0] if isinstance(out, tuple | list) else out
 
 
-def generate(model, idx, max_new_tokens: int, do_sample: bool = True, temperature: float = 1.0,
-             top_k=None, top_p=None, num_return_sequences: int = 1, eos_token_id=None,
-             seed=None, use_cache: bool = True) -> Tensor:
+def generate(
+    model,
+    idx,
+    max_new_tokens: int,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_k=None,
+    top_p=None,
+    num_return_sequences: int = 1,
+    eos_token_id=None,
+    seed=None,
+    use_cache: bool = True,
+) -> Tensor:
     """Continue each row of idx (B, T) int64 by up to max_new_tokens tokens.
 
     Returns (B * num_return_sequences, T + n) int64 on idx's device: each prompt repeated
@@ -112,11 +124,15 @@ def generate(model, idx, max_new_tokens: int, do_sample: bool = True, temperatur
     if idx.ndim == 1:
         idx = idx.reshape(1, -1)
     if idx.ndim != 2 or idx.dtype.kind not in "iu" or idx.shape[1] == 0:
-        raise ValueError(f"generate: idx must be a non-empty (B, T) integer tensor, got shape "
-                         f"{tuple(idx.shape)} and dtype {idx.dtype}")
+        raise ValueError(
+            f"generate: idx must be a non-empty (B, T) integer tensor, got shape "
+            f"{tuple(idx.shape)} and dtype {idx.dtype}"
+        )
     if max_new_tokens < 0 or num_return_sequences < 1:
-        raise ValueError(f"generate: max_new_tokens must be >= 0 and num_return_sequences >= 1, "
-                         f"got {max_new_tokens} and {num_return_sequences}")
+        raise ValueError(
+            f"generate: max_new_tokens must be >= 0 and num_return_sequences >= 1, "
+            f"got {max_new_tokens} and {num_return_sequences}"
+        )
     greedy = not do_sample or temperature == 0
     gen = np.random.default_rng(seed) if seed is not None else backend.rng("cpu")
     device = idx.device
@@ -133,7 +149,7 @@ def generate(model, idx, max_new_tokens: int, do_sample: bool = True, temperatur
             for _ in range(max_new_tokens):
                 n = tokens.shape[1]
                 if cache is not None and n <= block:  # feed only what the cache lacks
-                    feed = tokens[:, cache.pos:]
+                    feed = tokens[:, cache.pos :]
                 elif cache is not None:  # the window slides: positions shift, recompute
                     cache.reset()
                     feed = tokens[:, -block:]

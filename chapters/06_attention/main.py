@@ -56,8 +56,9 @@ class Reverser(nn.Module):
         self.pos = nn.LearnedPositionalEmbedding(seq_len, d_model)
         self.attn = nn.MultiheadAttention(d_model, heads, batch_first=True)
         self.ln = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.ReLU(),
-                                 nn.Linear(4 * d_model, d_model))
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, 4 * d_model), nn.ReLU(), nn.Linear(4 * d_model, d_model)
+        )
         self.head = nn.Linear(d_model, N_DIGITS)
 
     def forward(self, tokens):
@@ -115,9 +116,12 @@ def train(args, out):
             tok, seq = accuracy(model, rng, args.seq_len)
             hist["acc_step"].append(step + 1)
             hist["token_acc"].append(tok)
-            print(f"step {step + 1:5d}/{args.steps}  loss {np.mean(hist['loss'][-50:]):.4f}  "
-                  f"token acc {tok:.3f}  sequence acc {seq:.3f}  "
-                  f"{time.perf_counter() - t0:5.1f}s", flush=True)
+            print(
+                f"step {step + 1:5d}/{args.steps}  loss {np.mean(hist['loss'][-50:]):.4f}  "
+                f"token acc {tok:.3f}  sequence acc {seq:.3f}  "
+                f"{time.perf_counter() - t0:5.1f}s",
+                flush=True,
+            )
     hist["seconds"] = time.perf_counter() - t0
     return model, hist
 
@@ -144,8 +148,10 @@ def plot_heads(model, args, out):
     fig.tight_layout()
     fig.savefig(out / "attention_heads.png", dpi=100)
     plt.close(fig)
-    lines = [f"input {''.join(map(str, a))}  ->  predicted {''.join(map(str, b))}"
-             for a, b in zip(digits, pred)]
+    lines = [
+        f"input {''.join(map(str, a))}  ->  predicted {''.join(map(str, b))}"
+        for a, b in zip(digits, pred)
+    ]
     (out / "predictions.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -177,8 +183,11 @@ def plot_encodings_and_masks(out):
     pe = nn.sinusoidal_positional_encoding(64, 64, dtype="float64").numpy()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     im = a.imshow(pe, cmap="RdBu", aspect="auto")
-    a.set(xlabel="dimension (sin on even, cos on odd)", ylabel="position",
-          title="sinusoidal positional encoding")
+    a.set(
+        xlabel="dimension (sin on even, cos on odd)",
+        ylabel="position",
+        title="sinusoidal positional encoding",
+    )
     fig.colorbar(im, ax=a)
     im = b.imshow(pe @ pe.T, cmap="viridis")
     b.set(xlabel="position", ylabel="position", title="PE[i] . PE[j]: depends on |i - j|")
@@ -192,9 +201,11 @@ def plot_encodings_and_masks(out):
     padding = np.ones((T, T), dtype=bool)
     padding[:, 4:] = False  # the last two keys are padding
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.3))
-    for ax, m, title in zip(axes, [causal, padding, causal & padding],
-                            ["causal: key j <= query i", "padding: keys 4, 5 are pads",
-                             "both (logical and)"]):
+    for ax, m, title in zip(
+        axes,
+        [causal, padding, causal & padding],
+        ["causal: key j <= query i", "padding: keys 4, 5 are pads", "both (logical and)"],
+    ):
         ax.imshow(m, cmap="Greens", vmin=0, vmax=1)
         ax.set(title=title, xlabel="key", ylabel="query")
     fig.suptitle("Masks as F.scaled_dot_product_attention reads them: True (green) = may attend")
@@ -213,28 +224,40 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--record", action="store_true",
-                   help="write benchmarks/results/gpt_ch06_attention_cpu.{md,json}")
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="write benchmarks/results/gpt_ch06_attention_cpu.{md,json}",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.eval_every = 200, 50
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"chapter 06: reversing {args.seq_len} digits with one attention layer, "
-          f"{args.steps} steps -> {out}")
+    print(
+        f"chapter 06: reversing {args.seq_len} digits with one attention layer, "
+        f"{args.steps} steps -> {out}"
+    )
     model, hist = train(args, out)
     plot_heads(model, args, out)
     plot_training(hist, out)
     plot_encodings_and_masks(out)
     tok, seq = accuracy(model, np.random.default_rng(args.seed + 3), args.seq_len, n=5000)
-    metrics = {"steps": args.steps, "token_accuracy": tok, "sequence_accuracy": seq,
-               "final_loss": float(np.mean(hist["loss"][-50:])), "seconds": hist["seconds"],
-               "first_step_token_acc_99": next((s for s, a in zip(hist["acc_step"],
-                                                                  hist["token_acc"])
-                                                if a >= 0.99), None)}
+    metrics = {
+        "steps": args.steps,
+        "token_accuracy": tok,
+        "sequence_accuracy": seq,
+        "final_loss": float(np.mean(hist["loss"][-50:])),
+        "seconds": hist["seconds"],
+        "first_step_token_acc_99": next(
+            (s for s, a in zip(hist["acc_step"], hist["token_acc"]) if a >= 0.99), None
+        ),
+    }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"held-out accuracy: {tok:.4f} per digit, {seq:.4f} per sequence "
-          f"({hist['seconds']:.1f}s); figures in {out}")
+    print(
+        f"held-out accuracy: {tok:.4f} per digit, {seq:.4f} per sequence "
+        f"({hist['seconds']:.1f}s); figures in {out}"
+    )
     if args.record:
         record(metrics, args, out)
     return 0
@@ -244,14 +267,26 @@ def record(metrics, args, out):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from common import RESULTS, write_results
 
-    rows = [{"steps": metrics["steps"], "token accuracy": metrics["token_accuracy"],
-             "sequence accuracy": metrics["sequence_accuracy"],
-             "first eval step with token accuracy >= 0.99": metrics["first_step_token_acc_99"],
-             "final train loss": metrics["final_loss"], "seconds": metrics["seconds"]}]
-    write_results("gpt_ch06_attention", "cpu", list(rows[0]), rows, extra=metrics,
-                  notes="chapters/06_attention/main.py: one MultiheadAttention layer (2 heads, "
-                        f"d_model 32) reversing {args.seq_len} digits, seed {args.seed}; "
-                        "accuracy on 5000 fresh sequences.")
+    rows = [
+        {
+            "steps": metrics["steps"],
+            "token accuracy": metrics["token_accuracy"],
+            "sequence accuracy": metrics["sequence_accuracy"],
+            "first eval step with token accuracy >= 0.99": metrics["first_step_token_acc_99"],
+            "final train loss": metrics["final_loss"],
+            "seconds": metrics["seconds"],
+        }
+    ]
+    write_results(
+        "gpt_ch06_attention",
+        "cpu",
+        list(rows[0]),
+        rows,
+        extra=metrics,
+        notes="chapters/06_attention/main.py: one MultiheadAttention layer (2 heads, "
+        f"d_model 32) reversing {args.seq_len} digits, seed {args.seed}; "
+        "accuracy on 5000 fresh sequences.",
+    )
     shutil.copy(out / "attention_heads.png", RESULTS / "gpt_ch06_attention_heads.png")
 
 

@@ -50,8 +50,8 @@ NANOGPT_VAL = 1.88  # nanoGPT's README, this recipe on a CPU
 def get_batch(ids, rng, args, device):
     """nanoGPT's get_batch: batch_size random windows; targets are the inputs shifted by one."""
     ix = rng.integers(0, len(ids) - args.block_size - 1, args.batch_size)
-    x = np.stack([ids[i:i + args.block_size] for i in ix])
-    y = np.stack([ids[i + 1:i + 1 + args.block_size] for i in ix])
+    x = np.stack([ids[i : i + args.block_size] for i in ix])
+    y = np.stack([ids[i + 1 : i + 1 + args.block_size] for i in ix])
     return tt.tensor(x, device=device), tt.tensor(y, device=device)
 
 
@@ -61,16 +61,23 @@ def estimate_loss(model, splits, rng, args, device):
     out = {}
     with tt.no_grad():
         for name, ids in splits.items():
-            out[name] = float(np.mean([model(*get_batch(ids, rng, args, device))[1].item()
-                                       for _ in range(args.eval_iters)]))
+            out[name] = float(
+                np.mean(
+                    [
+                        model(*get_batch(ids, rng, args, device))[1].item()
+                        for _ in range(args.eval_iters)
+                    ]
+                )
+            )
     model.train()
     return out
 
 
 def train(model, splits, args, device):
     opt = AdamW(model.optimizer_groups(args.weight_decay), lr=args.lr, betas=(0.9, 0.99))
-    sched = WarmupCosineLR(opt, warmup_steps=args.warmup, max_steps=args.iters,
-                           min_ratio=args.min_lr / args.lr)
+    sched = WarmupCosineLR(
+        opt, warmup_steps=args.warmup, max_steps=args.iters, min_ratio=args.min_lr / args.lr
+    )
     rng = np.random.default_rng(args.seed)
     eval_rng = np.random.default_rng(args.seed + 1)
     hist = {"iter": [], "loss": [], "ms": [], "evals": []}
@@ -78,8 +85,10 @@ def train(model, splits, args, device):
         if it % args.eval_interval == 0 or it == args.iters:
             losses = estimate_loss(model, splits, eval_rng, args, device)
             hist["evals"].append({"iter": it, **losses})
-            print(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}",
-                  flush=True)
+            print(
+                f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}",
+                flush=True,
+            )
         if it == args.iters:
             break
         t0 = time.perf_counter()
@@ -95,8 +104,11 @@ def train(model, splits, args, device):
         hist["iter"].append(it)
         hist["loss"].append(lossf)
         if it % args.log_interval == 0:
-            print(f"iter {it}: loss {lossf:.4f}, time {hist['ms'][-1]:.1f}ms, "
-                  f"lr {sched.get_last_lr()[0]:.2e}", flush=True)
+            print(
+                f"iter {it}: loss {lossf:.4f}, time {hist['ms'][-1]:.1f}ms, "
+                f"lr {sched.get_last_lr()[0]:.2e}",
+                flush=True,
+            )
     return hist
 
 
@@ -104,11 +116,12 @@ def samples(model, tok, args, device):
     """The same prompt under each decoding strategy, and the KV cache's effect on speed."""
     prompt = tt.tensor([tok.encode("\n")], device=device)
     n = args.sample_tokens
-    runs = [("greedy (argmax at every step)", dict(do_sample=False)),
-            ("temperature 0.8, top-k 200 (nanoGPT's sample.py)", dict(temperature=0.8,
-                                                                      top_k=200)),
-            ("temperature 1.0 (the model's own distribution)", dict(temperature=1.0)),
-            ("top-p 0.9 (nucleus)", dict(top_p=0.9))]
+    runs = [
+        ("greedy (argmax at every step)", dict(do_sample=False)),
+        ("temperature 0.8, top-k 200 (nanoGPT's sample.py)", dict(temperature=0.8, top_k=200)),
+        ("temperature 1.0 (the model's own distribution)", dict(temperature=1.0)),
+        ("top-p 0.9 (nucleus)", dict(top_p=0.9)),
+    ]
     parts = []
     for title, kw in runs:
         out = generate(model, prompt, n, seed=args.seed, **kw)
@@ -121,9 +134,11 @@ def samples(model, tok, args, device):
         t0 = time.perf_counter()
         generate(model, prompt, m, seed=0, use_cache=use_cache)
         times[use_cache] = time.perf_counter() - t0
-    speed = (f"=== KV cache ===\n{m} tokens from a 1-token prompt: {times[True]:.3f}s with the "
-             f"cache, {times[False]:.3f}s re-running the whole context at each step "
-             f"({times[False] / times[True]:.1f}x)\n")
+    speed = (
+        f"=== KV cache ===\n{m} tokens from a 1-token prompt: {times[True]:.3f}s with the "
+        f"cache, {times[False]:.3f}s re-running the whole context at each step "
+        f"({times[False] / times[True]:.1f}x)\n"
+    )
     print(speed)
     parts.append(speed)
     return "\n".join(parts), times
@@ -134,14 +149,24 @@ def plot(hist, out):
     k = min(25, len(hist["loss"]))
     smooth = np.convolve(hist["loss"], np.ones(k) / k, mode="valid")
     ax.plot(hist["iter"], hist["loss"], lw=0.4, alpha=0.4, color="C0")
-    ax.plot(hist["iter"][k - 1:], smooth, color="C0", label=f"train (batch, mean of {k})")
+    ax.plot(hist["iter"][k - 1 :], smooth, color="C0", label=f"train (batch, mean of {k})")
     ev = hist["evals"]
-    ax.plot([e["iter"] for e in ev], [e["train"] for e in ev], "s-", color="C2", ms=4,
-            label="train (20 batches)")
+    ax.plot(
+        [e["iter"] for e in ev],
+        [e["train"] for e in ev],
+        "s-",
+        color="C2",
+        ms=4,
+        label="train (20 batches)",
+    )
     ax.plot([e["iter"] for e in ev], [e["val"] for e in ev], "o-", color="C1", label="val")
     ax.axhline(NANOGPT_VAL, color="gray", ls=":", label=f"nanoGPT val {NANOGPT_VAL}")
-    ax.set(xlabel="iteration", ylabel="cross-entropy (nats per character)",
-           title="GPT (4 layers, 128 wide) on tinyshakespeare", ylim=(1.0, 4.5))
+    ax.set(
+        xlabel="iteration",
+        ylabel="cross-entropy (nats per character)",
+        title="GPT (4 layers, 128 wide) on tinyshakespeare",
+        ylim=(1.0, 4.5),
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "loss.png", dpi=110)
@@ -170,12 +195,15 @@ def main(argv=None) -> int:
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--sample-tokens", type=int, default=300)
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--record", action="store_true",
-                   help="write benchmarks/results/gpt_ch07_shakespeare_<device>.{md,json}")
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="write benchmarks/results/gpt_ch07_shakespeare_<device>.{md,json}",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.iters, args.eval_interval, args.eval_iters = 30, 15, 2
-        args.log_interval, args.warmup, args.sample_tokens = 10, 10, 100
+        args.log_interval, args.warmup, args.sample_tokens = 10, 10, 40
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -184,16 +212,26 @@ def main(argv=None) -> int:
     ids = np.asarray(tok.encode(text), dtype=np.int64)
     n = int(0.9 * len(ids))
     splits = {"train": ids[:n], "val": ids[n:]}
-    print(f"tinyshakespeare: {len(ids):,} characters, vocabulary {tok.vocab_size}; "
-          f"train {n:,}, val {len(ids) - n:,}")
+    print(
+        f"tinyshakespeare: {len(ids):,} characters, vocabulary {tok.vocab_size}; "
+        f"train {n:,}, val {len(ids) - n:,}"
+    )
 
     tt.manual_seed(args.seed)
-    config = GPTConfig(block_size=args.block_size, vocab_size=tok.vocab_size,
-                       n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
-                       dropout=args.dropout, bias=False)
+    config = GPTConfig(
+        block_size=args.block_size,
+        vocab_size=tok.vocab_size,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        n_embd=args.n_embd,
+        dropout=args.dropout,
+        bias=False,
+    )
     model = GPT(config).to(args.device)
-    print(f"GPT: {model.get_num_params() / 1e6:.2f}M parameters; {args.iters} iterations "
-          f"on {args.device} -> {out}")
+    print(
+        f"GPT: {model.get_num_params() / 1e6:.2f}M parameters; {args.iters} iterations "
+        f"on {args.device} -> {out}"
+    )
     t0 = time.perf_counter()
     hist = train(model, splits, args, args.device)
     seconds = time.perf_counter() - t0
@@ -202,16 +240,23 @@ def main(argv=None) -> int:
     (out / "samples.txt").write_text(text_out, encoding="utf-8")
     last = hist["evals"][-1]
     skip = min(10, len(hist["ms"]) // 3)  # the first steps warm caches and allocators
-    metrics = {"iters": args.iters, "val_loss": last["val"], "train_loss": last["train"],
-               "ms_per_iter_median": float(np.median(hist["ms"][skip:])),
-               "seconds_total": seconds, "device": args.device,
-               "params": model.get_num_params(), "evals": hist["evals"],
-               "generate_seconds": {"kv_cache": gen_times[True],
-                                    "no_cache": gen_times[False]}}
+    metrics = {
+        "iters": args.iters,
+        "val_loss": last["val"],
+        "train_loss": last["train"],
+        "ms_per_iter_median": float(np.median(hist["ms"][skip:])),
+        "seconds_total": seconds,
+        "device": args.device,
+        "params": model.get_num_params(),
+        "evals": hist["evals"],
+        "generate_seconds": {"kv_cache": gen_times[True], "no_cache": gen_times[False]},
+    }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"done: val loss {last['val']:.4f} after {args.iters} iterations (nanoGPT: "
-          f"{NANOGPT_VAL}); median {metrics['ms_per_iter_median']:.1f} ms/iter; "
-          f"{seconds:.0f}s in all. Outputs in {out}")
+    print(
+        f"done: val loss {last['val']:.4f} after {args.iters} iterations (nanoGPT: "
+        f"{NANOGPT_VAL}); median {metrics['ms_per_iter_median']:.1f} ms/iter; "
+        f"{seconds:.0f}s in all. Outputs in {out}"
+    )
     if args.record:
         record(metrics, args, out)
     return 0
@@ -221,14 +266,26 @@ def record(metrics, args, out):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from common import RESULTS, write_results
 
-    rows = [{"iters": metrics["iters"], "val loss": metrics["val_loss"],
-             "train loss": metrics["train_loss"], "ms/iter (median)":
-                 metrics["ms_per_iter_median"], "total s": metrics["seconds_total"]}]
+    rows = [
+        {
+            "iters": metrics["iters"],
+            "val loss": metrics["val_loss"],
+            "train loss": metrics["train_loss"],
+            "ms/iter (median)": metrics["ms_per_iter_median"],
+            "total s": metrics["seconds_total"],
+        }
+    ]
     name = f"gpt_ch07_shakespeare_{args.device}"
-    write_results("gpt_ch07_shakespeare", args.device, list(rows[0]), rows, extra=metrics,
-                  notes=f"chapters/07_transformer/main.py (seed {args.seed}): nanoGPT's CPU "
-                        f"recipe; nanoGPT reports val {NANOGPT_VAL}. Step times include the "
-                        "optimizer and clipping, not evaluation.")
+    write_results(
+        "gpt_ch07_shakespeare",
+        args.device,
+        list(rows[0]),
+        rows,
+        extra=metrics,
+        notes=f"chapters/07_transformer/main.py (seed {args.seed}): nanoGPT's CPU "
+        f"recipe; nanoGPT reports val {NANOGPT_VAL}. Step times include the "
+        "optimizer and clipping, not evaluation.",
+    )
     shutil.copy(out / "loss.png", RESULTS / f"{name}.png")
 
 

@@ -52,8 +52,16 @@ from ..autograd import Function
 from ..tensor import Tensor
 
 __all__ = [
-    "forward", "backward", "FlashAttention", "supports", "attention", "dispatch",
-    "CPU_VERSIONS", "CUDA_VERSIONS", "DEFAULT_VERSION", "HEAD_DIMS",
+    "forward",
+    "backward",
+    "FlashAttention",
+    "supports",
+    "attention",
+    "dispatch",
+    "CPU_VERSIONS",
+    "CUDA_VERSIONS",
+    "DEFAULT_VERSION",
+    "HEAD_DIMS",
 ]
 
 HEAD_DIMS = (32, 64, 128)
@@ -79,42 +87,59 @@ def _check(q, k, v, key_padding_mask, version, what="forward"):
     """Validate the inputs; returns (device, version, kpm as contiguous uint8 or None)."""
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, backend.ARRAY_TYPES):
-            raise TypeError(f"attention {what}: {name} must be a NumPy or CuPy array, got "
-                            f"{type(x).__name__} (use attention() for Tensors)")
+            raise TypeError(
+                f"attention {what}: {name} must be a NumPy or CuPy array, got "
+                f"{type(x).__name__} (use attention() for Tensors)"
+            )
         if x.dtype != np.float32:
             raise TypeError(f"attention {what}: {name} must be float32, got {x.dtype}")
         if x.ndim != 4:
-            raise ValueError(f"attention {what}: {name} must be 4-D (B, H, T, D), got shape "
-                             f"{tuple(x.shape)}")
+            raise ValueError(
+                f"attention {what}: {name} must be 4-D (B, H, T, D), got shape {tuple(x.shape)}"
+            )
         if not x.flags.c_contiguous:
-            raise ValueError(f"attention {what}: {name} must be C-contiguous (copy it with "
-                             f"ascontiguousarray); shape {tuple(x.shape)}")
+            raise ValueError(
+                f"attention {what}: {name} must be C-contiguous (copy it with "
+                f"ascontiguousarray); shape {tuple(x.shape)}"
+            )
     device = _device((q, k, v), what)
     if k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
-        raise ValueError(f"attention {what}: expected q (B, H, Tq, D) and k, v (B, H, Tk, D); got "
-                         f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
+        raise ValueError(
+            f"attention {what}: expected q (B, H, Tq, D) and k, v (B, H, Tk, D); got "
+            f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
     if q.shape[3] not in HEAD_DIMS:
-        raise ValueError(f"attention {what}: head dim {q.shape[3]} is not supported; expected one "
-                         f"of {HEAD_DIMS} (the composed path handles any)")
+        raise ValueError(
+            f"attention {what}: head dim {q.shape[3]} is not supported; expected one "
+            f"of {HEAD_DIMS} (the composed path handles any)"
+        )
     versions = CUDA_VERSIONS if device == "cuda" else CPU_VERSIONS
     version = DEFAULT_VERSION[device] if version is None else version
     if version not in versions:
-        raise ValueError(f"attention {what}: version {version!r} does not exist on {device}; "
-                         f"expected one of {versions}")
+        raise ValueError(
+            f"attention {what}: version {version!r} does not exist on {device}; "
+            f"expected one of {versions}"
+        )
     kpm = None
     if key_padding_mask is not None:
         m = key_padding_mask
         B, Tk = q.shape[0], k.shape[2]
         if not isinstance(m, backend.ARRAY_TYPES) or m.dtype != np.bool_:
-            raise TypeError(f"attention {what}: key_padding_mask must be a bool array (B, Tk), "
-                            f"True = masked out; got {type(m).__name__} "
-                            f"{getattr(m, 'dtype', '')}")
+            raise TypeError(
+                f"attention {what}: key_padding_mask must be a bool array (B, Tk), "
+                f"True = masked out; got {type(m).__name__} "
+                f"{getattr(m, 'dtype', '')}"
+            )
         if tuple(m.shape) != (B, Tk):
-            raise ValueError(f"attention {what}: key_padding_mask has shape {tuple(m.shape)}; "
-                             f"expected (B, Tk) = {(B, Tk)}")
+            raise ValueError(
+                f"attention {what}: key_padding_mask has shape {tuple(m.shape)}; "
+                f"expected (B, Tk) = {(B, Tk)}"
+            )
         if backend.device_of(m) != device:
-            raise ValueError(f"attention {what}: key_padding_mask is on "
-                             f"{backend.device_of(m)} but q is on {device}")
+            raise ValueError(
+                f"attention {what}: key_padding_mask is on "
+                f"{backend.device_of(m)} but q is on {device}"
+            )
         kpm = backend.xp_of(m).ascontiguousarray(m).view(np.uint8)
     return device, version, kpm
 
@@ -133,16 +158,21 @@ def _outputs(given, shapes, xp, device, what):
     if given is None:
         return [xp.empty(s, np.float32) for s in shapes]
     for x, s in zip(given, shapes):
-        if (not isinstance(x, backend.ARRAY_TYPES) or x.dtype != np.float32
-                or tuple(x.shape) != tuple(s) or not x.flags.c_contiguous
-                or backend.device_of(x) != device):
-            raise ValueError(f"attention {what}: output arrays must be C-contiguous float32 of "
-                             f"shapes {[tuple(s) for s in shapes]} on {device}")
+        if (
+            not isinstance(x, backend.ARRAY_TYPES)
+            or x.dtype != np.float32
+            or tuple(x.shape) != tuple(s)
+            or not x.flags.c_contiguous
+            or backend.device_of(x) != device
+        ):
+            raise ValueError(
+                f"attention {what}: output arrays must be C-contiguous float32 of "
+                f"shapes {[tuple(s) for s in shapes]} on {device}"
+            )
     return list(given)
 
 
-def forward(q, k, v, is_causal=False, key_padding_mask=None, scale=None, version=None,
-            out=None):
+def forward(q, k, v, is_causal=False, key_padding_mask=None, scale=None, version=None, out=None):
     """(out (B, H, Tq, D), lse (B, H, Tq)); see the module docstring. `out` = an optional
     (out, lse) pair of arrays to write into."""
     device, version, kpm = _check(q, k, v, key_padding_mask, version)
@@ -163,29 +193,65 @@ def forward(q, k, v, is_causal=False, key_padding_mask=None, scale=None, version
         return out, lse
     fn = _cuda_fn(lib, "attention_forward_cuda")
     q, k, v = _aligned(q), _aligned(k), _aligned(v)
-    work = xp.empty(max(1, lib.attention_workspace_floats(B, H, Tq, Tk, D, version, False)),
-                    np.float32)
-    fn(q.data.ptr, k.data.ptr, v.data.ptr, 0 if kpm is None else kpm.data.ptr, out.data.ptr,
-       lse.data.ptr, work.data.ptr, B, H, Tq, Tk, D, scale, bool(is_causal), version,
-       xp.cuda.get_current_stream().ptr)
+    work = xp.empty(
+        max(1, lib.attention_workspace_floats(B, H, Tq, Tk, D, version, False)), np.float32
+    )
+    fn(
+        q.data.ptr,
+        k.data.ptr,
+        v.data.ptr,
+        0 if kpm is None else kpm.data.ptr,
+        out.data.ptr,
+        lse.data.ptr,
+        work.data.ptr,
+        B,
+        H,
+        Tq,
+        Tk,
+        D,
+        scale,
+        bool(is_causal),
+        version,
+        xp.cuda.get_current_stream().ptr,
+    )
     return out, lse
 
 
-def backward(q, k, v, out, lse, grad_out, is_causal=False, key_padding_mask=None, scale=None,
-             version=None, grads=None):
+def backward(
+    q,
+    k,
+    v,
+    out,
+    lse,
+    grad_out,
+    is_causal=False,
+    key_padding_mask=None,
+    scale=None,
+    version=None,
+    grads=None,
+):
     """(dq, dk, dv), shaped like q, k, v, from forward's out and lse and the output gradient.
     `grads` = an optional (dq, dk, dv) triple of arrays to write into."""
     device, version, kpm = _check(q, k, v, key_padding_mask, version, "backward")
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
-    for name, x, shape in (("out", out, q.shape), ("grad_out", grad_out, q.shape),
-                           ("lse", lse, (B, H, Tq))):
-        if (not isinstance(x, backend.ARRAY_TYPES) or x.dtype != np.float32
-                or tuple(x.shape) != tuple(shape) or not x.flags.c_contiguous
-                or backend.device_of(x) != device):
-            raise ValueError(f"attention backward: {name} must be a C-contiguous float32 array of "
-                             f"shape {tuple(shape)} on {device}; got {type(x).__name__} "
-                             f"{getattr(x, 'dtype', '')} {tuple(getattr(x, 'shape', ()))}")
+    for name, x, shape in (
+        ("out", out, q.shape),
+        ("grad_out", grad_out, q.shape),
+        ("lse", lse, (B, H, Tq)),
+    ):
+        if (
+            not isinstance(x, backend.ARRAY_TYPES)
+            or x.dtype != np.float32
+            or tuple(x.shape) != tuple(shape)
+            or not x.flags.c_contiguous
+            or backend.device_of(x) != device
+        ):
+            raise ValueError(
+                f"attention backward: {name} must be a C-contiguous float32 array of "
+                f"shape {tuple(shape)} on {device}; got {type(x).__name__} "
+                f"{getattr(x, 'dtype', '')} {tuple(getattr(x, 'shape', ()))}"
+            )
     xp = backend.get_xp(device)
     scale = _scale(scale, D)
     dq, dk, dv = _outputs(grads, (q.shape, k.shape, v.shape), xp, device, "backward")
@@ -194,24 +260,47 @@ def backward(q, k, v, out, lse, grad_out, is_causal=False, key_padding_mask=None
         return dq, dk, dv
     lib = _lib()
     if device == "cpu":
-        lib.attention_backward_cpu(q, k, v, kpm, out, lse, grad_out, dq, dk, dv, bool(is_causal),
-                                   scale, version)
+        lib.attention_backward_cpu(
+            q, k, v, kpm, out, lse, grad_out, dq, dk, dv, bool(is_causal), scale, version
+        )
         return dq, dk, dv
     fn = _cuda_fn(lib, "attention_backward_cuda")
     q, k, v, out, grad_out = (_aligned(x) for x in (q, k, v, out, grad_out))
-    work = xp.empty(max(1, lib.attention_workspace_floats(B, H, Tq, Tk, D, version, True)),
-                    np.float32)
-    fn(q.data.ptr, k.data.ptr, v.data.ptr, 0 if kpm is None else kpm.data.ptr, out.data.ptr,
-       lse.data.ptr, grad_out.data.ptr, dq.data.ptr, dk.data.ptr, dv.data.ptr, work.data.ptr,
-       B, H, Tq, Tk, D, scale, bool(is_causal), version, xp.cuda.get_current_stream().ptr)
+    work = xp.empty(
+        max(1, lib.attention_workspace_floats(B, H, Tq, Tk, D, version, True)), np.float32
+    )
+    fn(
+        q.data.ptr,
+        k.data.ptr,
+        v.data.ptr,
+        0 if kpm is None else kpm.data.ptr,
+        out.data.ptr,
+        lse.data.ptr,
+        grad_out.data.ptr,
+        dq.data.ptr,
+        dk.data.ptr,
+        dv.data.ptr,
+        work.data.ptr,
+        B,
+        H,
+        Tq,
+        Tk,
+        D,
+        scale,
+        bool(is_causal),
+        version,
+        xp.cuda.get_current_stream().ptr,
+    )
     return dq, dk, dv
 
 
 def _cuda_fn(lib, name):
     fn = getattr(lib, name, None)
     if fn is None:
-        raise RuntimeError("attention: the kernel module was built without CUDA (nvcc was not "
-                           "found, or TINYTORCH_NO_CUDA is set), so CuPy arrays cannot run it")
+        raise RuntimeError(
+            "attention: the kernel module was built without CUDA (nvcc was not "
+            "found, or TINYTORCH_NO_CUDA is set), so CuPy arrays cannot run it"
+        )
     return fn
 
 
@@ -219,8 +308,11 @@ def _cuda_fn(lib, name):
 def _as_4d(x):
     """(T, D) -> (1, 1, T, D), (N, T, D) -> (N, 1, T, D), contiguous (a copy only if needed)."""
     xp = backend.xp_of(x)
-    x = x.reshape((1,) * (4 - x.ndim) + x.shape) if x.ndim == 2 else (
-        x[:, None] if x.ndim == 3 else x)
+    x = (
+        x.reshape((1,) * (4 - x.ndim) + x.shape)
+        if x.ndim == 2
+        else (x[:, None] if x.ndim == 3 else x)
+    )
     return xp.ascontiguousarray(x)
 
 
@@ -234,8 +326,9 @@ class FlashAttention(Function):
         q4, k4, v4 = _as_4d(q), _as_4d(k), _as_4d(v)
         out, lse = forward(q4, k4, v4, is_causal, key_padding_mask, scale, version)
         self.saved = (q4, k4, v4, out, lse)
-        self.kw = dict(is_causal=is_causal, key_padding_mask=key_padding_mask, scale=scale,
-                       version=version)
+        self.kw = dict(
+            is_causal=is_causal, key_padding_mask=key_padding_mask, scale=scale, version=version
+        )
         self.shapes = (q.shape, k.shape, v.shape)
         return out.reshape(shape)
 
@@ -259,7 +352,7 @@ def _padding_from_attn_mask(attn_mask, q, k):
     shape = (1,) * (n - attn_mask.ndim) + tuple(attn_mask.shape)
     S = k.shape[-2]
     B = q.shape[0] if n >= 3 else 1
-    if shape[-1] != S or any(s != 1 for s in shape[1 if n >= 3 else 0:-1]):
+    if shape[-1] != S or any(s != 1 for s in shape[1 if n >= 3 else 0 : -1]):
         return False
     if n >= 3 and shape[0] not in (1, B):
         return False
@@ -294,8 +387,15 @@ def attention(q, k, v, is_causal=False, key_padding_mask=None, scale=None, versi
     masked out. q (..., Tq, D), k, v (..., Tk, D) float32 with the same leading dims."""
     if isinstance(key_padding_mask, Tensor):
         key_padding_mask = key_padding_mask.data
-    return FlashAttention.apply(q, k, v, is_causal=bool(is_causal),
-                                key_padding_mask=key_padding_mask, scale=scale, version=version)
+    return FlashAttention.apply(
+        q,
+        k,
+        v,
+        is_causal=bool(is_causal),
+        key_padding_mask=key_padding_mask,
+        scale=scale,
+        version=version,
+    )
 
 
 def dispatch(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):

@@ -58,18 +58,18 @@ class KVCache:
     def update(self, layer: int, k: Tensor, v: Tensor):
         """Store the new keys/values (B, nh, T, hs) at pos..pos+T; return all of them so far."""
         end = self.pos + k.shape[2]
-        self.k[layer][:, :, self.pos:end] = k.data
-        self.v[layer][:, :, self.pos:end] = v.data
-        return (Tensor._wrap(self.k[layer][:, :, :end]),
-                Tensor._wrap(self.v[layer][:, :, :end]))
+        self.k[layer][:, :, self.pos : end] = k.data
+        self.v[layer][:, :, self.pos : end] = v.data
+        return (Tensor._wrap(self.k[layer][:, :, :end]), Tensor._wrap(self.v[layer][:, :, :end]))
 
 
 class CausalSelfAttention(Module):
     def __init__(self, config: GPTConfig, layer: int = 0):
         super().__init__()
         if config.n_embd % config.n_head:
-            raise ValueError(f"GPT: n_embd ({config.n_embd}) must be divisible by n_head "
-                             f"({config.n_head})")
+            raise ValueError(
+                f"GPT: n_embd ({config.n_embd}) must be divisible by n_head ({config.n_head})"
+            )
         self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v
         self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attn_dropout = Dropout(config.dropout)
@@ -140,13 +140,15 @@ class GPT(Module):
         if config.vocab_size <= 0 or config.block_size <= 0:
             raise ValueError(f"GPT: vocab_size and block_size must be positive, got {config}")
         self.config = config
-        self.transformer = ModuleDict(dict(
-            wte=Embedding(config.vocab_size, config.n_embd),
-            wpe=Embedding(config.block_size, config.n_embd),
-            drop=Dropout(config.dropout),
-            h=ModuleList([Block(config, i) for i in range(config.n_layer)]),
-            ln_f=LayerNorm(config.n_embd, bias=config.bias),
-        ))
+        self.transformer = ModuleDict(
+            dict(
+                wte=Embedding(config.vocab_size, config.n_embd),
+                wpe=Embedding(config.block_size, config.n_embd),
+                drop=Dropout(config.dropout),
+                h=ModuleList([Block(config, i) for i in range(config.n_layer)]),
+                ln_f=LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         # Weight tying (Press & Wolf 2017): reading a token in and writing it out share one
         # (vocab, C) matrix; it saves parameters and helps small models.
@@ -175,18 +177,23 @@ class GPT(Module):
 
     def forward(self, idx, targets=None, cache: KVCache | None = None):
         if not isinstance(idx, Tensor) or idx.ndim != 2 or idx.dtype.kind not in "iu":
-            raise TypeError(f"GPT: idx must be a (B, T) integer tensor of token ids, got "
-                            f"{getattr(idx, 'shape', type(idx).__name__)}")
+            raise TypeError(
+                f"GPT: idx must be a (B, T) integer tensor of token ids, got "
+                f"{getattr(idx, 'shape', type(idx).__name__)}"
+            )
         B, T = idx.shape
         start = 0 if cache is None else cache.pos
         if start + T > self.config.block_size:
             what = f"{T}" if cache is None else f"{start} cached + {T} new = {start + T}"
-            raise ValueError(f"GPT: cannot forward a sequence of length {what}: block_size is "
-                             f"only {self.config.block_size}; crop the input to the last "
-                             f"{self.config.block_size} tokens")
+            raise ValueError(
+                f"GPT: cannot forward a sequence of length {what}: block_size is "
+                f"only {self.config.block_size}; crop the input to the last "
+                f"{self.config.block_size} tokens"
+            )
         if cache is not None and is_grad_enabled() and self.training:
-            raise RuntimeError("GPT: the KV cache is for inference; use model.eval() and "
-                               "tinytorch.no_grad()")
+            raise RuntimeError(
+                "GPT: the KV cache is for inference; use model.eval() and tinytorch.no_grad()"
+            )
         pos = creation.arange(start, start + T, device=idx.device)  # (T,)
         tok_emb = self.transformer.wte(idx)  # (B, T, C)
         pos_emb = self.transformer.wpe(pos)  # (T, C), broadcast over the batch
@@ -200,11 +207,13 @@ class GPT(Module):
         loss = None
         if targets is not None:
             if tuple(targets.shape) != (B, T):
-                raise ValueError(f"GPT: targets have shape {tuple(targets.shape)}, expected "
-                                 f"(B, T) = {(B, T)}")
+                raise ValueError(
+                    f"GPT: targets have shape {tuple(targets.shape)}, expected (B, T) = {(B, T)}"
+                )
             V = logits.shape[-1]
-            loss = F.cross_entropy(logits.reshape(B * T, V), targets.reshape(B * T),
-                                   ignore_index=-1)
+            loss = F.cross_entropy(
+                logits.reshape(B * T, V), targets.reshape(B * T), ignore_index=-1
+            )
         return logits, loss
 
     def make_kv_cache(self, batch_size: int) -> KVCache:
@@ -214,8 +223,7 @@ class GPT(Module):
     def crop_block_size(self, block_size: int) -> None:
         """Shrink the context (e.g. a pretrained 1024 to 256): keep the first positions."""
         if block_size > self.config.block_size:
-            raise ValueError(f"crop_block_size: {block_size} > block_size "
-                             f"{self.config.block_size}")
+            raise ValueError(f"crop_block_size: {block_size} > block_size {self.config.block_size}")
         self.config.block_size = block_size
         wpe = self.transformer.wpe
         wpe.weight.data = wpe.weight.data[:block_size].copy()
@@ -230,19 +238,18 @@ class GPT(Module):
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
         ]
 
-    def configure_optimizers(self, weight_decay: float, learning_rate: float, betas,
-                             device_type: str = "cpu"):
+    def configure_optimizers(
+        self, weight_decay: float, learning_rate: float, betas, device_type: str = "cpu"
+    ):
         from ..optim import AdamW
 
         return AdamW(self.optimizer_groups(weight_decay), lr=learning_rate, betas=betas)
 
-    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k=None,
-                 **kwargs):
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k=None, **kwargs):
         """nanoGPT's signature; see tinytorch.generate.generate for every option."""
         from ..generate import generate
 
-        return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k,
-                        **kwargs)
+        return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, **kwargs)
 
     @classmethod
     def from_nanogpt(cls, checkpoint) -> GPT:

@@ -26,7 +26,9 @@ from .layers import Embedding, Linear
 from .module import Module, Parameter
 
 __all__ = [
-    "MultiheadAttention", "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding",
+    "MultiheadAttention",
+    "SinusoidalPositionalEncoding",
+    "LearnedPositionalEmbedding",
     "sinusoidal_positional_encoding",
 ]
 
@@ -57,16 +59,30 @@ class MultiheadAttention(Module):
     need_weights=True path gives NaN there).
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
-                 add_bias_kv: bool = False, add_zero_attn: bool = False, kdim=None, vdim=None,
-                 batch_first: bool = False, device="cpu", dtype=None):
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        add_bias_kv: bool = False,
+        add_zero_attn: bool = False,
+        kdim=None,
+        vdim=None,
+        batch_first: bool = False,
+        device="cpu",
+        dtype=None,
+    ):
         super().__init__()
         if embed_dim <= 0 or num_heads <= 0 or embed_dim % num_heads:
-            raise ValueError(f"MultiheadAttention: embed_dim ({embed_dim}) must be a positive "
-                             f"multiple of num_heads ({num_heads})")
+            raise ValueError(
+                f"MultiheadAttention: embed_dim ({embed_dim}) must be a positive "
+                f"multiple of num_heads ({num_heads})"
+            )
         if add_bias_kv or add_zero_attn:
-            raise NotImplementedError("MultiheadAttention: add_bias_kv and add_zero_attn are "
-                                      "not supported")
+            raise NotImplementedError(
+                "MultiheadAttention: add_bias_kv and add_zero_attn are not supported"
+            )
         self.embed_dim, self.num_heads = embed_dim, num_heads
         self.head_dim = embed_dim // num_heads
         self.kdim = kdim if kdim is not None else embed_dim
@@ -108,13 +124,13 @@ class MultiheadAttention(Module):
     def _projections(self, query, key, value):
         E = self.embed_dim
         b = self.in_proj_bias
-        bq, bk, bv = (None, None, None) if b is None else (b[:E], b[E:2 * E], b[2 * E:])
+        bq, bk, bv = (None, None, None) if b is None else (b[:E], b[E : 2 * E], b[2 * E :])
         if self._qkv_same_embed_dim:
             w = self.in_proj_weight
             if query is key and key is value:  # self-attention: one matmul for all three
                 q, k, v = F.linear(query, w, b).split(E, dim=-1)
                 return q, k, v
-            wq, wk, wv = w[:E], w[E:2 * E], w[2 * E:]
+            wq, wk, wv = w[:E], w[E : 2 * E], w[2 * E :]
         else:
             wq, wk, wv = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
         return F.linear(query, wq, bq), F.linear(key, wk, bk), F.linear(value, wv, bv)
@@ -126,13 +142,17 @@ class MultiheadAttention(Module):
             if tuple(attn_mask.shape) == (N * h, L, S):
                 attn_mask = attn_mask.reshape(N, h, L, S)
             elif tuple(attn_mask.shape) != (L, S):
-                raise ValueError(f"MultiheadAttention: attn_mask has shape "
-                                 f"{tuple(attn_mask.shape)}; expected (L, S) = {(L, S)} or "
-                                 f"(N * num_heads, L, S) = {(N * h, L, S)}")
+                raise ValueError(
+                    f"MultiheadAttention: attn_mask has shape "
+                    f"{tuple(attn_mask.shape)}; expected (L, S) = {(L, S)} or "
+                    f"(N * num_heads, L, S) = {(N * h, L, S)}"
+                )
         if key_padding_mask is not None:
             if tuple(key_padding_mask.shape) != (N, S):
-                raise ValueError(f"MultiheadAttention: key_padding_mask has shape "
-                                 f"{tuple(key_padding_mask.shape)}; expected (N, S) = {(N, S)}")
+                raise ValueError(
+                    f"MultiheadAttention: key_padding_mask has shape "
+                    f"{tuple(key_padding_mask.shape)}; expected (N, S) = {(N, S)}"
+                )
             key_padding_mask = key_padding_mask.reshape(N, 1, 1, S)
         masks = [m for m in (attn_mask, key_padding_mask) if m is not None]
         if not masks:
@@ -143,13 +163,24 @@ class MultiheadAttention(Module):
         add = _as_additive(masks[0], dtype)
         return add if len(masks) == 1 else add + _as_additive(masks[1], dtype)
 
-    def forward(self, query, key, value, key_padding_mask=None, need_weights: bool = True,
-                attn_mask=None, average_attn_weights: bool = True, is_causal: bool = False):
+    def forward(
+        self,
+        query,
+        key,
+        value,
+        key_padding_mask=None,
+        need_weights: bool = True,
+        attn_mask=None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ):
         unbatched = query.ndim == 2
         if query.ndim not in (2, 3) or key.ndim != query.ndim or value.ndim != query.ndim:
-            raise ValueError(f"MultiheadAttention: query, key and value must all be 3-D "
-                             f"(batched) or 2-D (unbatched); got shapes {tuple(query.shape)}, "
-                             f"{tuple(key.shape)}, {tuple(value.shape)}")
+            raise ValueError(
+                f"MultiheadAttention: query, key and value must all be 3-D "
+                f"(batched) or 2-D (unbatched); got shapes {tuple(query.shape)}, "
+                f"{tuple(key.shape)}, {tuple(value.shape)}"
+            )
         same = query is key and key is value
         if unbatched:
             query, key, value = (ops.unsqueeze(t, 0) for t in (query, key, value))
@@ -162,13 +193,17 @@ class MultiheadAttention(Module):
         N, L, E = query.shape
         S = key.shape[1]
         if E != self.embed_dim or key.shape[2] != self.kdim or value.shape[2] != self.vdim:
-            raise ValueError(f"MultiheadAttention: expected feature sizes (query {self.embed_dim}"
-                             f", key {self.kdim}, value {self.vdim}); got {E}, {key.shape[2]}, "
-                             f"{value.shape[2]}")
+            raise ValueError(
+                f"MultiheadAttention: expected feature sizes (query {self.embed_dim}"
+                f", key {self.kdim}, value {self.vdim}); got {E}, {key.shape[2]}, "
+                f"{value.shape[2]}"
+            )
         if key.shape[:2] != value.shape[:2] or key.shape[0] != N:
-            raise ValueError(f"MultiheadAttention: key {tuple(key.shape)} and value "
-                             f"{tuple(value.shape)} must share (batch, source length), and the "
-                             f"batch must match the query's {N}")
+            raise ValueError(
+                f"MultiheadAttention: key {tuple(key.shape)} and value "
+                f"{tuple(value.shape)} must share (batch, source length), and the "
+                f"batch must match the query's {N}"
+            )
 
         q, k, v = self._projections(query, key, value)
         h, d = self.num_heads, self.head_dim
@@ -197,12 +232,13 @@ class MultiheadAttention(Module):
         return out, weights
 
     def extra_repr(self):
-        return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
-                f"dropout={self.dropout}, batch_first={self.batch_first}")
+        return (
+            f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
+            f"dropout={self.dropout}, batch_first={self.batch_first}"
+        )
 
 
-def sinusoidal_positional_encoding(max_len: int, d_model: int, dtype=None,
-                                   device="cpu") -> Tensor:
+def sinusoidal_positional_encoding(max_len: int, d_model: int, dtype=None, device="cpu") -> Tensor:
     """The (max_len, d_model) table of "Attention Is All You Need", section 3.5:
 
         PE[pos, 2i]     = sin(pos / 10000^(2i / d_model))
@@ -223,8 +259,9 @@ def sinusoidal_positional_encoding(max_len: int, d_model: int, dtype=None,
 
 def _check_len(T, max_len, what):
     if T > max_len:
-        raise ValueError(f"{what}: the sequence has {T} positions but the table holds only "
-                         f"max_len={max_len}")
+        raise ValueError(
+            f"{what}: the sequence has {T} positions but the table holds only max_len={max_len}"
+        )
 
 
 class SinusoidalPositionalEncoding(Module):
@@ -232,18 +269,26 @@ class SinusoidalPositionalEncoding(Module):
     (the default here), else (T, B, d_model). `offset` starts the positions later (KV caches).
     The table is a non-persistent buffer: it is recomputed, not saved in state_dict."""
 
-    def __init__(self, d_model: int, max_len: int = 5000, dropout: float = 0.0,
-                 batch_first: bool = True, dtype=None, device="cpu"):
+    def __init__(
+        self,
+        d_model: int,
+        max_len: int = 5000,
+        dropout: float = 0.0,
+        batch_first: bool = True,
+        dtype=None,
+        device="cpu",
+    ):
         super().__init__()
         self.d_model, self.max_len, self.batch_first = d_model, max_len, batch_first
         self.dropout = dropout
-        self.register_buffer("pe", sinusoidal_positional_encoding(max_len, d_model, dtype,
-                                                                  device), persistent=False)
+        self.register_buffer(
+            "pe", sinusoidal_positional_encoding(max_len, d_model, dtype, device), persistent=False
+        )
 
     def forward(self, x, offset: int = 0):
         T = x.shape[1] if self.batch_first else x.shape[0]
         _check_len(offset + T, self.max_len, "SinusoidalPositionalEncoding")
-        pe = self.pe[offset:offset + T]
+        pe = self.pe[offset : offset + T]
         if not self.batch_first:
             pe = ops.unsqueeze(pe, 1)
         return F.dropout(x + pe.to(x.dtype), self.dropout, self.training)

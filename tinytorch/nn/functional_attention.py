@@ -78,52 +78,72 @@ def causal_mask(L: int, S: int | None = None, device: str = "cpu") -> Tensor:
 def _check(q, k, v, attn_mask, is_causal, dropout_p):
     for name, t in (("query", q), ("key", k), ("value", v)):
         if not isinstance(t, Tensor):
-            raise TypeError(f"scaled_dot_product_attention: {name} must be a Tensor, "
-                            f"got {type(t).__name__}")
+            raise TypeError(
+                f"scaled_dot_product_attention: {name} must be a Tensor, got {type(t).__name__}"
+            )
         if t.ndim < 2 or t.dtype.kind != "f":
-            raise ValueError(f"scaled_dot_product_attention: {name} must be a floating tensor "
-                             f"with at least 2 dims (..., seq, features), got shape "
-                             f"{tuple(t.shape)} and dtype {t.dtype}")
+            raise ValueError(
+                f"scaled_dot_product_attention: {name} must be a floating tensor "
+                f"with at least 2 dims (..., seq, features), got shape "
+                f"{tuple(t.shape)} and dtype {t.dtype}"
+            )
     if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"scaled_dot_product_attention: query, key and value must share a "
-                        f"dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+        raise TypeError(
+            f"scaled_dot_product_attention: query, key and value must share a "
+            f"dtype, got {q.dtype}, {k.dtype}, {v.dtype}"
+        )
     if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"scaled_dot_product_attention: query has {q.shape[-1]} features but "
-                         f"key has {k.shape[-1]} (shapes {tuple(q.shape)} and "
-                         f"{tuple(k.shape)}); they must match")
+        raise ValueError(
+            f"scaled_dot_product_attention: query has {q.shape[-1]} features but "
+            f"key has {k.shape[-1]} (shapes {tuple(q.shape)} and "
+            f"{tuple(k.shape)}); they must match"
+        )
     if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"scaled_dot_product_attention: key has {k.shape[-2]} positions but "
-                         f"value has {v.shape[-2]} (shapes {tuple(k.shape)} and "
-                         f"{tuple(v.shape)}); they must match")
+        raise ValueError(
+            f"scaled_dot_product_attention: key has {k.shape[-2]} positions but "
+            f"value has {v.shape[-2]} (shapes {tuple(k.shape)} and "
+            f"{tuple(v.shape)}); they must match"
+        )
     try:
         batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     except ValueError:
-        raise ValueError(f"scaled_dot_product_attention: the batch dims of query "
-                         f"{tuple(q.shape)}, key {tuple(k.shape)} and value {tuple(v.shape)} "
-                         f"do not broadcast") from None
+        raise ValueError(
+            f"scaled_dot_product_attention: the batch dims of query "
+            f"{tuple(q.shape)}, key {tuple(k.shape)} and value {tuple(v.shape)} "
+            f"do not broadcast"
+        ) from None
     scores = (*batch, q.shape[-2], k.shape[-2])
     if attn_mask is not None:
         if is_causal:
-            raise ValueError("scaled_dot_product_attention: pass either attn_mask or "
-                             "is_causal=True, not both (as in PyTorch)")
+            raise ValueError(
+                "scaled_dot_product_attention: pass either attn_mask or "
+                "is_causal=True, not both (as in PyTorch)"
+            )
         if not isinstance(attn_mask, Tensor):
-            raise TypeError(f"scaled_dot_product_attention: attn_mask must be a Tensor, got "
-                            f"{type(attn_mask).__name__}")
+            raise TypeError(
+                f"scaled_dot_product_attention: attn_mask must be a Tensor, got "
+                f"{type(attn_mask).__name__}"
+            )
         if attn_mask.dtype.kind not in "bf":
-            raise TypeError(f"scaled_dot_product_attention: attn_mask must be bool or "
-                            f"floating, got {attn_mask.dtype}")
+            raise TypeError(
+                f"scaled_dot_product_attention: attn_mask must be bool or "
+                f"floating, got {attn_mask.dtype}"
+            )
         ok = attn_mask.ndim >= 1
         try:
             ok = ok and np.broadcast_shapes(attn_mask.shape, scores) == scores
         except ValueError:
             ok = False
         if not ok:
-            raise ValueError(f"scaled_dot_product_attention: attn_mask has shape "
-                             f"{tuple(attn_mask.shape)} but must broadcast to the attention "
-                             f"scores' shape {scores} = (*batch, L, S)")
+            raise ValueError(
+                f"scaled_dot_product_attention: attn_mask has shape "
+                f"{tuple(attn_mask.shape)} but must broadcast to the attention "
+                f"scores' shape {scores} = (*batch, L, S)"
+            )
     if not 0.0 <= dropout_p <= 1.0:
-        raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1], "
-                         f"got {dropout_p}")
+        raise ValueError(
+            f"scaled_dot_product_attention: dropout_p must be in [0, 1], got {dropout_p}"
+        )
 
 
 def attention_with_weights(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
@@ -152,9 +172,16 @@ def attention_with_weights(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=Fal
     return out, weights
 
 
-def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: float = 0.0,
-                                 is_causal: bool = False, scale=None,
-                                 enable_gqa: bool = False) -> Tensor:
+def scaled_dot_product_attention(
+    query,
+    key,
+    value,
+    attn_mask=None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale=None,
+    enable_gqa: bool = False,
+) -> Tensor:
     """softmax(query key^T * scale + mask) value; see the module docstring for the masks.
 
     query (..., L, E), key (..., S, E), value (..., S, Ev) -> (..., L, Ev). `scale` defaults to
@@ -162,11 +189,14 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
     dropout_p > 0, as in PyTorch (modules pass 0.0 in eval mode).
     """
     if enable_gqa:
-        raise NotImplementedError("scaled_dot_product_attention: enable_gqa (grouped-query "
-                                  "attention) is not supported; repeat the key/value heads")
+        raise NotImplementedError(
+            "scaled_dot_product_attention: enable_gqa (grouped-query "
+            "attention) is not supported; repeat the key/value heads"
+        )
     _check(query, key, value, attn_mask, is_causal, dropout_p)
-    fused = kernels_dispatch.scaled_dot_product_attention(query, key, value, attn_mask,
-                                                          dropout_p, is_causal, scale)
+    fused = kernels_dispatch.scaled_dot_product_attention(
+        query, key, value, attn_mask, dropout_p, is_causal, scale
+    )
     if fused is not None:
         return fused
     return attention_with_weights(query, key, value, attn_mask, dropout_p, is_causal, scale)[0]

@@ -13,7 +13,7 @@ The same math runs two ways:
 - `FusedRNNLayer`, `FusedLSTMLayer`, `FusedGRULayer` (tinytorch/nn/rnn_fused.py): one whole
   sequence of one layer and direction as a single Function on raw arrays, with the input
   projection of all steps in one matmul and backpropagation through time written by hand.
-  The stacks run these by default (fused=True): same numbers, several times faster.
+  The stacks run these by default (fused=True): the same numbers, faster.
 """
 
 from __future__ import annotations

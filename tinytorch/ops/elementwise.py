@@ -19,18 +19,15 @@ def _shape(x):
     return x.shape if isinstance(x, backend.ARRAY_TYPES) else None
 
 
-def _grad(g, shape):
-    """A gradient for an input of `shape`, or None when that input is a constant."""
-    return None if shape is None else unbroadcast(g, shape)
-
-
 class Add(Function):
     def forward(self, a, b):
         self.sa, self.sb = _shape(a), _shape(b)
         return a + b
 
     def backward(self, g):
-        return _grad(g, self.sa), _grad(g, self.sb)
+        na, nb = self.needs_input_grad
+        return (unbroadcast(g, self.sa) if na else None,
+                unbroadcast(g, self.sb) if nb else None)
 
 
 class Sub(Function):
@@ -39,7 +36,9 @@ class Sub(Function):
         return a - b
 
     def backward(self, g):
-        return _grad(g, self.sa), None if self.sb is None else unbroadcast(-g, self.sb)
+        na, nb = self.needs_input_grad
+        return (unbroadcast(g, self.sa) if na else None,
+                unbroadcast(-g, self.sb) if nb else None)
 
 
 class Mul(Function):
@@ -48,9 +47,11 @@ class Mul(Function):
         return a * b
 
     def backward(self, g):
-        a, b = self.a, self.b
-        ga = None if _shape(a) is None else unbroadcast(g * b, a.shape)
-        gb = None if _shape(b) is None else unbroadcast(g * a, b.shape)
+        na, nb = self.needs_input_grad  # skip the product for an input that needs no gradient
+        # BEGIN EXERCISE ch01: d(a*b)/da = b and d(a*b)/db = a, each reduced with unbroadcast
+        ga = unbroadcast(g * self.b, self.a.shape) if na else None
+        gb = unbroadcast(g * self.a, self.b.shape) if nb else None
+        # END EXERCISE
         return ga, gb
 
 
@@ -60,9 +61,10 @@ class Div(Function):
         return a / b
 
     def backward(self, g):
+        na, nb = self.needs_input_grad
         a, b = self.a, self.b
-        ga = None if _shape(a) is None else unbroadcast(g / b, a.shape)
-        gb = None if _shape(b) is None else unbroadcast(-g * a / (b * b), b.shape)
+        ga = unbroadcast(g / b, a.shape) if na else None
+        gb = unbroadcast(-g * a / (b * b), b.shape) if nb else None
         return ga, gb
 
 
@@ -76,13 +78,14 @@ class Pow(Function):
 
     def backward(self, g):
         a, b, out = self.a, self.b, self.out
+        na, nb = self.needs_input_grad
         ga = gb = None
-        if _shape(a) is not None:
+        if na:
             if _shape(b) is None and b == 2:
                 ga = g * 2 * a
             else:
                 ga = unbroadcast(g * b * a ** (b - 1), a.shape)
-        if _shape(b) is not None:
+        if nb:
             xp = backend.xp_of(out)
             # d(a^b)/db = a^b log a; PyTorch takes it as 0 where a == 0 (and b >= 0)
             log_a = xp.log(xp.where(a == 0, 1, a)) if _shape(a) is not None else math.log(a)
@@ -216,11 +219,11 @@ class Where(Function):
         return xp.where(cond, a, b)
 
     def backward(self, g):
+        _, na, nb = self.needs_input_grad
         zero = g.dtype.type(0)
-        ga = None if self.sa is None else unbroadcast(
-            backend.xp_of(g).where(self.cond, g, zero), self.sa)
-        gb = None if self.sb is None else unbroadcast(
-            backend.xp_of(g).where(self.cond, zero, g), self.sb)
+        xp = backend.xp_of(g)
+        ga = unbroadcast(xp.where(self.cond, g, zero), self.sa) if na else None
+        gb = unbroadcast(xp.where(self.cond, zero, g), self.sb) if nb else None
         return None, ga, gb
 
 

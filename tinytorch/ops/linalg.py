@@ -15,17 +15,23 @@ class MatMul(Function):
         return a @ b
 
     def backward(self, g):
+        na, nb = self.needs_input_grad  # a product per input, only for those that need it
         a, b = self.a, self.b
+        ga = gb = None
+        # BEGIN EXERCISE ch01: grad_a = g @ b^T, grad_b = a^T @ g (1-D as matrices, unbroadcast)
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
+        if b.ndim == 1:  # (this order also turns a 0-d grad of vec @ vec into (1, 1))
+            g = g[..., None]
         if a.ndim == 1:
             g = g[..., None, :]
-        if b.ndim == 1:
-            g = g[..., None]
-        ga = g @ b2.swapaxes(-1, -2)
-        gb = a2.swapaxes(-1, -2) @ g
-        ga = unbroadcast(ga, a2.shape).reshape(a.shape)
-        gb = unbroadcast(gb, b2.shape).reshape(b.shape)
+        if na:
+            ga = unbroadcast(g @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
+        if nb and b2.ndim == 2 and a2.ndim > 2:  # shared weight: one (K, M*B) @ (M*B, N)
+            gb = (a2.reshape(-1, a2.shape[-1]).T @ g.reshape(-1, g.shape[-1])).reshape(b.shape)
+        elif nb:
+            gb = unbroadcast(a2.swapaxes(-1, -2) @ g, b2.shape).reshape(b.shape)
+        # END EXERCISE
         return ga, gb
 
 

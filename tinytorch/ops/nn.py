@@ -62,7 +62,7 @@ class CrossEntropy(Function):
             return loss
         if reduction == "sum":
             return loss.sum()
-        self.count = x.dtype.type(keep.sum())  # keeps float32 float32
+        self.count = keep.sum().astype(x.dtype)  # keeps float32 float32 (a 0-d array on GPU)
         return loss.sum() / self.count  # nan when every target is ignored, as PyTorch
 
     def backward(self, g):

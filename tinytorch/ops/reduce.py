@@ -70,7 +70,7 @@ class Var(Function):
             n *= a.shape[ax]
         self.centered = a - a.mean(axis=axes, keepdims=True)
         self.axes, self.keepdim, self.shape = axes, keepdim, a.shape
-        self.denom = max(n - correction, 0)
+        self.denom = n - correction if n > correction else 0  # (max is shadowed here)
         ss = (self.centered * self.centered).sum(axis=axes, keepdims=keepdim)
         return ss / self.denom if self.denom else ss * float("nan")
 
@@ -91,6 +91,7 @@ class MaxMin(Function):
             self.mask = a == out
             return out
         idx = a.argmax(axis=axis) if largest else a.argmin(axis=axis)
+        self.indices = idx  # (the shape without `axis`) returned to the caller as well
         self.idx = xp.expand_dims(idx, axis)
         out = xp.take_along_axis(a, self.idx, axis=axis)
         return out if keepdim else out.squeeze(axis)
@@ -98,12 +99,13 @@ class MaxMin(Function):
     def backward(self, g):
         xp = backend.xp_of(g)
         if self.axis is None:
-            return self.mask * (g / self.mask.sum())
+            return self.mask * (g / self.mask.sum().astype(g.dtype))
         if not self.keepdim:
             g = xp.expand_dims(g, self.axis)
-        out = xp.zeros(self.shape, dtype=g.dtype)
-        xp.put_along_axis(out, self.idx, g, axis=self.axis)
-        return out
+        # a one-hot of the winning index along `axis` (portable: CuPy has no put_along_axis)
+        n = self.shape[self.axis]
+        pos = xp.arange(n).reshape((n,) + (1,) * (len(self.shape) - self.axis - 1))
+        return (pos == self.idx) * g
 
 
 def sum(input, dim=None, keepdim: bool = False):  # noqa: A001 - PyTorch's name
@@ -137,10 +139,14 @@ def _max_min(input, dim, keepdim, largest):
         raise TypeError(f"{op}: dim must be an int, got {dim!r}")
     axis = _axes(dim, input.ndim, op)[0]
     values = MaxMin.apply(input, axis=axis, keepdim=keepdim, largest=largest)
-    xp = input.xp
-    idx = input.data.argmax(axis=axis) if largest else input.data.argmin(axis=axis)
-    if keepdim:
-        idx = xp.expand_dims(idx, axis)
+    ctx = values._ctx  # reuse the indices the forward found (when it kept a graph)
+    if ctx is not None:
+        idx = ctx.idx if keepdim else ctx.indices
+    else:
+        a = input.data
+        idx = a.argmax(axis=axis) if largest else a.argmin(axis=axis)
+        if keepdim:
+            idx = input.xp.expand_dims(idx, axis)
     return values_indices(values, Tensor._wrap(idx.astype("int64")))
 
 

@@ -43,7 +43,7 @@ class Permute(Function):
         return a.transpose(dims)
 
     def backward(self, g):
-        return g.transpose(np.argsort(self.dims))
+        return g.transpose(tuple(int(d) for d in np.argsort(self.dims)))
 
 
 class Expand(Function):
@@ -72,6 +72,15 @@ def _is_basic(index) -> bool:
     return all(isinstance(i, int | slice | type(None) | type(Ellipsis)) for i in items)
 
 
+def _no_int_arrays(index) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return all(
+        isinstance(i, int | slice | type(None) | type(Ellipsis))
+        or (getattr(i, "dtype", None) is not None and i.dtype.kind == "b")
+        for i in items
+    )
+
+
 def _raw_index(index):
     """Replace Tensors inside an index by their arrays; lists become int64/bool arrays."""
     if isinstance(index, tuple):
@@ -91,7 +100,7 @@ class GetItem(Function):
     def backward(self, g):
         xp = backend.xp_of(g)
         out = xp.zeros(self.shape, dtype=g.dtype)
-        if _is_basic(self.index):
+        if _no_int_arrays(self.index):  # views and boolean masks never repeat an element
             out[self.index] = g
             return out
         return scatter_add(xp, out, self.index, g)

@@ -1,0 +1,65 @@
+"""Hand-written kernels (chapter 11): fused LayerNorm and fused softmax attention.
+
+The compiled module (C++/OpenMP for the CPU, CUDA for the GPU, bound with pybind11) is built
+on first use by `tinytorch.kernels.build.load()`. Each family has a Python module here
+(`layernorm`, `attention`) with raw-array entry points, an autograd Function and the check
+that decides whether a call can use the kernel.
+
+The switch below forces the composed path (plain NumPy/CuPy tensor ops), which is what the
+kernels are tested against and what chapter 11 compares them with:
+
+    tinytorch.kernels.set_fused(False)        # from now on
+    with tinytorch.kernels.composed():        # inside this block only
+        y = F.layer_norm(x, (C,), w, b)
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+__all__ = ["set_fused", "fused_enabled", "composed", "available", "build_error"]
+
+_fused = True
+
+
+def set_fused(enabled: bool) -> None:
+    """Use the fused kernels where supported (True, the default) or always the composed ops."""
+    global _fused
+    _fused = bool(enabled)
+
+
+def fused_enabled() -> bool:
+    return _fused
+
+
+@contextlib.contextmanager
+def composed():
+    """Force the composed (unfused) path inside a `with` block; restores the setting after."""
+    prev = fused_enabled()
+    set_fused(False)
+    try:
+        yield
+    finally:
+        set_fused(prev)
+
+
+def available() -> bool:
+    """Whether the kernel module builds and imports here (builds it on the first call)."""
+    from . import build
+
+    try:
+        build.load()
+        return True
+    except Exception:
+        return False
+
+
+def build_error() -> Exception | None:
+    """Why `available()` is False (the build's error, with the compiler output), else None."""
+    from . import build
+
+    try:
+        build.load()
+        return None
+    except Exception as e:
+        return e
