@@ -7,11 +7,12 @@ the same float32 inputs (B, H, T, d):
             F.scaled_dot_product_attention runs with `tinytorch.kernels.composed()`),
 - torch:    torch.nn.functional.scaled_dot_product_attention on the CPU.
 Sizes: the GPT of chapter 7 (B 12, H 4, T 64, d 32, causal) and larger ones. Median of repeats
-after a warm-up; OpenMP and torch use all cores.
+after a warm-up; OpenMP and torch use all cores. Then every CPU kernel version (1 naive, 2 row
+at a time, 3 tiled) on raw arrays at two sizes: the table of chapter 11.
 
     python benchmarks/attention_cpu.py [--quick]
 
-Writes benchmarks/results/attention_cpu_cpu.{md,json,png}.
+Writes benchmarks/results/attention_cpu_cpu.{md,json,png} and attention_cpu_versions_cpu.{md,json}.
 """
 
 from __future__ import annotations
@@ -99,6 +100,47 @@ def bench(B, H, T, d, causal, quick):
     return row
 
 
+VERSION_SIZES = [(12, 4, 64, 32, True), (4, 8, 256, 64, True)]
+
+
+def bench_versions(B, H, T, d, causal, quick):
+    """Forward and forward+backward of each CPU version on raw arrays, with GFLOP/s."""
+    from common import time_cpu
+
+    from tinytorch.kernels import attention as A
+
+    rng = np.random.default_rng()
+    q, k, v, g = (rng.standard_normal((B, H, T, d)).astype(np.float32) for _ in range(4))
+    fl = 4.0 * B * H * T * T * d / (2 if causal else 1)
+    rows = []
+    for ver in A.CPU_VERSIONS:
+
+        def fwd(ver=ver):
+            return A.forward(q, k, v, causal, version=ver)
+
+        def fwd_bwd(ver=ver):
+            o, lse = A.forward(q, k, v, causal, version=ver)
+            return A.backward(q, k, v, o, lse, g, causal, version=ver)
+
+        tf = time_cpu(fwd, warmup=1, repeat=3 if quick else 7)
+        tb = time_cpu(fwd_bwd, warmup=1, repeat=3 if quick else 7)
+        rows.append(
+            dict(
+                B=B,
+                H=H,
+                T=T,
+                d=d,
+                causal=causal,
+                version=ver,
+                fwd_ms=tf * 1e3,
+                fwd_gflops=fl / tf / 1e9,
+                fwdbwd_ms=tb * 1e3,
+                fwdbwd_gflops=3.5 * fl / tb / 1e9,
+            )
+        )
+    return rows
+
+
 def plot(rows, path):
     import matplotlib
 
@@ -161,15 +203,40 @@ def main():
         "vs_torch",
         "max_abs_diff",
     ]
+    threads = (
+        f"OpenMP threads: {os.environ.get('OMP_NUM_THREADS', 'all')} of {os.cpu_count()} cores; "
+        f"torch threads: {torch.get_num_threads()}."
+    )
     notes = (
         "fused = tinytorch.kernels.attention (C++/OpenMP, default version); composed = "
         "tinytorch's NumPy tensor-op path; torch = torch SDPA on the CPU. "
         "speedup_vs_composed and vs_torch: their forward+backward time / the fused one "
-        f"(>1 = fused is faster). OpenMP threads: {os.environ.get('OMP_NUM_THREADS', 'all')}"
-        f" of {os.cpu_count()} cores; torch threads: {torch.get_num_threads()}."
+        "(>1 = fused is faster). " + threads
     )
     write_results("attention_cpu", "cpu", columns, rows, notes)
     plot(rows, RESULTS / "attention_cpu_cpu.png")
+    vrows = [r for size in VERSION_SIZES for r in bench_versions(*size, args.quick)]
+    write_results(
+        "attention_cpu_versions",
+        "cpu",
+        [
+            "B",
+            "H",
+            "T",
+            "d",
+            "causal",
+            "version",
+            "fwd_ms",
+            "fwd_gflops",
+            "fwdbwd_ms",
+            "fwdbwd_gflops",
+        ],
+        vrows,
+        "Every CPU kernel version on raw NumPy arrays (kernels/attention.cpp): 1 naive "
+        "(the T x T scores per head), 2 one query row at a time (online softmax), 3 "
+        "tiled (32 queries x 64 keys, vectorized). GFLOP/s by the FlashAttention "
+        "counting (forward 4*B*H*T^2*d, halved when causal; forward+backward 3.5x). " + threads,
+    )
 
 
 if __name__ == "__main__":

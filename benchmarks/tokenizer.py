@@ -1,23 +1,25 @@
 """Tokenizer speed: GPT-2 encoding vs tiktoken, BPE training vs `tokenizers` and the reference.
 
-Encode throughput: MB/s of UTF-8 input, one thread, on all of tinyshakespeare (best of 5
-runs; the chunk cache is cleared before each of ours, so every run starts cold).
-Training: tinyshakespeare, vocab 1024 and 4096; tinytorch's incremental trainer, the
-straightforward reference trainer (recounts every pair before each merge) and the
-`tokenizers` package's BpeTrainer with a byte-level pre-tokenizer.
+Encode throughput: MB of UTF-8 input per second, one thread, on all of tinyshakespeare and of
+WikiText-2 valid; GPT2Tokenizer against tiktoken's "gpt2" Encoding built from the same files.
+Ours starts every run with an empty chunk cache (cold), so the cache only helps with chunks
+repeated inside the text, as in a single real call. Warm-up, then the median of --repeat runs.
 
-    python benchmarks/tokenizer.py [--reference-max-merges 768]
+Training: tinyshakespeare, vocab 1024 and 4096: tinytorch's incremental trainer and the
+`tokenizers` package's BpeTrainer (Rust, byte-level pre-tokenizer, RAYON_NUM_THREADS=1), each
+the median of 3 runs, both times including pre-tokenization; and the straightforward reference
+trainer (recounts every pair before each merge), run once, in full. --reference-max-merges N
+runs only its first N merges and scales the time to the full count (reported as an estimate;
+an overestimate, since its later merges see shorter chunks and are cheaper).
 
-The reference trainer is run in full at vocab 1024. At 4096 it would take tens of minutes,
-so by default it runs its first --reference-max-merges merges and the table reports the time
-extrapolated at that measured per-merge rate (a lower bound: later merges are not cheaper),
-marked "extrapolated".
+    python benchmarks/tokenizer.py [--repeat 7] [--reference-max-merges N]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,99 +27,97 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-os.environ.setdefault("RAYON_NUM_THREADS", "1")  # tokenizers' trainer: one thread too
+os.environ.setdefault("RAYON_NUM_THREADS", "1")  # the `tokenizers` trainer: one thread too
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def best_of(fn, n=5):
+def median_time(fn, repeat, warmup=1):
+    for _ in range(warmup):
+        fn()
     times = []
-    for _ in range(n):
+    for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return min(times)
+    return statistics.median(times)
 
 
-def main():
-    from common import write_results
-
+def encode_rows(repeat):
     from tinytorch.data import dataset_path
-    from tinytorch.text import (
-        GPT2_PATTERN,
-        GPT2Tokenizer,
-        chunk_counts,
-        train_merges,
-        train_merges_reference,
-    )
+    from tinytorch.text import GPT2Tokenizer, tiktoken_encoding
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--reference-max-merges", type=int, default=768)
-    args = ap.parse_args()
-    text = dataset_path("tinyshakespeare").read_text(encoding="utf-8")
-    mb = len(text.encode("utf-8")) / 1e6
+    ours = GPT2Tokenizer.from_data_dir()
+    tik = tiktoken_encoding(dataset_path("gpt2-encoder"), dataset_path("gpt2-vocab"))
     rows = []
+    for name in ("tinyshakespeare", "wikitext2-valid"):
+        text = dataset_path(name).read_text(encoding="utf-8")
+        mb = len(text.encode("utf-8")) / 1e6
+        assert ours.encode_ordinary(text) == tik.encode_ordinary(text), "ids differ"
 
-    import tiktoken
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+        def ours_cold(text=text):
+            ours._cache.clear()
+            ours.encode_ordinary(text)
 
-    ours = GPT2Tokenizer.from_files(dataset_path("gpt2-encoder"), dataset_path("gpt2-vocab"))
-    ranks = data_gym_to_mergeable_bpe_ranks(
-        str(dataset_path("gpt2-vocab")), str(dataset_path("gpt2-encoder"))
-    )
-    enc = tiktoken.Encoding(
-        "gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256}
-    )
-    assert ours.encode_ordinary(text) == enc.encode_ordinary(text)
-
-    def ours_cold():
-        ours._cache.clear()
-        ours.encode_ordinary(text)
-
-    t_ours, t_tik = best_of(ours_cold), best_of(lambda: enc.encode_ordinary(text))
-    rows.append(
-        dict(
-            task="GPT-2 encode, tinyshakespeare",
-            tinytorch_s=t_ours,
-            reference="tiktoken",
-            reference_s=t_tik,
-            tinytorch_MB_per_s=mb / t_ours,
-            reference_MB_per_s=mb / t_tik,
-            ratio=t_tik / t_ours,
-            target="ratio >= 0.2",
-        )
-    )
-
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    counts_t0 = time.perf_counter()
-    counts = chunk_counts(text)
-    t_count = time.perf_counter() - counts_t0
-    for vocab in (1024, 4096):
-        m = vocab - 256
-        t0 = time.perf_counter()
-        train_merges(counts, m)
-        t_fast = time.perf_counter() - t0 + t_count
-
-        hf = Tokenizer(models.BPE())
-        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab,
-            show_progress=False,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        )
-        t0 = time.perf_counter()
-        hf.train_from_iterator([text], trainer=trainer)
-        t_hf = time.perf_counter() - t0
-
-        done = min(m, args.reference_max_merges)
-        t0 = time.perf_counter()
-        train_merges_reference(counts, done)
-        t_ref = (time.perf_counter() - t0) * m / done + t_count
-        ref_note = "" if done == m else f" (extrapolated from {done} merges)"
+        t_ours = median_time(ours_cold, repeat)
+        t_tik = median_time(lambda text=text: tik.encode_ordinary(text), repeat)
+        print(f"encode {name}: tinytorch {mb / t_ours:.2f} MB/s, tiktoken {mb / t_tik:.2f} MB/s")
         rows.append(
             dict(
-                task=f"BPE train, vocab {vocab}",
-                tinytorch_s=t_fast,
-                reference="tokenizers (Rust, 1 thread)",
+                task=f"GPT-2 encode, {name} ({mb:.2f} MB)",
+                tinytorch_s=t_ours,
+                reference="tiktoken (1 thread)",
+                reference_s=t_tik,
+                tinytorch_MB_per_s=mb / t_ours,
+                reference_MB_per_s=mb / t_tik,
+                ratio=t_tik / t_ours,
+                target="ratio >= 0.2",
+            )
+        )
+    return rows
+
+
+def train_rows(ref_max_merges):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from tinytorch.data import dataset_path
+    from tinytorch.text import chunk_counts, train_merges, train_merges_reference
+
+    text = dataset_path("tinyshakespeare").read_text(encoding="utf-8")
+    rows = []
+    for vocab in (1024, 4096):
+        m = vocab - 256
+        fast = {}
+
+        def ours(fast=fast, m=m):
+            fast["merges"] = train_merges(chunk_counts(text), m)
+
+        t_fast = median_time(ours, 3, warmup=0)
+
+        def hf(vocab=vocab):
+            tok = Tokenizer(models.BPE())
+            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+            trainer = trainers.BpeTrainer(
+                vocab_size=vocab,
+                show_progress=False,
+                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            )
+            tok.train_from_iterator([text], trainer=trainer)
+
+        t_hf = median_time(hf, 3, warmup=0)
+        print(f"train vocab {vocab}: tinytorch {t_fast:.2f} s, tokenizers {t_hf:.2f} s")
+
+        done = m if ref_max_merges is None else min(m, ref_max_merges)
+        t0 = time.perf_counter()
+        ref = train_merges_reference(chunk_counts(text), done)
+        t_ref = (time.perf_counter() - t0) * m / done
+        assert ref == fast["merges"][:done], "the two trainers learned different merges"
+        note = "" if done == m else f", estimated from its first {done} merges"
+        print(f"train vocab {vocab}: reference trainer {t_ref:.1f} s{note}")
+        common = dict(task=f"BPE train, tinyshakespeare, vocab {vocab}", tinytorch_s=t_fast)
+        rows.append(
+            dict(
+                common,
+                reference="tokenizers BpeTrainer (Rust, 1 thread)",
                 reference_s=t_hf,
                 ratio=t_hf / t_fast,
                 target="ratio >= 0.2 (within 5x)",
@@ -125,34 +125,68 @@ def main():
         )
         rows.append(
             dict(
-                task=f"BPE train, vocab {vocab}",
-                tinytorch_s=t_fast,
-                reference="reference trainer" + ref_note,
+                common,
+                reference="reference trainer (same merges)" + note,
                 reference_s=t_ref,
                 ratio=t_ref / t_fast,
                 target="ratio >= 20",
             )
         )
+    return rows
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    enc = [r for r in rows if r["task"].startswith("GPT-2")]
+    tr = [r for r in rows if r["task"].startswith("BPE")]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    x = range(len(enc))
+    a.bar([i - 0.2 for i in x], [r["tinytorch_MB_per_s"] for r in enc], 0.4, label="tinytorch")
+    a.bar([i + 0.2 for i in x], [r["reference_MB_per_s"] for r in enc], 0.4, label="tiktoken")
+    a.set_xticks(list(x), [r["task"].split(", ")[1].split(" (")[0] for r in enc])
+    a.set_ylabel("MB/s (one thread)")
+    a.set_title("GPT-2 encoding throughput")
+    a.legend()
+    vocabs = sorted({int(r["task"].rsplit(" ", 1)[1]) for r in tr})
+    labels = ["tinytorch", "tokenizers", "reference"]
+    for k, lab in enumerate(labels):
+        ys = []
+        for v in vocabs:
+            rs = [r for r in tr if r["task"].endswith(f" {v}")]
+            ys.append(rs[0]["tinytorch_s"] if k == 0 else rs[k - 1]["reference_s"])
+        b.bar([i + (k - 1) * 0.27 for i in range(len(vocabs))], ys, 0.27, label=lab)
+    b.set_xticks(range(len(vocabs)), [f"vocab {v}" for v in vocabs])
+    b.set_yscale("log")
+    b.set_ylabel("seconds (log scale)")
+    b.set_title("BPE training on tinyshakespeare")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
+def main():
+    from common import RESULTS, write_results
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=7, help="timed runs per encoder")
+    ap.add_argument("--reference-max-merges", type=int, default=None)
+    args = ap.parse_args()
+    rows = encode_rows(args.repeat) + train_rows(args.reference_max_merges)
     notes = (
-        "ratio = reference time / tinytorch time (higher is better for tinytorch). "
-        "Training times include pre-tokenization and chunk counting. One thread each."
+        "ratio = reference time / tinytorch time (higher is better for tinytorch). Encoding: "
+        "median of runs after a warm-up, tinytorch's chunk cache emptied before each run. "
+        "Training: median of 3 runs, including pre-tokenization; the reference trainer runs "
+        "once and is checked to learn the same merges. One thread everywhere."
     )
-    write_results(
-        "tokenizer",
-        "cpu",
-        [
-            "task",
-            "tinytorch_s",
-            "reference",
-            "reference_s",
-            "tinytorch_MB_per_s",
-            "reference_MB_per_s",
-            "ratio",
-            "target",
-        ],
-        rows,
-        notes=notes,
-    )
+    columns = ["task", "tinytorch_s", "reference", "reference_s"]
+    columns += ["tinytorch_MB_per_s", "reference_MB_per_s", "ratio", "target"]
+    write_results("tokenizer", "cpu", columns, rows, notes=notes)
+    plot(rows, RESULTS / "tokenizer_cpu.png")
 
 
 if __name__ == "__main__":

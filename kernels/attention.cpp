@@ -54,6 +54,10 @@ struct Cpu {
     float scale;
     bool causal;
     const std::uint8_t* mask_row(long bh) const { return kpm ? kpm + (bh / H) * Tk : nullptr; }
+    // Threads only for calls big enough to amortize them (the chapter 7 GPT's 25 MFLOP runs in
+    // about a millisecond on one core): small parallel regions gain little and, on a busy
+    // machine, lose a scheduler time slice whenever one thread is descheduled.
+    bool parallel() const { return 4.0 * B * H * (double)Tq * Tk * D > 6.4e7; }
     bool visible(int i, int j, const std::uint8_t* km) const {
         return !(causal && j > i) && !(km && km[j]);
     }
@@ -89,7 +93,7 @@ inline float exp2_neg(float x) {
 // ---- v1: naive ------------------------------------------------------------------------------
 void v1_forward(const Cpu& a, float* o, float* lse) {
     const int Tq = a.Tq, Tk = a.Tk, D = a.D;
-#pragma omp parallel
+#pragma omp parallel if (a.parallel())
     {
         std::vector<float> S((std::size_t)Tq * Tk);
 #pragma omp for schedule(dynamic)
@@ -127,7 +131,7 @@ void v1_forward(const Cpu& a, float* o, float* lse) {
 void v1_backward(const Cpu& a, const float* o, const float* lse, const float* dout, float* dq,
                  float* dk, float* dv) {
     const int Tq = a.Tq, Tk = a.Tk, D = a.D;
-#pragma omp parallel
+#pragma omp parallel if (a.parallel())
     {
         std::vector<float> P((std::size_t)Tq * Tk), dS((std::size_t)Tq * Tk);
 #pragma omp for schedule(dynamic)
@@ -170,7 +174,7 @@ void v1_backward(const Cpu& a, const float* o, const float* lse, const float* do
 void v2_forward(const Cpu& a, float* o, float* lse) {
     const int Tq = a.Tq, Tk = a.Tk, D = a.D;
     const float c = a.scale * kLog2e;
-#pragma omp parallel for schedule(dynamic, 16)
+#pragma omp parallel for if (a.parallel()) schedule(dynamic, 16)
     for (long row = 0; row < (long)a.B * a.H * Tq; ++row) {
         long bh = row / Tq;
         int i = (int)(row % Tq);
@@ -202,13 +206,13 @@ void v2_backward(const Cpu& a, const float* o, const float* lse, const float* do
     const int Tq = a.Tq, Tk = a.Tk, D = a.D;
     const long rows = (long)a.B * a.H * Tq;
     std::vector<float> Dv(rows);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (a.parallel()) schedule(static)
     for (long r = 0; r < rows; ++r) {
         float x = 0.f;
         for (int d = 0; d < D; ++d) x += dout[r * D + d] * o[r * D + d];
         Dv[r] = x;
     }
-#pragma omp parallel for schedule(dynamic, 16)
+#pragma omp parallel for if (a.parallel()) schedule(dynamic, 16)
     for (long row = 0; row < rows; ++row) {  // dQ, one query row at a time
         long bh = row / Tq;
         int i = (int)(row % Tq);
@@ -227,7 +231,7 @@ void v2_backward(const Cpu& a, const float* o, const float* lse, const float* do
         }
     }
     const long krows = (long)a.B * a.H * Tk;
-#pragma omp parallel for schedule(dynamic, 16)
+#pragma omp parallel for if (a.parallel()) schedule(dynamic, 16)
     for (long kr = 0; kr < krows; ++kr) {  // dK and dV, one key row at a time
         long bh = kr / Tk;
         int j = (int)(kr % Tk);
@@ -261,7 +265,7 @@ inline vf vload(const float* p) {
     std::memcpy(&x, p, sizeof x);
     return x;
 }
-inline void vstore(float* p, vf x) { std::memcpy(p, &x, sizeof x); }
+inline void vstore(float* p, const vf& x) { std::memcpy(p, &x, sizeof x); }
 
 // S[r][0..BC) = mul * sum_d A[r][d] * Bt[d][0..BC) for r < nr; A rows have D floats,
 // Bt is (D, BC): a K (or V) tile stored transposed.
@@ -436,17 +440,32 @@ inline void v3_backward_range(const Cpu& a, long h0, long h1, const float* lse, 
 }
 
 // The compiled-for-each-ISA entry points (one task range per call).
-TT_CLONES void v3_fwd_d32(const Cpu& a, long t0, long t1, float* o, float* l) { v3_forward_range<32>(a, t0, t1, o, l); }
-TT_CLONES void v3_fwd_d64(const Cpu& a, long t0, long t1, float* o, float* l) { v3_forward_range<64>(a, t0, t1, o, l); }
-TT_CLONES void v3_fwd_d128(const Cpu& a, long t0, long t1, float* o, float* l) { v3_forward_range<128>(a, t0, t1, o, l); }
-TT_CLONES void v3_bwd_d32(const Cpu& a, long h0, long h1, const float* lse, const float* dvec, const float* g, float* dq, float* dk, float* dv) { v3_backward_range<32>(a, h0, h1, lse, dvec, g, dq, dk, dv); }
-TT_CLONES void v3_bwd_d64(const Cpu& a, long h0, long h1, const float* lse, const float* dvec, const float* g, float* dq, float* dk, float* dv) { v3_backward_range<64>(a, h0, h1, lse, dvec, g, dq, dk, dv); }
-TT_CLONES void v3_bwd_d128(const Cpu& a, long h0, long h1, const float* lse, const float* dvec, const float* g, float* dq, float* dk, float* dv) { v3_backward_range<128>(a, h0, h1, lse, dvec, g, dq, dk, dv); }
+TT_CLONES void v3_fwd_d32(const Cpu& a, long t0, long t1, float* o, float* l) {
+    v3_forward_range<32>(a, t0, t1, o, l);
+}
+TT_CLONES void v3_fwd_d64(const Cpu& a, long t0, long t1, float* o, float* l) {
+    v3_forward_range<64>(a, t0, t1, o, l);
+}
+TT_CLONES void v3_fwd_d128(const Cpu& a, long t0, long t1, float* o, float* l) {
+    v3_forward_range<128>(a, t0, t1, o, l);
+}
+TT_CLONES void v3_bwd_d32(const Cpu& a, long h0, long h1, const float* lse, const float* dvec,
+                          const float* g, float* dq, float* dk, float* dv) {
+    v3_backward_range<32>(a, h0, h1, lse, dvec, g, dq, dk, dv);
+}
+TT_CLONES void v3_bwd_d64(const Cpu& a, long h0, long h1, const float* lse, const float* dvec,
+                          const float* g, float* dq, float* dk, float* dv) {
+    v3_backward_range<64>(a, h0, h1, lse, dvec, g, dq, dk, dv);
+}
+TT_CLONES void v3_bwd_d128(const Cpu& a, long h0, long h1, const float* lse, const float* dvec,
+                           const float* g, float* dq, float* dk, float* dv) {
+    v3_backward_range<128>(a, h0, h1, lse, dvec, g, dq, dk, dv);
+}
 
 void v3_forward(const Cpu& a, float* o, float* lse) {
     const long tasks = (long)a.B * a.H * ((a.Tq + BR - 1) / BR);
     auto fn = a.D == 32 ? v3_fwd_d32 : a.D == 64 ? v3_fwd_d64 : v3_fwd_d128;
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for if (a.parallel()) schedule(dynamic, 1)
     for (long t = 0; t < tasks; t += 4) fn(a, t, std::min(tasks, t + 4), o, lse);
 }
 
@@ -455,14 +474,14 @@ void v3_backward(const Cpu& a, const float* o, const float* lse, const float* do
     const long rows = (long)a.B * a.H * a.Tq, heads = (long)a.B * a.H;
     std::vector<float> Dv(rows);
     const int D = a.D;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (a.parallel()) schedule(static)
     for (long r = 0; r < rows; ++r) {
         float x = 0.f;
         for (int d = 0; d < D; ++d) x += dout[r * D + d] * o[r * D + d];
         Dv[r] = x;
     }
     auto fn = D == 32 ? v3_bwd_d32 : D == 64 ? v3_bwd_d64 : v3_bwd_d128;
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for if (a.parallel()) schedule(dynamic, 1)
     for (long h = 0; h < heads; ++h) fn(a, h, h + 1, lse, Dv.data(), dout, dq, dk, dv);
 }
 

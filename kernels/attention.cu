@@ -38,6 +38,7 @@
 #include <string>
 
 #include "attention.h"
+#include "common.h"
 
 // Launch syntax behind a macro, so a host-side emulation used while developing can replace it.
 #ifndef TT_LAUNCH
@@ -56,12 +57,6 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kInf = INFINITY;
 
-void check_launch(const char* kernel) {
-    cudaError_t err = cudaGetLastError();
-    if (err != cudaSuccess)
-        throw std::runtime_error(std::string("attention kernel ") + kernel +
-                                 " failed to launch: " + cudaGetErrorString(err));
-}
 
 __device__ __forceinline__ float warp_sum(float x) {
     for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
@@ -117,7 +112,7 @@ void launch_rowdot(const float* dout, const float* o, float* dvec, const AttnSha
     long rows = (long)s.B * s.H * s.Tq;
     TT_LAUNCH(rowdot_kernel, dim3((unsigned)((rows + 7) / 8)), dim3(256), 0, st, dout, o, dvec,
               rows, s.D);
-    check_launch("rowdot");
+    TT_CHECK_LAUNCH("attention rowdot");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -141,7 +136,7 @@ void v1_matmul(const float* A, long sAz, int sar, int sac, const float* Bm, long
                int sbc, float* C, int Z, int M, int N, int K, float alpha, cudaStream_t st) {
     dim3 block(32, 8), grid((N + 31) / 32, (M + 7) / 8, Z);
     TT_LAUNCH(v1_bmm, grid, block, 0, st, A, sAz, sar, sac, Bm, sBz, sbr, sbc, C, M, N, K, alpha);
-    check_launch("v1_bmm");
+    TT_CHECK_LAUNCH("attention v1_bmm");
 }
 
 // Row softmax of the masked scores, in place (scores -> probabilities), and the row's lse.
@@ -204,7 +199,7 @@ void v1_forward(const float* q, const float* k, const float* v, const std::uint8
     long rows = (long)Z * Tq;
     TT_LAUNCH(v1_softmax, dim3((unsigned)((rows + 7) / 8)), dim3(256), 0, st, S, lse, kpm, rows,
               s.H, Tq, Tk, s.causal);
-    check_launch("v1_softmax");
+    TT_CHECK_LAUNCH("attention v1_softmax");
     v1_matmul(S, (long)Tq * Tk, Tk, 1, v, (long)Tk * D, D, 1, o, Z, Tq, D, Tk, 1.f, st);
 }
 
@@ -218,10 +213,10 @@ void v1_backward(const float* q, const float* k, const float* v, const std::uint
     unsigned blocks = (unsigned)((n + 255) / 256);
     v1_matmul(q, (long)Tq * D, D, 1, k, (long)Tk * D, 1, D, P, Z, Tq, Tk, D, s.scale, st);
     TT_LAUNCH(v1_probs, dim3(blocks), dim3(256), 0, st, P, lse, kpm, n, s.H, Tq, Tk, s.causal);
-    check_launch("v1_probs");
+    TT_CHECK_LAUNCH("attention v1_probs");
     v1_matmul(dout, (long)Tq * D, D, 1, v, (long)Tk * D, 1, D, dS, Z, Tq, Tk, D, 1.f, st);
     TT_LAUNCH(v1_dsoftmax, dim3(blocks), dim3(256), 0, st, P, dS, dvec, n, Tk);
-    check_launch("v1_dsoftmax");
+    TT_CHECK_LAUNCH("attention v1_dsoftmax");
     // dV = P^T dO, dK = scale dS^T Q, dQ = scale dS K
     v1_matmul(P, (long)Tq * Tk, 1, Tk, dout, (long)Tq * D, D, 1, dv, Z, Tk, D, Tq, 1.f, st);
     v1_matmul(dS, (long)Tq * Tk, 1, Tk, q, (long)Tq * D, D, 1, dk, Z, Tk, D, Tq, s.scale, st);
@@ -940,15 +935,11 @@ __global__ void __launch_bounds__(32 * NW) v4_dq_kernel(
 // Host side: pick the instantiation for D and launch.
 
 template <class Kernel>
-void set_smem(Kernel kernel, std::size_t bytes) {
-    if (bytes > 48 * 1024) {
-        cudaError_t err =
-            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-        if (err != cudaSuccess)
-            throw std::runtime_error(std::string("attention: cannot reserve ") +
-                                     std::to_string(bytes) + " bytes of shared memory: " +
-                                     cudaGetErrorString(err));
-    }
+void set_smem(Kernel kernel, std::size_t bytes) {  // above 48 KB a kernel must opt in
+    if (bytes > 48 * 1024)
+        TT_CUDA_CHECK(
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes),
+            "attention: reserving shared memory");
 }
 
 template <int D>
@@ -958,13 +949,13 @@ void forward_d(const float* q, const float* k, const float* v, const std::uint8_
     if (version == 2) {
         TT_LAUNCH(v2_forward_kernel<D>, dim3((s.Tq + 3) / 4, Z), dim3(128), 0, st, q, k, v, kpm, o,
                   lse, s.H, s.Tq, s.Tk, s.scale, s.causal);
-        check_launch("v2_forward");
+        TT_CHECK_LAUNCH("attention v2_forward");
     } else if (version == 3) {
         std::size_t bytes = (3 * V3_TILE * (D + 1) + V3_TILE * (V3_TILE + 1)) * sizeof(float);
         set_smem(v3_forward_kernel<D>, bytes);
         TT_LAUNCH(v3_forward_kernel<D>, dim3((s.Tq + V3_TILE - 1) / V3_TILE, Z), dim3(128), bytes,
                   st, q, k, v, kpm, o, lse, s.H, s.Tq, s.Tk, s.scale, s.causal);
-        check_launch("v3_forward");
+        TT_CHECK_LAUNCH("attention v3_forward");
     } else {  // 4
         // Tile shapes: the best of a sweep on an H100 (T = 4096, benchmarks/results/attention_*).
         constexpr int BR = D == 128 ? 128 : 64, BC = 64, NW = D == 128 ? 8 : 4;
@@ -974,7 +965,7 @@ void forward_d(const float* q, const float* k, const float* v, const std::uint8_
         set_smem(kernel, bytes);
         TT_LAUNCH(kernel, dim3((s.Tq + BR - 1) / BR, Z), dim3(C::NT),
                   bytes, st, q, k, v, kpm, o, lse, s.H, s.Tq, s.Tk, s.scale, s.causal);
-        check_launch("v4_forward");
+        TT_CHECK_LAUNCH("attention v4_forward");
     }
 }
 
@@ -986,22 +977,22 @@ void backward_d(const float* q, const float* k, const float* v, const std::uint8
     if (version == 2) {
         TT_LAUNCH(v2_dq_kernel<D>, dim3((s.Tq + 3) / 4, Z), dim3(128), 0, st, q, k, v, kpm, lse,
                   dout, dvec, dq, s.H, s.Tq, s.Tk, s.scale, s.causal);
-        check_launch("v2_dq");
+        TT_CHECK_LAUNCH("attention v2_dq");
         TT_LAUNCH(v2_dkdv_kernel<D>, dim3((s.Tk + 3) / 4, Z), dim3(128), 0, st, q, k, v, kpm, lse,
                   dout, dvec, dk, dv, s.H, s.Tq, s.Tk, s.scale, s.causal);
-        check_launch("v2_dkdv");
+        TT_CHECK_LAUNCH("attention v2_dkdv");
     } else if (version == 3) {
         constexpr int LD = D + 1, LP = V3_TILE + 1;
         std::size_t b1 = (4 * V3_TILE * LD + 2 * V3_TILE * LP + 2 * V3_TILE) * sizeof(float);
         set_smem(v3_dkdv_kernel<D>, b1);
         TT_LAUNCH(v3_dkdv_kernel<D>, dim3((s.Tk + V3_TILE - 1) / V3_TILE, Z), dim3(128), b1, st, q,
                   k, v, kpm, lse, dout, dvec, dk, dv, s.H, s.Tq, s.Tk, s.scale, s.causal);
-        check_launch("v3_dkdv");
+        TT_CHECK_LAUNCH("attention v3_dkdv");
         std::size_t b2 = (4 * V3_TILE * LD + V3_TILE * LP) * sizeof(float);
         set_smem(v3_dq_kernel<D>, b2);
         TT_LAUNCH(v3_dq_kernel<D>, dim3((s.Tq + V3_TILE - 1) / V3_TILE, Z), dim3(128), b2, st, q,
                   k, v, kpm, lse, dout, dvec, dq, s.H, s.Tq, s.Tk, s.scale, s.causal);
-        check_launch("v3_dq");
+        TT_CHECK_LAUNCH("attention v3_dq");
     } else {  // 4 and 5
         constexpr int KC = D == 128 ? 128 : 64, KQ = D == 32 ? 64 : 32, KNW = D == 128 ? 8 : 4;
         using C1 = V4Dkdv<D, KC, KQ, KNW>;
@@ -1011,7 +1002,7 @@ void backward_d(const float* q, const float* k, const float* v, const std::uint8
         TT_LAUNCH(k1, dim3((s.Tk + KC - 1) / KC, Z), dim3(C1::NT),
                   b1, st, q, k, v, kpm, lse, dout, dvec, dk, dv, s.H, s.Tq, s.Tk, s.scale,
                   s.causal);
-        check_launch("v4_dkdv");
+        TT_CHECK_LAUNCH("attention v4_dkdv");
         constexpr int QR = D == 128 ? 128 : 64, QC = D == 128 ? 32 : 64, QNW = D == 128 ? 8 : 4;
         using C2 = V4Dq<D, QR, QC, QNW>;
         std::size_t b2 = C2::kSmemFloats * sizeof(float);
@@ -1019,20 +1010,19 @@ void backward_d(const float* q, const float* k, const float* v, const std::uint8
         set_smem(k2, b2);
         TT_LAUNCH(k2, dim3((s.Tq + QR - 1) / QR, Z), dim3(C2::NT), b2,
                   st, q, k, v, kpm, lse, dout, dvec, dq, s.H, s.Tq, s.Tk, s.scale, s.causal);
-        check_launch("v4_dq");
+        TT_CHECK_LAUNCH("attention v4_dq");
     }
 }
 
-void check_args(const AttnShape& s, int version) {
-    if (version < 1 || version > kAttnCudaVersions)
-        throw std::runtime_error("attention (cuda): version " + std::to_string(version) +
-                                 " does not exist; expected 1.." +
-                                 std::to_string(kAttnCudaVersions));
-    if (s.D != 32 && s.D != 64 && s.D != 128)
-        throw std::runtime_error("attention (cuda): head dim " + std::to_string(s.D) +
-                                 " is not supported; expected 32, 64 or 128");
-    if (s.B < 1 || s.H < 1 || s.Tq < 1 || s.Tk < 1 || (long)s.B * s.H > 65535)
-        throw std::runtime_error("attention (cuda): need B, H, Tq, Tk >= 1 and B*H <= 65535");
+void check_args(const AttnShape& s, int version) {  // std::invalid_argument: a ValueError
+    TT_CHECK(version >= 1 && version <= kAttnCudaVersions,
+             "attention (cuda): version " + std::to_string(version) +
+                 " does not exist; expected 1.." + std::to_string(kAttnCudaVersions));
+    TT_CHECK(s.D == 32 || s.D == 64 || s.D == 128,
+             "attention (cuda): head dim " + std::to_string(s.D) +
+                 " is not supported; expected 32, 64 or 128");
+    TT_CHECK(s.B >= 1 && s.H >= 1 && s.Tq >= 1 && s.Tk >= 1 && (long)s.B * s.H <= 65535,
+             "attention (cuda): need B, H, Tq, Tk >= 1 and B*H <= 65535");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1181,20 +1171,30 @@ __global__ void __launch_bounds__(32 * NW) v5_forward_kernel(
 #pragma unroll
             for (int n = 0; n < NO; ++n) acc[n][2 * r] *= alpha, acc[n][2 * r + 1] *= alpha;
         }
+        // P V, 8 keys per k-step in the permuted order. Each output fragment sums this tile
+        // in a fresh accumulator, then adds it to O with an ordinary float32 add: the tensor
+        // cores' accumulation rounds toward zero, a bias that would grow with T if O itself
+        // went through every mma.
+        unsigned ph[NS][4], pl[NS][4];
 #pragma unroll
-        for (int kt = 0; kt < NS; ++kt) {  // P V, 8 keys per step, in the permuted order
-            unsigned ph[4], pl[4];
-            split_tf32(s[kt][0], ph[0], pl[0]);
-            split_tf32(s[kt][2], ph[1], pl[1]);
-            split_tf32(s[kt][1], ph[2], pl[2]);
-            split_tf32(s[kt][3], ph[3], pl[3]);
+        for (int kt = 0; kt < NS; ++kt) {
+            split_tf32(s[kt][0], ph[kt][0], pl[kt][0]);
+            split_tf32(s[kt][2], ph[kt][1], pl[kt][1]);
+            split_tf32(s[kt][1], ph[kt][2], pl[kt][2]);
+            split_tf32(s[kt][3], ph[kt][3], pl[kt][3]);
+        }
 #pragma unroll
-            for (int n = 0; n < NO; ++n) {
+        for (int n = 0; n < NO; ++n) {
+            float part[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+            for (int kt = 0; kt < NS; ++kt) {
                 int vr = (kt * 8 + 2 * t) * LD + n * 8 + g;
                 unsigned bh2[2] = {__float_as_uint(Vhi[vr]), __float_as_uint(Vhi[vr + LD])};
                 unsigned bl2[2] = {__float_as_uint(Vlo[vr]), __float_as_uint(Vlo[vr + LD])};
-                mma_3xtf32(acc[n], ph, pl, bh2, bl2);
+                mma_3xtf32(part, ph[kt], pl[kt], bh2, bl2);
             }
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[n][e] += part[e];
         }
     }
 #pragma unroll
@@ -1226,14 +1226,15 @@ void v5_forward_d(const float* q, const float* k, const float* v, const std::uin
     set_smem(kernel, bytes);
     TT_LAUNCH(kernel, dim3((s.Tq + C::BR - 1) / C::BR, (unsigned)(s.B * s.H)), dim3(C::NT), bytes,
               st, q, k, v, kpm, o, lse, s.H, s.Tq, s.Tk, s.scale, s.causal);
-    check_launch("v5_forward");
+    TT_CHECK_LAUNCH("attention v5_forward");
 }
 
 void v5_forward(const float* q, const float* k, const float* v, const std::uint8_t* kpm, float* o,
                 float* lse, const AttnShape& s, cudaStream_t st) {
     int dev = 0, major = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    TT_CUDA_CHECK(cudaGetDevice(&dev), "attention v5: cudaGetDevice");
+    TT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev),
+                  "attention v5: compute capability");
     if (major < 8)
         throw std::runtime_error("attention (cuda): version 5 uses TF32 tensor cores, which need "
                                  "compute capability 8.0 or newer");

@@ -1,49 +1,83 @@
-// Shared helpers for tinytorch's kernels (included by every kernels/<family>.cpp and .cu).
+// Helpers shared by the kernel families (kernels/<family>.{cpp,cu}).
 //
-// Error model: kernels never crash the process. Host code checks its arguments and throws
-// std::runtime_error, which pybind11 turns into a Python RuntimeError; every CUDA launch is
-// followed by TT_CUDA_CHECK_LAUNCH, which turns a failed launch into an exception that names
-// the kernel and carries cudaGetErrorString.
+// - TT_CHECK(cond, msg): throw std::invalid_argument(msg) when a precondition fails; pybind11
+//   turns it into a Python ValueError, so bad input never crashes the process.
+// - TT_CUDA_CHECK(expr, what): run a CUDA runtime call; on failure throw std::runtime_error
+//   carrying `what` (the kernel or call name) and cudaGetErrorString (a Python RuntimeError).
+// - TT_CHECK_LAUNCH(what): cudaGetLastError() after a <<<...>>> launch, same error.
+// - tt::as_stream(uintptr_t): the cudaStream_t that Python passed as an integer (CuPy's
+//   `cupy.cuda.get_current_stream().ptr`; 0 is the legacy default stream).
+// - tt::require(cond, msg) (the function form of TT_CHECK), tt::ptr_of<T>(uintptr_t) (a pointer
+//   passed from Python as an integer), tt::ceil_div, tt::is_aligned16, tt::sm_count().
+// Only the CUDA parts need cuda_runtime.h; a .cpp can include this file without CUDA.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 
-#if defined(__CUDACC__) || defined(TT_WITH_CUDA)
-#include <cuda_runtime.h>
-#endif
+#define TT_CHECK(cond, msg)                                                 \
+    do {                                                                    \
+        if (!(cond)) throw std::invalid_argument(std::string(msg));        \
+    } while (0)
 
 namespace tt {
 
-// Throw a runtime_error with `what` unless `cond` holds (argument checks in host code).
-inline void require(bool cond, const std::string& what) {
-    if (!cond) throw std::runtime_error(what);
+inline constexpr long long ceil_div(long long a, long long b) { return (a + b - 1) / b; }
+
+// Whether a pointer can be read with 16-byte (float4) loads.
+inline bool is_aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15) == 0; }
+
+// A precondition: throws std::invalid_argument (Python ValueError) with `msg` when false.
+inline void require(bool cond, const char* msg) {
+    if (!cond) throw std::invalid_argument(msg);
+}
+inline void require(bool cond, const std::string& msg) {
+    if (!cond) throw std::invalid_argument(msg);
 }
 
-// A raw pointer passed from Python as an integer (numpy .ctypes.data, cupy .data.ptr).
+// A pointer that Python passed as an integer (numpy .ctypes.data, cupy .data.ptr).
 template <typename T>
 inline T* ptr_of(std::uintptr_t p) {
     return reinterpret_cast<T*>(p);
 }
 
-inline bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
+}  // namespace tt
 
-#if defined(__CUDACC__) || defined(TT_WITH_CUDA)
-inline void cuda_check(cudaError_t err, const char* what) {
-    if (err != cudaSuccess)
-        throw std::runtime_error(std::string(what) + ": CUDA error " + cudaGetErrorName(err) +
-                                 ": " + cudaGetErrorString(err));
-}
+#if defined(__CUDACC__) || defined(TT_WITH_CUDA_RUNTIME)
+#include <cuda_runtime.h>
+
+namespace tt {
 
 inline cudaStream_t as_stream(std::uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
-#endif
+
+[[noreturn]] inline void cuda_fail(cudaError_t err, const char* what, const char* file, int line) {
+    throw std::runtime_error(std::string("CUDA error in ") + what + ": " +
+                             cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ") at " +
+                             file + ":" + std::to_string(line));
+}
+
+// Number of SMs of the current device (cached per device; cheap after the first call).
+inline int sm_count() {
+    static int cached[64] = {0};
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 108;
+    if (cached[dev] == 0) {
+        int n = 0;
+        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
+        cached[dev] = n > 0 ? n : 108;
+    }
+    return cached[dev];
+}
 
 }  // namespace tt
 
-#if defined(__CUDACC__) || defined(TT_WITH_CUDA)
-// After a call that returns cudaError_t: TT_CUDA_CHECK(cudaMemsetAsync(...), "memset").
-#define TT_CUDA_CHECK(expr, what) ::tt::cuda_check((expr), (what))
-// After a kernel launch: catches bad launch configurations (cudaGetLastError).
-#define TT_CUDA_CHECK_LAUNCH(kernel_name) ::tt::cuda_check(cudaGetLastError(), (kernel_name))
+#define TT_CUDA_CHECK(expr, what)                                              \
+    do {                                                                       \
+        cudaError_t tt_err_ = (expr);                                          \
+        if (tt_err_ != cudaSuccess) ::tt::cuda_fail(tt_err_, what, __FILE__, __LINE__); \
+    } while (0)
+
+#define TT_CHECK_LAUNCH(what) TT_CUDA_CHECK(cudaGetLastError(), what)
 #endif

@@ -5,10 +5,11 @@
 // Same algorithm as the fastest GPU version (see layernorm.cu), shaped for a CPU:
 //   forward   one row per iteration of an OpenMP loop over rows: mean, then the variance of
 //             (x - mean) (two passes over a row that sits in L1/L2, so exact and cheap), then
-//             y = (x - mean) * rstd * w + b. The statistics accumulate in double, and
-//             `omp simd reduction` lets the compiler vectorize them without -ffast-math.
-//   backward  rows are split into a FIXED number of chunks (not one per thread), so the result
-//             does not depend on the thread count. Per row: s1 = sum(g), s2 = sum(g * xhat)
+//             y = (x - mean) * rstd * w + b. `omp simd reduction` vectorizes the float sums
+//             without -ffast-math; the row functions are compiled for AVX-512/AVX2/x86-64.
+//   backward  rows are split into a FIXED number of chunks (min(64, N/16), not one per
+//             thread), so on a given machine the result does not depend on the thread count
+//             (bitwise). Per row: s1 = sum(g), s2 = sum(g * xhat)
 //             with g = dy * w, then dx = rstd * (g - s1/C - xhat * s2/C), and the chunk's
 //             partial dweight += dy * xhat, dbias += dy. A finishing loop adds the chunks'
 //             partials column by column in chunk order: deterministic, no atomics.
@@ -30,77 +31,111 @@ namespace tt {
 namespace {
 
 constexpr int kLnCpuVersions = 1;
-constexpr std::int64_t kMaxChunks = 64;  // row chunks of the backward (fixed: deterministic)
+constexpr std::int64_t kMaxChunks = 64;      // row chunks of the backward (fixed: deterministic)
+constexpr std::int64_t kMinChunkRows = 16;   // ... of at least this many rows (few partials)
+// Below this many elements a parallel region costs more than it saves (waking threads takes
+// microseconds when the machine is idle, far more when it is busy): run on one thread.
+constexpr std::int64_t kParallelMin = 1 << 15;
+
+// The per-row work is compiled for AVX-512, AVX2 and plain x86-64; the loader picks one for this
+// CPU (GCC function multi-versioning). `omp simd reduction` vectorizes the float sums without
+// -ffast-math: each SIMD lane keeps its own partial sum (a pairwise-like order, accurate enough
+// for float32 at any C we test, see tests/test_ch11_layernorm.py).
+// No fused multiply-add contraction here: dx = rstd * (g - mean(g) - ...) must see the same
+// rounded g = dy * w that its row sum saw (with C = 1, dx is exactly 0 only then).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define TT_CLONES
+#endif
+
+TT_CLONES void row_forward(const float* __restrict__ xr, const float* __restrict__ w,
+                           const float* __restrict__ b, float* __restrict__ yr, float* mean,
+                           float* rstd, std::int64_t C, float eps) {
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (std::int64_t c = 0; c < C; ++c) s += xr[c];
+    const float m = s / static_cast<float>(C);
+    float ss = 0.f;  // two-pass variance: the row is in L1/L2 now, so this is cheap and exact
+#pragma omp simd reduction(+ : ss)
+    for (std::int64_t c = 0; c < C; ++c) {
+        const float d = xr[c] - m;
+        ss += d * d;
+    }
+    const float rs = 1.f / std::sqrt(ss / static_cast<float>(C) + eps);
+#pragma omp simd
+    for (std::int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - m) * rs * w[c] + b[c];
+    *mean = m;
+    *rstd = rs;
+}
+
+TT_CLONES void row_backward(const float* __restrict__ gr, const float* __restrict__ xr,
+                            const float* __restrict__ w, float m, float rs,
+                            float* __restrict__ dxr, float* __restrict__ pdw,
+                            float* __restrict__ pdb, std::int64_t C) {
+    float s1 = 0.f, s2 = 0.f;
+#pragma omp simd reduction(+ : s1, s2)
+    for (std::int64_t c = 0; c < C; ++c) {
+        const float g = gr[c] * w[c];
+        s1 += g;
+        s2 += g * ((xr[c] - m) * rs);
+    }
+    const float a = s1 / static_cast<float>(C), bb = s2 / static_cast<float>(C);
+#pragma omp simd
+    for (std::int64_t c = 0; c < C; ++c) {
+        const float xh = (xr[c] - m) * rs;
+        dxr[c] = rs * (gr[c] * w[c] - a - xh * bb);
+        pdw[c] += gr[c] * xh;
+        pdb[c] += gr[c];
+    }
+}
+
+TT_CLONES void add_rows(const float* __restrict__ part, std::int64_t K, std::int64_t C,
+                        std::int64_t c0, std::int64_t c1, float* __restrict__ out) {
+    // out[c] = sum over k of part[k][c], k in order (deterministic), for c in [c0, c1)
+#pragma omp simd
+    for (std::int64_t c = c0; c < c1; ++c) out[c] = part[c];
+    for (std::int64_t k = 1; k < K; ++k) {
+        const float* p = part + k * C;
+#pragma omp simd
+        for (std::int64_t c = c0; c < c1; ++c) out[c] += p[c];
+    }
+}
 
 void ln_forward_cpu(const float* x, const float* w, const float* b, float* y, float* mean,
                     float* rstd, std::int64_t N, std::int64_t C, float eps) {
-#pragma omp parallel for schedule(static)
-    for (std::int64_t r = 0; r < N; ++r) {
-        const float* xr = x + r * C;
-        float* yr = y + r * C;
-        double s = 0.0;
-#pragma omp simd reduction(+ : s)
-        for (std::int64_t c = 0; c < C; ++c) s += xr[c];
-        const double mu = s / static_cast<double>(C);
-        double ss = 0.0;
-#pragma omp simd reduction(+ : ss)
-        for (std::int64_t c = 0; c < C; ++c) {
-            const double d = xr[c] - mu;
-            ss += d * d;
-        }
-        const float m = static_cast<float>(mu);
-        const float rs = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(C) + eps));
-#pragma omp simd
-        for (std::int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - m) * rs * w[c] + b[c];
-        mean[r] = m;
-        rstd[r] = rs;
-    }
+#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
+    for (std::int64_t r = 0; r < N; ++r)
+        row_forward(x + r * C, w, b, y + r * C, mean + r, rstd + r, C, eps);
 }
 
 void ln_backward_cpu(const float* dy, const float* x, const float* w, const float* mean,
                      const float* rstd, float* dx, float* dw, float* db, std::int64_t N,
                      std::int64_t C) {
-    const std::int64_t K = std::max<std::int64_t>(1, std::min<std::int64_t>(N, kMaxChunks));
-    std::vector<float> part(static_cast<std::size_t>(2 * K * C), 0.0f);
-    const double invC = 1.0 / static_cast<double>(C);
-#pragma omp parallel for schedule(static)
+    const std::int64_t K = std::max<std::int64_t>(
+        1, std::min<std::int64_t>(kMaxChunks, (N + kMinChunkRows - 1) / kMinChunkRows));
+    std::vector<float> part(static_cast<std::size_t>(2 * K * C));
+#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
     for (std::int64_t k = 0; k < K; ++k) {
         float* pdw = part.data() + k * C;
         float* pdb = part.data() + (K + k) * C;
+        std::fill(pdw, pdw + C, 0.f);
+        std::fill(pdb, pdb + C, 0.f);
         const std::int64_t r0 = N * k / K, r1 = N * (k + 1) / K;
-        for (std::int64_t r = r0; r < r1; ++r) {
-            const float* xr = x + r * C;
-            const float* gr = dy + r * C;
-            float* dxr = dx + r * C;
-            const float m = mean[r], rs = rstd[r];
-            double s1 = 0.0, s2 = 0.0;
-#pragma omp simd reduction(+ : s1, s2)
-            for (std::int64_t c = 0; c < C; ++c) {
-                const float g = gr[c] * w[c];
-                const float xh = (xr[c] - m) * rs;
-                s1 += g;
-                s2 += static_cast<double>(g) * xh;
-            }
-            const float a = static_cast<float>(s1 * invC), bb = static_cast<float>(s2 * invC);
-#pragma omp simd
-            for (std::int64_t c = 0; c < C; ++c) {
-                const float xh = (xr[c] - m) * rs;
-                dxr[c] = rs * (gr[c] * w[c] - a - xh * bb);
-                pdw[c] += gr[c] * xh;
-                pdb[c] += gr[c];
-            }
-        }
+        for (std::int64_t r = r0; r < r1; ++r)
+            row_backward(dy + r * C, x + r * C, w, mean[r], rstd[r], dx + r * C, pdw, pdb, C);
     }
-    // Finishing reduction: chunk partials in a fixed order (each column by one thread).
-#pragma omp parallel for schedule(static)
-    for (std::int64_t c = 0; c < C; ++c) {
-        double sw = 0.0, sb = 0.0;
-        for (std::int64_t k = 0; k < K; ++k) {
-            sw += part[k * C + c];
-            sb += part[(K + k) * C + c];
-        }
-        dw[c] = static_cast<float>(sw);
-        db[c] = static_cast<float>(sb);
+    // Finishing reduction: the chunks' partials in chunk order, columns split over threads.
+    constexpr std::int64_t kCols = 1024;
+    const std::int64_t nb = (C + kCols - 1) / kCols;
+#pragma omp parallel for schedule(static) if (K * C >= kParallelMin)
+    for (std::int64_t j = 0; j < 2 * nb; ++j) {
+        const bool is_b = j >= nb;
+        const std::int64_t c0 = (j % nb) * kCols, c1 = std::min(C, c0 + kCols);
+        add_rows(part.data() + (is_b ? K * C : 0), K, C, c0, c1, is_b ? db : dw);
     }
 }
 

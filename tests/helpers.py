@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinytorch import backend
+from tinytorch.tensor import Tensor
 
 TOL = {
     np.dtype("float64"): dict(rtol=1e-7, atol=1e-9),
@@ -21,8 +22,8 @@ def to_numpy(x):
     """A NumPy array from a tinytorch Tensor, a torch tensor, a CuPy or NumPy array."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch
         return x.detach().cpu().numpy()
-    if hasattr(x, "data") and hasattr(x, "device") and not isinstance(x, np.ndarray):
-        x = x.data  # tinytorch Tensor
+    if isinstance(x, Tensor):
+        x = x.data
     return backend.to_device(x, "cpu")
 
 

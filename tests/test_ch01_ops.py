@@ -67,6 +67,8 @@ TARGET = RNG.integers(0, 5, 6)
 TARGET_IGN = np.where(RNG.random(6) < 0.4, -100, TARGET)
 TARGET_IGN[0] = TARGET[0] = 1  # at least one kept
 TARGET_3D = RNG.integers(0, 5, (2, 3))
+NEG_IDX = np.array([-1, 3, 0, -4, 2, -1])  # -1 and 3 are the same row of 4, as are -4 and 0
+IDX_2D = RNG.integers(0, 4, (2, 3))
 IDS = RNG.integers(0, 7, (3, 4))
 IDS[0, :2] = 3  # a repeated id: its row must receive both gradients
 
@@ -168,6 +170,9 @@ CASES = [
     Case("index_none_ellipsis", lambda L, a: a[..., None, 1], (2, 3)),
     Case("index_repeated", lambda L, a: a[_t(L, a, IDX)], (4, 3)),
     Case("index_list", lambda L, a: a[[0, 2, 2, 1]], (4, 3)),
+    Case("index_negative_repeated", lambda L, a: a[_t(L, a, NEG_IDX)], (4, 3)),
+    Case("index_2d_array", lambda L, a: a[_t(L, a, IDX_2D)], (4, 3)),
+    Case("index_1d_tensor", lambda L, a: a[_t(L, a, IDX)] * 1.0, (4,)),
     Case("index_pairs", lambda L, a: a[_t(L, a, ROWS), _t(L, a, COLS)], (4, 5)),
     Case("index_slice_array", lambda L, a: a[1:, _t(L, a, IDX)], (3, 4)),
     Case("index_mask", lambda L, a: a[_t(L, a, MASK)], (4, 5)),
@@ -287,3 +292,29 @@ def test_large_logits_stay_finite(name, fn, dtype, device):
     (rout * torch.tensor(g, dtype=rout.dtype)).sum().backward()
     assert np.isfinite(to_numpy(x.grad)).all(), f"{name}: non-finite gradient"
     assert_close(x.grad, rx.grad, **(dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else {}))
+
+
+# ---- large arrays take other code paths (tiled copies, sparse row sums, layouts) -----------
+def test_large_gradients_match_torch(device):
+    """Sizes past the thresholds of the fast paths: a transposed leaf gradient (tiled copy),
+    x @ W.T as in Linear (W's gradient computed in W.T's layout), rows gathered with repeats
+    (the sparse-product scatter) and an embedding; every gradient C-contiguous like PyTorch's."""
+    n = 300  # 90,000 elements: above the 65,536 threshold of the tiled copy
+    xs = [RNG.standard_normal((n, n)) for _ in range(3)]
+    ids = RNG.integers(-n, n, 2 * n)
+    ours = [tt.tensor(a, dtype=tt.float32, device=device, requires_grad=True) for a in xs]
+    ref = [torch.tensor(a, dtype=torch.float32, requires_grad=True) for a in xs]
+
+    def f(L, x, w, e):
+        idx = _t(L, x, ids)
+        return ((x.T * 0.5).sum(0) + (x @ w.T).tanh()[idx].sum(0)
+                + _F(L).embedding(idx % n, e).mean(0))
+
+    out, rout = f(tt, *ours), f(torch, *ref)
+    assert_close(out.detach(), rout, rtol=1e-4, atol=1e-4)
+    g = RNG.standard_normal(n)
+    (out * tt.tensor(g, dtype=tt.float32, device=device)).sum().backward()
+    (rout * torch.tensor(g, dtype=torch.float32)).sum().backward()
+    for x, rx in zip(ours, ref):
+        assert x.grad.data.flags.c_contiguous
+        assert_close(x.grad, rx.grad, rtol=1e-4, atol=1e-4)  # sums of 600 float32 terms

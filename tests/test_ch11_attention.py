@@ -170,6 +170,24 @@ def test_different_query_and_key_lengths(device, version):
                 assert rel_err(g, r) < TOL, f"{name} Tq={Tq} Tk={Tk} causal={causal}"
 
 
+@pytest.mark.parametrize("block", [1, 16, 64])
+def test_online_softmax_in_array_code(device, block):
+    """The algorithm itself (exercise): tiles of keys, running max and sum, in float64."""
+    rng = np.random.default_rng()
+    for Tq, Tk, causal in ((37, 37, True), (20, 45, False)):
+        q, dout = (rng.standard_normal((B, H, Tq, 32)) for _ in range(2))
+        k, v = (rng.standard_normal((B, H, Tk, 32)) for _ in range(2))
+        kpm = rng.random((B, Tk)) < 0.3
+        kpm[0, 0] = True
+        xp = backend.get_xp(device)
+        out, lse = A.online_softmax_attention(
+            *(xp.asarray(x) for x in (q, k, v)), causal, xp.asarray(kpm), 0.3, block
+        )
+        ref = reference(q, k, v, causal, kpm, 0.3, dout)
+        assert_close(out, ref[0], msg="out")
+        assert_close(lse, ref[1], msg="lse")
+
+
 # ---- bad input: a clear error, never a crash ---------------------------------------------------
 def test_bad_input_raw_arrays(device):
     if device == "cuda" and not _cuda_ok():

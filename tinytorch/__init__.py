@@ -19,6 +19,8 @@ from .ops import (  # noqa: F401
     squeeze, stack, std, sum, tanh, topk, transpose, unsqueeze, var, where,
 )
 from .ops import log_softmax, pow  # noqa: F401
+from .creation import empty_like, randint_like  # noqa: F401, E402 - added by the ch01 helper
+from .ops import clone  # noqa: F401
 from .tensor import (  # noqa: F401
     Tensor, bool_, double, float16, float32, float64, half, int32, int64, long,
 )

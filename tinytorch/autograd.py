@@ -16,8 +16,11 @@ has run, so a second backward through the same graph is an error, as in PyTorch.
 from __future__ import annotations
 
 import functools
+import sys
 
 import numpy as np
+
+from .backend import c_copy as _c_copy
 
 _Tensor = None  # set by tinytorch.tensor (avoids an import cycle)
 _grad_enabled = True
@@ -78,6 +81,15 @@ def unbroadcast(grad, shape):
     # END EXERCISE
 
 
+def _mixed_devices(op, args):
+    tensors = [t for t in args if isinstance(t, _Tensor)]
+    raise RuntimeError(
+        f"{op}: expected all tensors on the same device, got devices "
+        f"{[t.device for t in tensors]} for shapes {[tuple(t.shape) for t in tensors]}; move "
+        "them with .to(device)"
+    )
+
+
 class Function:
     """One differentiable op. Subclasses define `forward(*arrays, **kw)` and `backward(grad)`."""
 
@@ -89,39 +101,37 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **kwargs):
-        fn = cls()
+        # This runs once per op call, so it is kept lean: at small sizes its Python overhead,
+        # not the arithmetic, decides the speed (see benchmarks/ops_cpu.py).
         Tensor = _Tensor
-        raw, device, needs = [], None, False
-        flags = []
+        raw, flags, cpu = [], [], None
         for a in args:
             if isinstance(a, Tensor):
-                d = a.device
-                if device is None:
-                    device = d
-                elif d != device:
-                    shapes = [tuple(t.shape) for t in args if isinstance(t, Tensor)]
-                    devs = [t.device for t in args if isinstance(t, Tensor)]
-                    raise RuntimeError(
-                        f"{cls.__name__}: expected all tensors on the same device, got devices "
-                        f"{devs} for shapes {shapes}; move them with .to(device)"
-                    )
-                raw.append(a.data)
-                r = a.requires_grad
-                flags.append(r)
-                needs = needs or r
+                data = a.data
+                on_cpu = isinstance(data, np.ndarray)
+                if cpu is None:
+                    cpu = on_cpu
+                elif on_cpu is not cpu:
+                    _mixed_devices(cls.__name__, args)
+                raw.append(data)
+                flags.append(a.requires_grad)
             else:
+                if isinstance(a, np.generic):  # NumPy scalars are "weak" like Python ones, as
+                    a = a.item()  # in PyTorch: np.sqrt(2) * float32 stays float32
                 raw.append(a)
                 flags.append(False)
-        needs = needs and _grad_enabled
-        fn.needs_input_grad = tuple(flags) if needs else (False,) * len(args)
+        fn = cls()
+        needs = _grad_enabled and True in flags
+        fn.needs_input_grad = tuple(flags) if needs else (False,) * len(flags)
         try:
             out = fn.forward(*raw, **kwargs)
         except ValueError as e:  # (free when nothing is raised) name the op, shapes, dtypes
             if "broadcast" not in str(e):
                 raise
             desc = ", ".join(f"{tuple(a.shape)} {a.dtype}" for a in args if isinstance(a, Tensor))
-            raise RuntimeError(f"{cls.__name__}: the shapes of its inputs do not broadcast "
-                               f"together: {desc} ({e})") from e
+            raise RuntimeError(
+                f"{cls.__name__}: the shapes of its inputs do not broadcast together: {desc} ({e})"
+            ) from e
         if isinstance(out, np.generic):  # NumPy reductions return scalars; keep arrays
             out = np.asarray(out)
         t = Tensor.__new__(Tensor)
@@ -177,6 +187,14 @@ def _topological_order(root):
     return order
 
 
+def _refs_of_a_local():
+    a = np.empty(0)
+    return sys.getrefcount(a)
+
+
+_UNSHARED_REFS = _refs_of_a_local()  # what getrefcount reports for an array only `g` holds
+
+
 def backward(root, gradient=None, retain_graph: bool = False) -> None:
     """Accumulate d(root)/d(leaf) into every leaf's `.grad` (see Tensor.backward)."""
     Tensor = _Tensor
@@ -186,23 +204,25 @@ def backward(root, gradient=None, retain_graph: bool = False) -> None:
             "and has no graph: no input had requires_grad=True (or it ran under no_grad())"
         )
     xp = root.xp
+    made_by = f" (the output of {root._ctx.name})" if root._ctx is not None else ""
     if gradient is None:
         if root.data.size != 1:
             raise RuntimeError(
                 f"backward() without a gradient needs a scalar (one-element) output; got shape "
-                f"{tuple(root.shape)}. Pass gradient= a tensor of that shape."
+                f"{tuple(root.shape)}{made_by}. Pass gradient= a tensor of that shape."
             )
         g = xp.ones_like(root.data)
     else:
         g = gradient.data if isinstance(gradient, Tensor) else xp.asarray(gradient)
         if g.shape != root.data.shape:
             raise RuntimeError(
-                f"backward(): gradient has shape {tuple(g.shape)} but the output has shape "
-                f"{tuple(root.shape)}; they must match"
+                f"backward(): gradient has shape {tuple(g.shape)} but the output{made_by} has "
+                f"shape {tuple(root.shape)}; they must match"
             )
         if isinstance(gradient, Tensor) and gradient.device != root.device:
             raise RuntimeError(
-                f"backward(): gradient is on {gradient.device} but the output is on {root.device}"
+                f"backward(): gradient is on {gradient.device} but the output{made_by} is on "
+                f"{root.device}"
             )
         g = g.astype(root.data.dtype, copy=False)
 
@@ -212,12 +232,17 @@ def backward(root, gradient=None, retain_graph: bool = False) -> None:
         g = grads.pop(id(node), None)
         if g is None:
             continue
+        if isinstance(g, np.generic):  # NumPy turns 0-d results into scalars: keep arrays
+            g = np.asarray(g)
         ctx = node._ctx
         if ctx is None:  # a leaf: accumulate (never alias an array another leaf may hold)
             if g.dtype != node.data.dtype:
                 g = g.astype(node.data.dtype)
             if node.grad is None:
-                node.grad = Tensor._wrap(g.copy())
+                # keep the array itself when nothing else can see it (not a view, no other
+                # reference), as PyTorch "steals" such gradients; otherwise store a copy
+                own = g.base is None and sys.getrefcount(g) <= _UNSHARED_REFS
+                node.grad = Tensor._wrap(g if own else _c_copy(g))
             else:
                 node.grad = Tensor._wrap(node.grad.data + g)
             continue
@@ -236,6 +261,7 @@ def backward(root, gradient=None, retain_graph: bool = False) -> None:
                 ig = ig.astype(inp.data.dtype)
             prev = grads.get(id(inp))
             grads[id(inp)] = ig if prev is None else prev + ig
+        in_grads = ig = prev = None  # (drop our references: a leaf may then keep the array)
         if not retain_graph:
             ctx.__dict__.clear()  # drop saved arrays; `inputs` falls back to None: "freed"
 
@@ -244,8 +270,14 @@ class GradcheckError(AssertionError):
     pass
 
 
-def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
-              raise_exception: bool = True) -> bool:
+def gradcheck(
+    fn,
+    inputs,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    raise_exception: bool = True,
+) -> bool:
     """Compare autograd's gradients with central finite differences, in float64.
 
     `fn(*inputs)` returns a Tensor (or a tuple of Tensors). To check all outputs at once we
@@ -299,7 +331,7 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
             numeric[j] = (plus - minus) / (2 * eps)
         err = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
         if (err > 0).any() or not np.isfinite(analytic).all():
-            k = np.unravel_index(int(np.argmax(err)), x.shape) if x.ndim else ()
+            k = tuple(int(v) for v in np.unravel_index(int(np.argmax(err)), x.shape))
             msg = (
                 f"gradcheck failed for input {i} (shape {tuple(x.shape)}): at index {k} "
                 f"analytic {analytic[k]:.10g} vs numerical {numeric[k]:.10g} "

@@ -137,6 +137,16 @@ def _like(fn):
 zeros_like, ones_like, randn_like, rand_like = map(_like, (zeros, ones, randn, rand))
 
 
+def empty_like(input, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return zeros_like(input, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def randint_like(input, low, high=None, dtype=None, device=None) -> Tensor:
+    """randint with the shape (and by default dtype, device) of `input`; high exclusive."""
+    return randint(low, high, input.shape, dtype=dtype or input.dtype,
+                   device=device or input.device)
+
+
 def full_like(input, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
     return full(input.shape, fill_value, dtype or input.dtype, device or input.device,
                 requires_grad)

@@ -3,14 +3,43 @@
 Each function returns a Tensor when a fused kernel handles the call, or None to let the caller
 use the composed path (the reference the kernels are tested against). The switch
 `tinytorch.kernels.set_fused(False)` / `with tinytorch.kernels.composed():` forces None.
+
+The rules (measured, see chapter 11 and benchmarks/results/):
+- LayerNorm: fused on the GPU, and on the CPU (the C++/OpenMP kernel beats the NumPy
+  composition of mean, var and normalize; `tinytorch.kernels.layernorm.USE_ON_CPU`).
+- Attention: fused on the GPU whenever the kernel supports the call (float32, head dim 32, 64
+  or 128, no dropout, a causal flag or a key-padding style mask). On the CPU only when the
+  score matrix has at least CPU_ATTENTION_MIN_SCORES entries per head: below that (e.g. the
+  chapter 07 GPT, T = 64) NumPy's batched matmuls are faster than the tiled C++ loop
+  (benchmarks/results/attention_cpu_cpu.md).
+Anything unsupported (float64, other head dims, dropout, arbitrary additive masks) takes the
+composed path, which handles every case.
 """
 
 from __future__ import annotations
 
+CPU_ATTENTION_MIN_SCORES = 256 * 256
+
+
+def _enabled() -> bool:
+    from .kernels import fused_enabled
+
+    return fused_enabled()
+
 
 def layer_norm(input, shape, weight, bias, eps):
-    return None
+    if not _enabled():
+        return None
+    from .kernels import layernorm
+
+    return layernorm.dispatch(input, shape, weight, bias, eps)
 
 
 def scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal, scale):
-    return None
+    if not _enabled():
+        return None
+    if q.device == "cpu" and q.shape[-2] * k.shape[-2] < CPU_ATTENTION_MIN_SCORES:
+        return None
+    from .kernels import attention
+
+    return attention.dispatch(q, k, v, attn_mask, dropout_p, is_causal, scale)

@@ -172,6 +172,26 @@ class Tensor:
     def tolist(self):
         return backend.to_device(self.data, "cpu").tolist()
 
+    # Python numbers from one-element tensors: `float(loss)`, `if mask.any():`, f"{loss:.3f}"
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise RuntimeError(
+                f"the truth value of a tensor with {self.data.size} elements (shape "
+                f"{tuple(self.shape)}) is ambiguous; use .any() or .all()"
+            )
+        return bool(self.data.reshape(()))
+
+    def __format__(self, spec: str) -> str:
+        if spec and self.data.size == 1:
+            return format(self.item(), spec)
+        return format(repr(self), spec)
+
     def to(self, *args, dtype=None, device=None) -> Tensor:
         """`.to(device)`, `.to(dtype)` or both; returns self when nothing changes."""
         for a in args:

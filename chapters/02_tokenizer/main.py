@@ -1,31 +1,99 @@
 """Chapter 02: train a byte-level BPE on tinyshakespeare, look at what it learned, compare
-compression across vocabulary sizes, and check GPT-2 parity with tiktoken.
+compression across vocabulary sizes, batch some text, and check GPT-2 parity with tiktoken.
 
-    python -m tinytorch.course run 2            # whole text, vocab up to 4096 (~1 minute)
+    python -m tinytorch.course run 2            # whole text, vocab up to 4096 (under a minute)
     python -m tinytorch.course run 2 --quick    # 200 kB, vocab up to 1024 (seconds)
+    python -m tinytorch.course run 2 --record   # also write benchmarks/results/tokenizer_ch02_*
 
-Writes compression.png, merges.txt and summary.json to --out (default chapters/02_tokenizer/out).
+Writes compression.png, merges.txt, shakespeare_bpe.json and summary.json to --out
+(default chapters/02_tokenizer/out).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent.parent))
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT))
 
 from tinytorch.data import dataset_path  # noqa: E402
-from tinytorch.text import BPETokenizer, CharTokenizer, GPT2Tokenizer  # noqa: E402
+from tinytorch.text import (  # noqa: E402
+    BPETokenizer,
+    CharTokenizer,
+    GPT2Tokenizer,
+    chunk_counts,
+    encode_batch,
+    tiktoken_encoding,
+    train_merges,
+    train_merges_reference,
+)
+
+
+def show(tok, ids):
+    """The pieces of an encoding, e.g. 'First| Citizen|:' (bytes that are not whole
+    characters shown as escapes)."""
+    return "|".join(tok.decode_bytes([i]).decode("utf-8", "backslashreplace") for i in ids)
+
+
+def compare_trainers(text, num_merges):
+    """The incremental trainer against the straightforward one: same merges, how much faster."""
+    counts = chunk_counts(text)
+    t0 = time.perf_counter()
+    fast = train_merges(counts, num_merges)
+    t_fast = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ref = train_merges_reference(counts, num_merges)
+    t_ref = time.perf_counter() - t0
+    print(
+        f"\n{num_merges} merges on {len(text):,} characters ({len(counts):,} distinct chunks): "
+        f"incremental {t_fast:.2f} s, straightforward {t_ref:.2f} s "
+        f"({t_ref / t_fast:.0f}x); same merges: {fast == ref}"
+    )
+    if fast != ref:
+        raise SystemExit("the two trainers disagree: see tests/test_ch02_bpe.py")
+    return {"chars": len(text), "merges": num_merges, "fast_s": t_fast, "reference_s": t_ref}
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bpe = [r for r in rows if r["tokenizer"].startswith("BPE")]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(
+        [r["vocab"] for r in bpe],
+        [r["bytes_per_token"] for r in bpe],
+        "o-",
+        label="BPE trained on 90% of the text",
+    )
+    for r in rows:
+        if r["tokenizer"] == "GPT-2":
+            ax.axhline(
+                r["bytes_per_token"], color="gray", ls="--", label="GPT-2 (50,257 tokens, web text)"
+            )
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("vocabulary size")
+    ax.set_ylabel("bytes per token (held-out text)")
+    ax.set_title("Compression vs vocabulary size (tinyshakespeare)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default=str(HERE / "out"))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="200 kB of text, vocab up to 1024")
+    ap.add_argument("--out", default=str(HERE / "out"), help="output folder")
+    ap.add_argument("--record", action="store_true", help="write benchmarks/results/ files")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -40,22 +108,28 @@ def main():
         f"tinyshakespeare: {len(text):,} characters ({len(train):,} train / {len(val):,} held out)"
     )
 
+    chars = CharTokenizer.from_text(text)
+    line = text.split("\n")[0]
+    print(f"\ncharacters: vocab {chars.vocab_size}; {line!r} -> {chars.encode(line)}")
+
     t0 = time.perf_counter()
     tok = BPETokenizer.train(train, vocab_size=max(sizes))
-    print(f"trained {len(tok.merges)} merges in {time.perf_counter() - t0:.1f} s")
-    lines = []
-    for i, (a, b) in enumerate(tok.merges[:20]):
-        new = 256 + i
-        lines.append(f"{new:5d} = {tok.vocab[a]!r} + {tok.vocab[b]!r} -> {tok.vocab[new]!r}")
+    print(f"\ntrained {len(tok.merges)} BPE merges in {time.perf_counter() - t0:.1f} s")
+    lines = [
+        f"{256 + i:5d} = {tok.vocab[a]!r} + {tok.vocab[b]!r} -> {tok.vocab[256 + i]!r}"
+        for i, (a, b) in enumerate(tok.merges[:20])
+    ]
     print("the first merges:\n  " + "\n  ".join(lines[:12]))
     (out / "merges.txt").write_text(
-        "\n".join(f"{256 + i:5d} {tok.vocab[256 + i]!r}" for i in range(len(tok.merges))) + "\n"
+        "".join(f"{256 + i:5d} {tok.vocab[256 + i]!r}\n" for i in range(len(tok.merges)))
     )
+    trainers = compare_trainers(train[:50_000] if args.quick else train, 100 if args.quick else 200)
 
-    # Compression on held-out text: a tokenizer with the first V-256 merges is the tokenizer
-    # we would have trained with vocab_size=V (training is greedy, so prefixes agree).
+    # A tokenizer with the first V - 256 merges is exactly the one training with vocab_size=V
+    # would give (training is greedy: the first merges do not depend on how many follow).
+    sample = "Wherefore art thou Romeo? Unconstitutionally!"
+    print(f"\n{sample!r} at growing vocabulary sizes:")
     val_bytes = len(val.encode("utf-8"))
-    chars = CharTokenizer.from_text(text)
     rows = [
         {
             "tokenizer": "characters",
@@ -66,89 +140,90 @@ def main():
     ]
     for v in sizes:
         sub = BPETokenizer(tok.merges[: v - 256])
+        ids = sub.encode(sample)
+        print(f"  {v:5d}: {len(ids):3d} tokens  {show(sub, ids)}")
         k = len(sub.encode(val))
         rows.append(
             {"tokenizer": f"BPE {v}", "vocab": v, "tokens": k, "bytes_per_token": val_bytes / k}
         )
-    try:
-        gpt2 = GPT2Tokenizer.from_files(dataset_path("gpt2-encoder"), dataset_path("gpt2-vocab"))
-        k = len(gpt2.encode_ordinary(val))
-        rows.append(
-            {
-                "tokenizer": "GPT-2",
-                "vocab": gpt2.vocab_size,
-                "tokens": k,
-                "bytes_per_token": val_bytes / k,
-            }
-        )
-    except (FileNotFoundError, OSError) as e:
-        gpt2 = None
-        print(f"GPT-2 files not available ({e}); skipping the GPT-2 comparison")
-    print("\ncompression on the held-out 10% (bytes per token, higher = shorter sequences):")
+    gpt2 = GPT2Tokenizer.from_data_dir()
+    k = len(gpt2.encode_ordinary(val))
+    rows.append(
+        {
+            "tokenizer": "GPT-2",
+            "vocab": gpt2.vocab_size,
+            "tokens": k,
+            "bytes_per_token": val_bytes / k,
+        }
+    )
+    print("\ncompression on the held-out 10% (bytes per token; higher = shorter sequences):")
     for r in rows:
         print(
             f"  {r['tokenizer']:<11} vocab {r['vocab']:>6}  {r['tokens']:>8} tokens  "
             f"{r['bytes_per_token']:.2f} bytes/token"
         )
+    plot(rows, out / "compression.png")
+    print(f"wrote {out / 'compression.png'}")
 
-    import matplotlib
+    path = out / "shakespeare_bpe.json"
+    tok.save(path)
+    back = BPETokenizer.load(path)
+    assert back.encode(val) == tok.encode(val)
+    print(f"\nsaved and reloaded {path} ({path.stat().st_size:,} bytes): same encoding")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    first = sorted([s for s in val.split("\n")[:40] if s], key=len)
+    batch_lines = [first[0], first[len(first) // 2], first[-1]]  # short, medium, long
+    batch = encode_batch(tok, batch_lines, max_length=10, truncation=True, padding_side="left")
+    print(f"\na batch of {len(batch_lines)} lines, max_length=10, truncated, padded on the left:")
+    for s, ids, m in zip(batch_lines, batch["input_ids"], batch["attention_mask"]):
+        print(f"  {s[:30]!r:34} ids {ids.tolist()}  mask {m.tolist()}")
 
-    bpe = [r for r in rows if r["tokenizer"].startswith("BPE")]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(
-        [r["vocab"] for r in bpe],
-        [r["bytes_per_token"] for r in bpe],
-        "o-",
-        label="BPE trained on tinyshakespeare",
-    )
-    if gpt2 is not None:
-        ax.axhline(
-            rows[-1]["bytes_per_token"],
-            color="gray",
-            ls="--",
-            label="GPT-2 (50,257, trained on web text)",
-        )
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("vocabulary size")
-    ax.set_ylabel("bytes per token (held-out text)")
-    ax.set_title("Compression vs vocabulary size")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "compression.png", dpi=120)
-    print(f"\nwrote {out / 'compression.png'}")
-
+    sample = "Hello world! 你好, naïve café 😀 <|endoftext|> It's 2024.\n\n  indented"
+    ids = gpt2.encode(sample, allowed_special="all")
+    print(f"\nGPT-2: {sample!r}\n  -> {ids}\n  round trip exact: {gpt2.decode(ids) == sample}")
     parity = None
-    if gpt2 is not None:
-        sample = "Hello world! 你好, naïve café 😀 <|endoftext|> It's 2024.\n\n  indented"
-        ids = gpt2.encode(sample, allowed_special="all")
-        print(f"\nGPT-2: {sample!r}\n  -> {ids}")
-        print(f"  round trip exact: {gpt2.decode(ids) == sample}")
-        try:
-            import tiktoken
-            from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    try:
+        tik = tiktoken_encoding(dataset_path("gpt2-encoder"), dataset_path("gpt2-vocab"))
+        parity = gpt2.encode_ordinary(text) == tik.encode_ordinary(text)
+        same = ids == tik.encode(sample, allowed_special="all")
+        print(
+            f"  same ids as tiktoken on the sample: {same}; on all {len(text):,} characters:",
+            parity,
+        )
+    except ImportError:
+        print("  (pip install tiktoken to compare with OpenAI's implementation)")
 
-            from tinytorch.text import GPT2_PATTERN
+    summary = {
+        "mode": "quick" if args.quick else "default",
+        "merges_first_20": lines,
+        "compression": rows,
+        "trainers": trainers,
+        "tiktoken_parity": parity,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    print(f"wrote {out / 'summary.json'}, {out / 'merges.txt'}")
+    if args.record:
+        record(summary, out / "compression.png")
 
-            ranks = data_gym_to_mergeable_bpe_ranks(
-                str(dataset_path("gpt2-vocab")), str(dataset_path("gpt2-encoder"))
-            )
-            enc = tiktoken.Encoding(
-                "gpt2",
-                pat_str=GPT2_PATTERN,
-                mergeable_ranks=ranks,
-                special_tokens={"<|endoftext|>": 50256},
-            )
-            check = val if args.quick else text
-            parity = gpt2.encode_ordinary(check) == enc.encode_ordinary(check)
-            print(f"  same ids as tiktoken on {len(check):,} characters: {parity}")
-        except ImportError:
-            print("  (tiktoken not installed: pip install tiktoken to compare)")
-    summary = {"merges_first_20": lines, "compression": rows, "tiktoken_parity": parity}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"wrote {out / 'summary.json'} and {out / 'merges.txt'}")
+
+def record(summary, png):
+    """Keep this run's figures (quoted in the chapter README) under benchmarks/results/."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from common import RESULTS, write_results
+
+    columns = ["tokenizer", "vocab", "tokens", "bytes_per_token"]
+    t = summary["trainers"]
+    notes = (
+        "Compression of the held-out last 10% of tinyshakespeare; BPE trained on the first 90% "
+        f"({summary['mode']} run). Trainers: {t['merges']} merges on {t['chars']:,} characters, "
+        f"incremental {t['fast_s']:.2f} s, straightforward {t['reference_s']:.2f} s. "
+        f"GPT-2 ids equal tiktoken's on the whole text: {summary['tiktoken_parity']}."
+    )
+    write_results(
+        "tokenizer_ch02", "cpu", columns, summary["compression"], notes=notes, extra=summary
+    )
+    shutil.copyfile(png, RESULTS / "tokenizer_ch02_compression.png")
+    print(f"wrote {RESULTS / 'tokenizer_ch02_compression.png'}")
 
 
 if __name__ == "__main__":

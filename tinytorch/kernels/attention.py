@@ -24,6 +24,9 @@ Raw arrays (NumPy arrays run the C++/OpenMP kernels, CuPy arrays the CUDA kernel
 Bad input (dtype, shape, contiguity, device, head dim, version) raises TypeError or ValueError
 before any kernel runs.
 
+`online_softmax_attention(q, k, v, ...)` is the same algorithm in NumPy/CuPy array code (the
+reference the chapter derives; slow).
+
 Tensor level (what the library uses):
 
     supports(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None) -> bool
@@ -52,6 +55,7 @@ from ..autograd import Function
 from ..tensor import Tensor
 
 __all__ = [
+    "online_softmax_attention",
     "forward",
     "backward",
     "FlashAttention",
@@ -304,6 +308,42 @@ def _cuda_fn(lib, name):
     return fn
 
 
+# ---- the algorithm in array code -------------------------------------------------------------
+def online_softmax_attention(q, k, v, is_causal=False, key_padding_mask=None, scale=None, block=64):
+    """What every fused version computes, written with NumPy/CuPy array ops: the keys are
+    visited `block` at a time and only a running max m, a running sum l and a running output
+    acc are kept per query - never the (Tq, Tk) matrix. q (B, H, Tq, D), k, v (B, H, Tk, D)
+    (any float dtype) -> (out (B, H, Tq, D), lse (B, H, Tq)), with the conventions of
+    forward(). The kernels' reference in chapter 11; slow (a Python loop over key blocks)."""
+    xp = backend.xp_of(q)
+    Tq, D = q.shape[-2], q.shape[-1]
+    scale = _scale(scale, D)
+    m = xp.full(q.shape[:-1] + (1,), -np.inf, q.dtype)  # running max of the scores
+    l = xp.zeros(q.shape[:-1] + (1,), q.dtype)  # running sum of exp(score - m)
+    acc = xp.zeros(q.shape, q.dtype)  # running sum of exp(score - m) * v
+    rows = xp.arange(Tq)[:, None]
+    for j0 in range(0, k.shape[-2], block):
+        kb, vb = k[..., j0 : j0 + block, :], v[..., j0 : j0 + block, :]
+        s = q @ xp.swapaxes(kb, -1, -2) * scale  # (B, H, Tq, block)
+        if is_causal:
+            s = xp.where(xp.arange(j0, j0 + kb.shape[-2])[None, :] <= rows, s, -np.inf)
+        if key_padding_mask is not None:
+            s = xp.where(key_padding_mask[:, None, None, j0 : j0 + block], -np.inf, s)
+        # BEGIN EXERCISE ch11: the online softmax update of m, l and acc for this block of keys
+        m_new = xp.maximum(m, s.max(-1, keepdims=True))
+        m_use = xp.where(xp.isneginf(m_new), 0, m_new)  # nothing visible yet: any finite shift
+        alpha = xp.exp(m - m_use)  # rescales what was summed under the old max (0 at first)
+        p = xp.exp(s - m_use)
+        l = l * alpha + p.sum(-1, keepdims=True)
+        acc = acc * alpha + p @ vb
+        m = m_new
+        # END EXERCISE
+    seen = ~xp.isneginf(m)  # False for a query whose keys are all masked: output 0, lse +inf
+    out = xp.where(seen, acc / xp.where(seen, l, 1), 0)
+    lse = xp.where(seen, m + xp.log(xp.where(seen, l, 1)), np.inf)[..., 0]
+    return out.astype(q.dtype), lse.astype(q.dtype)
+
+
 # ---- autograd --------------------------------------------------------------------------------
 def _as_4d(x):
     """(T, D) -> (1, 1, T, D), (N, T, D) -> (N, 1, T, D), contiguous (a copy only if needed)."""
@@ -373,6 +413,8 @@ def supports(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None
     if q.shape[:-2] != k.shape[:-2] or k.shape != v.shape or q.shape[-1] != k.shape[-1]:
         return False
     if q.shape[-1] not in HEAD_DIMS or dropout_p > 0.0 or q.shape[-2] == 0 or k.shape[-2] == 0:
+        return False
+    if q.device == "cuda" and math.prod(q.shape[:-2]) > 65535:  # the grid's batch*heads limit
         return False
     if attn_mask is not None:
         if is_causal or _padding_from_attn_mask(attn_mask, q, k) is False:

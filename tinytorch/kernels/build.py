@@ -57,7 +57,9 @@ __all__ = [
     "nvcc_compile_command",
 ]
 
-SOURCE_DIR = Path(os.environ.get("TINYTORCH_KERNEL_SRC", Path(__file__).resolve().parents[2] / "kernels"))
+SOURCE_DIR = Path(
+    os.environ.get("TINYTORCH_KERNEL_SRC", Path(__file__).resolve().parents[2] / "kernels")
+)
 MODULE_NAME = "_tinytorch_kernels"
 DEFAULT_ARCHS = ("80", "90")
 
@@ -116,7 +118,11 @@ def cuda_archs() -> list[str]:
     sm_80 + sm_90 (A100 and H100) when no GPU can be asked."""
     env = os.environ.get("TINYTORCH_CUDA_ARCH")
     if env:
-        return [a.strip().replace("sm_", "").replace(".", "") for a in env.replace(",", ";").split(";") if a.strip()]
+        return [
+            a.strip().replace("sm_", "").replace(".", "")
+            for a in env.replace(",", ";").split(";")
+            if a.strip()
+        ]
     try:
         import cupy
 
@@ -146,7 +152,8 @@ def _ninja() -> str:
         if c and Path(c).is_file():
             return c
     raise KernelBuildError(
-        "building the tinytorch kernels needs ninja: pip install ninja (or the 'cuda'/'test' extras)"
+        "building the tinytorch kernels needs ninja: pip install ninja "
+        "(or the 'cuda'/'test' extras)"
     )
 
 
@@ -255,7 +262,12 @@ def _cuda_home(nvcc: str) -> Path:
     candidates = [Path(nvcc).resolve().parent.parent]
     candidates += [Path(p) for p in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")) if p]
     try:  # a wrapper script that execs the real nvcc: ask nvcc where it lives
-        out = subprocess.run([nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         m = re.search(r"TOP=(\S+)", out.stdout + out.stderr)
         if m:
             candidates.insert(0, Path(m.group(1).strip("'\"")).resolve())
@@ -265,8 +277,10 @@ def _cuda_home(nvcc: str) -> Path:
     for c in candidates:
         if (c / "include" / "cuda_runtime.h").is_file():
             return c
-    raise KernelBuildError(f"found nvcc at {nvcc} but not the CUDA toolkit (include/cuda_runtime.h) "
-                           f"next to it; set CUDA_HOME, or TINYTORCH_NO_CUDA=1 to build without CUDA")
+    raise KernelBuildError(
+        f"found nvcc at {nvcc} but not the CUDA toolkit (include/cuda_runtime.h) "
+        f"next to it; set CUDA_HOME, or TINYTORCH_NO_CUDA=1 to build without CUDA"
+    )
 
 
 def _q(s) -> str:
@@ -288,7 +302,11 @@ def _write_ninja(bdir: Path, cfg: dict) -> Path:
         cuda_home = _cuda_home(cfg["nvcc"])
         cuda_inc = cuda_home / "include"
         lib = next(
-            (d for d in (cuda_home / "lib64", cuda_home / "lib") if (d / "libcudart_static.a").is_file()),
+            (
+                d
+                for d in (cuda_home / "lib64", cuda_home / "lib")
+                if (d / "libcudart_static.a").is_file()
+            ),
             cuda_home / "lib64",
         )
         cxx_flags += ["-DTT_WITH_CUDA", f"-I{cuda_inc}"]
@@ -296,7 +314,8 @@ def _write_ninja(bdir: Path, cfg: dict) -> Path:
         gencode = _gencode(cfg["archs"])
         lines += [
             f"nvcc = {cfg['nvcc']}",
-            f"nvcc_flags = {' '.join([*NVCC_FLAGS, *gencode, f'-I{SOURCE_DIR}', '-DTT_WITH_CUDA'])}",
+            "nvcc_flags = "
+            + " ".join([*NVCC_FLAGS, *gencode, f"-I{SOURCE_DIR}", "-DTT_WITH_CUDA"]),
         ]
         link += [f"-L{lib}", "-lcudart_static", "-ldl", "-lrt", "-lpthread"]
     lines += [
@@ -314,7 +333,12 @@ def _write_ninja(bdir: Path, cfg: dict) -> Path:
             "  description = nvcc $in",
             "",
         ]
-    lines += ["rule link", "  command = $cxx $in $link_flags -o $out", "  description = link $out", ""]
+    lines += [
+        "rule link",
+        "  command = $cxx $in $link_flags -o $out",
+        "  description = link $out",
+        "",
+    ]
     objs = []
     entry = bdir / "module_entry.cpp"
     entry.write_text(_entry_source(cfg["families"], with_cuda, cfg["archs"]))
@@ -346,7 +370,9 @@ def _build(bdir: Path, cfg: dict, verbose: bool) -> Path:
                 return so
             _write_ninja(bdir, cfg)
             if verbose:
-                print(f"tinytorch: building kernels in {bdir} (CUDA: {bool(cfg['nvcc'])})", flush=True)
+                print(
+                    f"tinytorch: building kernels in {bdir} (CUDA: {bool(cfg['nvcc'])})", flush=True
+                )
             jobs = str(max(1, min(os.cpu_count() or 1, 8)))
             proc = subprocess.run(
                 [_ninja(), "-C", str(bdir), "-j", jobs],
@@ -393,6 +419,8 @@ def load(verbose: bool = False):
             _error = e
             raise
         except Exception as e:  # import errors (missing symbols, ABI) are build errors too
-            _error = KernelBuildError(f"loading the tinytorch kernels failed: {type(e).__name__}: {e}")
+            _error = KernelBuildError(
+                f"loading the tinytorch kernels failed: {type(e).__name__}: {e}"
+            )
             raise _error from e
         return _module

@@ -6,7 +6,7 @@ shape        reshape/view permute transpose expand squeeze unsqueeze flatten cat
              chunk getitem
 linalg       matmul
 nn           softmax log_softmax cross_entropy embedding dropout
-misc         device/dtype moves and comparisons
+misc         device/dtype moves, clone/contiguous, comparisons, all/any
 """
 
 from .elementwise import (  # noqa: F401
@@ -14,7 +14,7 @@ from .elementwise import (  # noqa: F401
     tanh, where,
 )
 from .linalg import matmul  # noqa: F401
-from .misc import eq, ge, gt, le, logical_not, lt, ne  # noqa: F401
+from .misc import clone, contiguous, eq, ge, gt, le, logical_not, lt, ne  # noqa: F401
 from .nn import cross_entropy, dropout, embedding, log_softmax, softmax  # noqa: F401
 from .reduce import (  # noqa: F401
     argmax, argmin, max, maximum, mean, min, minimum, std, sum, topk, var,

@@ -27,8 +27,12 @@ class MatMul(Function):
             g = g[..., None, :]
         if na:
             ga = unbroadcast(g @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
-        if nb and b2.ndim == 2 and a2.ndim > 2:  # shared weight: one (K, M*B) @ (M*B, N)
-            gb = (a2.reshape(-1, a2.shape[-1]).T @ g.reshape(-1, g.shape[-1])).reshape(b.shape)
+        if nb and b.ndim == 2:  # one weight for every batch: one (K, M*B) @ (M*B, N) product
+            a_m, g_m = a2.reshape(-1, a2.shape[-1]), g.reshape(-1, g.shape[-1])
+            if b.flags.f_contiguous and not b.flags.c_contiguous:
+                gb = (g_m.T @ a_m).T  # b is W.T (Linear): its gradient in its own layout, so
+            else:  # the transpose's backward hands W a contiguous gradient (no strided copy)
+                gb = a_m.T @ g_m
         elif nb:
             gb = unbroadcast(a2.swapaxes(-1, -2) @ g, b2.shape).reshape(b.shape)
         # END EXERCISE

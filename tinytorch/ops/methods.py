@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import ops
+from . import misc
 from ..tensor import Tensor
 
 
@@ -28,6 +29,12 @@ def _T(self):
 
 def _mT(self):
     return ops.transpose(self, -2, -1)
+
+
+def _t(self):
+    if self.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dims, got shape {tuple(self.shape)}")
+    return ops.transpose(self, 0, -1) if self.ndim == 2 else self
 
 
 def _view(self, *shape):
@@ -56,7 +63,8 @@ _METHODS = {
     "squeeze": ops.squeeze, "unsqueeze": ops.unsqueeze, "flatten": ops.flatten,
     "split": _split, "chunk": ops.chunk, "softmax": ops.softmax,
     "log_softmax": ops.log_softmax, "eq": ops.eq, "ne": ops.ne, "lt": ops.lt, "le": ops.le,
-    "gt": ops.gt, "ge": ops.ge, "logical_not": ops.logical_not,
+    "gt": ops.gt, "ge": ops.ge, "logical_not": ops.logical_not, "clone": misc.clone,
+    "contiguous": misc.contiguous, "all": misc.all, "any": misc.any, "t": _t,
 }
 
 for _name, _fn in _METHODS.items():

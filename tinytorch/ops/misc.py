@@ -1,4 +1,4 @@
-"""Moves between devices and dtypes, and comparisons (which carry no gradient)."""
+"""Moves between devices and dtypes, copies, and comparisons (which carry no gradient)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,27 @@ class Cast(Function):
 
     def backward(self, g):
         return g.astype(self.src) if self.src.kind == "f" else None
+
+
+class Copy(Function):
+    """clone() (always a copy) and contiguous() (a C-ordered copy): gradient passes through."""
+
+    def forward(self, a, contiguous=False):
+        return backend.c_copy(a) if contiguous else a.copy()
+
+    def backward(self, g):
+        return g
+
+
+def clone(input):
+    return Copy.apply(input)
+
+
+def contiguous(input):
+    """`input` itself when its array is already C-contiguous, else a C-ordered copy."""
+    if input.data.flags.c_contiguous:
+        return input
+    return Copy.apply(input, contiguous=True)
 
 
 def to_device(input, device: str):
@@ -52,6 +73,15 @@ lt = _compare(lambda a, b: a < b)
 le = _compare(lambda a, b: a <= b)
 gt = _compare(lambda a, b: a > b)
 ge = _compare(lambda a, b: a >= b)
+
+
+def all(input, dim=None, keepdim: bool = False):  # noqa: A001 - PyTorch's name
+    """True where every element (along `dim`) is nonzero; a bool tensor, no gradient."""
+    return Tensor._wrap(input.xp.asarray(input.data.all(axis=dim, keepdims=keepdim)))
+
+
+def any(input, dim=None, keepdim: bool = False):  # noqa: A001
+    return Tensor._wrap(input.xp.asarray(input.data.any(axis=dim, keepdims=keepdim)))
 
 
 def logical_not(input):

@@ -16,19 +16,27 @@ from .shape import _dim, scatter_add
 def _log_softmax(x, axis):
     xp = backend.xp_of(x)
     shifted = x - x.max(axis=axis, keepdims=True)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    shifted -= xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    return shifted
 
 
 class Softmax(Function):
     def forward(self, x, axis=-1):
         xp = backend.xp_of(x)
-        e = xp.exp(x - x.max(axis=axis, keepdims=True))
-        self.out, self.axis = e / e.sum(axis=axis, keepdims=True), axis
-        return self.out
+        e = xp.asarray(x - x.max(axis=axis, keepdims=True))  # (0-d input: a scalar otherwise)
+        xp.exp(e, out=e)  # in place: at large sizes memory traffic, not arithmetic, is the cost
+        e /= e.sum(axis=axis, keepdims=True)
+        self.out, self.axis = e, axis
+        return e
 
     def backward(self, g):
-        y = self.out
-        return y * (g - (g * y).sum(axis=self.axis, keepdims=True))
+        # y * (g - sum(g * y)), computed in the memory of the temporary g * y
+        y, xp = self.out, backend.xp_of(g)
+        gy = xp.asarray(g * y)
+        s = gy.sum(axis=self.axis, keepdims=True)
+        xp.subtract(g, s, out=gy)
+        gy *= y
+        return gy
 
 
 class LogSoftmax(Function):
@@ -38,7 +46,9 @@ class LogSoftmax(Function):
 
     def backward(self, g):
         xp = backend.xp_of(g)
-        return g - xp.exp(self.out) * g.sum(axis=self.axis, keepdims=True)
+        e = xp.asarray(xp.exp(self.out))  # softmax
+        e *= g.sum(axis=self.axis, keepdims=True)
+        return xp.subtract(g, e, out=e)
 
 
 class CrossEntropy(Function):
@@ -79,7 +89,8 @@ class CrossEntropy(Function):
             w = w * g
         else:
             w = w * (g / self.count)
-        return grad * w[:, None], None
+        grad *= w[:, None]
+        return grad, None
 
 
 class Embedding(Function):

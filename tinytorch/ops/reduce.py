@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+import numpy as np
+
 from .. import backend
 from ..autograd import Function
 from ..tensor import Tensor
@@ -102,6 +104,10 @@ class MaxMin(Function):
             return self.mask * (g / self.mask.sum().astype(g.dtype))
         if not self.keepdim:
             g = xp.expand_dims(g, self.axis)
+        if xp is np:  # scatter into zeros: one write per row instead of a one-hot product
+            out = np.zeros(self.shape, dtype=g.dtype)
+            np.put_along_axis(out, self.idx, g, axis=self.axis)
+            return out
         # a one-hot of the winning index along `axis` (portable: CuPy has no put_along_axis)
         n = self.shape[self.axis]
         pos = xp.arange(n).reshape((n,) + (1,) * (len(self.shape) - self.axis - 1))

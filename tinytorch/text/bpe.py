@@ -1,131 +1,27 @@
-"""Byte-level BPE: training, encoding, decoding, special tokens, saving (chapter 02).
+"""Byte-level BPE tokenizer: encoding, decoding, special tokens, saving (chapter 02).
 
-Text is first split into chunks with GPT-2's pre-tokenization pattern (words with their
-leading space, numbers, punctuation runs, whitespace), so merges never cross a word boundary.
-Each chunk is UTF-8 bytes; the base vocabulary is the 256 byte values, so any string can be
-encoded and decoding gives back exactly the input.
-
-Training repeatedly merges the most frequent adjacent pair of tokens into a new token.
-Tie-breaking rule (both trainers here use it): among pairs with the highest count, the pair
-(a, b) with the smallest (a, b) in tuple order wins. Encoding applies the learned merges by
-rank: within a chunk, merge the adjacent pair that was learned earliest, until none applies.
+Ids 0..255 are the 256 byte values, so any string can be encoded and decoding gives back
+exactly the input; then one id per learned merge (see bpe_train.py for how merges are
+learned); then the special tokens. Encoding splits text into chunks with the same pattern as
+training, turns each chunk into byte ids and applies the merges by rank: within a chunk, merge
+the adjacent pair that was learned earliest, until no learned pair is left.
 """
 
 from __future__ import annotations
 
-import hashlib
-import heapq
-import json
-import os
-import tempfile
-from collections import Counter, defaultdict
-from pathlib import Path
-
 import regex
 
-# GPT-2's pattern (openai/gpt-2 encoder.py): contractions, letters, numbers, other symbols,
-# each optionally with one leading space; then whitespace runs.
-GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+from .bpe_train import (
+    GPT2_PATTERN,
+    chunk_counts,
+    merge_pair,
+    train_merges,
+    train_merges_reference,
+)
+from .files import read_checked_json, write_checked_json
+
 FORMAT = "tinytorch-bpe"
-
-
-def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
-    """Replace every non-overlapping occurrence of `pair` (left to right) by `new_id`."""
-    out, i, n = [], 0, len(ids)
-    a, b = pair
-    while i < n:
-        if i < n - 1 and ids[i] == a and ids[i + 1] == b:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
-
-
-def chunk_counts(text: str, pattern: str = GPT2_PATTERN) -> Counter:
-    """Each distinct pre-tokenized chunk (as bytes) with the number of times it occurs."""
-    return Counter(m.encode("utf-8") for m in regex.findall(pattern, text))
-
-
-def train_merges(counts: Counter, num_merges: int) -> list[tuple[int, int]]:
-    """The fast trainer: pair counts are kept up to date incrementally.
-
-    Every distinct chunk is a word (a list of token ids) with its frequency. We count pairs
-    once; after a merge only the words that contained the merged pair are revisited: their old
-    pairs are subtracted, the merge is applied, their new pairs added. A heap of (-count,
-    pair) finds the best pair; entries whose count has since changed are skipped when popped
-    (a fresh entry was pushed when the count changed).
-    """
-    words = [list(chunk) for chunk in counts]
-    freqs = list(counts.values())
-    pair_counts: dict[tuple[int, int], int] = defaultdict(int)
-    where: dict[tuple[int, int], set[int]] = defaultdict(set)
-    # BEGIN EXERCISE ch02: count every adjacent pair, weighted by the chunk's frequency
-    for wi, w in enumerate(words):
-        f = freqs[wi]
-        for p in zip(w, w[1:]):
-            pair_counts[p] += f
-            where[p].add(wi)
-    # END EXERCISE
-    heap = [(-c, p) for p, c in pair_counts.items()]
-    heapq.heapify(heap)
-    merges = []
-    for i in range(num_merges):
-        best = None
-        while heap:
-            negc, p = heapq.heappop(heap)
-            if pair_counts.get(p, 0) == -negc and negc < 0:
-                best = p
-                break
-        if best is None:  # nothing left to merge: every chunk is a single token
-            break
-        new_id = 256 + i
-        merges.append(best)
-        changed = set()
-        for wi in where.pop(best):
-            w, f = words[wi], freqs[wi]
-            if len(w) < 2:
-                continue
-            for p in zip(w, w[1:]):
-                pair_counts[p] -= f
-                changed.add(p)
-            w = merge_pair(w, best, new_id)
-            words[wi] = w
-            for p in zip(w, w[1:]):
-                pair_counts[p] += f
-                where[p].add(wi)
-                changed.add(p)
-        for p in changed:
-            c = pair_counts[p]
-            if c > 0:
-                heapq.heappush(heap, (-c, p))
-            else:
-                del pair_counts[p]
-                where.pop(p, None)
-    return merges
-
-
-def train_merges_reference(counts: Counter, num_merges: int) -> list[tuple[int, int]]:
-    """The straightforward trainer: recount every pair of every chunk before each merge.
-
-    Same input (distinct chunks with frequencies) and the same tie-breaking rule as
-    `train_merges`; kept as the specification the fast trainer is tested against.
-    """
-    words = [list(chunk) for chunk in counts]
-    freqs = list(counts.values())
-    merges = []
-    for i in range(num_merges):
-        pair_counts: dict[tuple[int, int], int] = defaultdict(int)
-        for w, f in zip(words, freqs):
-            for p in zip(w, w[1:]):
-                pair_counts[p] += f
-        if not pair_counts:
-            break
-        best = min(pair_counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]
-        merges.append(best)
-        words = [merge_pair(w, best, 256 + i) for w in words]
-    return merges
+CACHE_SIZE = 200_000  # chunk encodings kept; text repeats its words, so most lookups hit
 
 
 class BPETokenizer:
@@ -136,6 +32,10 @@ class BPETokenizer:
         ids = tok.encode("Hello there", allowed_special="all")
         tok.decode(ids) == "Hello there"
         tok.save("shakespeare.bpe.json"); BPETokenizer.load("shakespeare.bpe.json")
+
+    merges: the learned pairs in order (their rank); special_tokens: {text: id}. `base`
+    (byte value -> id), `merge_ids` (the id each merge creates) and `vocab` (id -> bytes) are
+    only needed for a vocabulary numbered differently from ours, such as GPT-2's.
     """
 
     def __init__(
@@ -154,6 +54,8 @@ class BPETokenizer:
         # pair -> (rank, new id); for a trained tokenizer the new id is 256 + rank
         ids = merge_ids if merge_ids is not None else [256 + i for i in range(len(self.merges))]
         self.ranks = {p: (r, new) for r, (p, new) in enumerate(zip(self.merges, ids))}
+        if len(self.ranks) != len(self.merges) or len(ids) != len(self.merges):
+            raise ValueError("BPETokenizer: merges must be distinct pairs, one id per merge")
         if vocab is None:
             vocab = {i: bytes([i]) for i in range(256)}
             for (a, b), (_, new) in self.ranks.items():
@@ -161,6 +63,13 @@ class BPETokenizer:
         self.vocab: dict[int, bytes] = vocab
         self.special_tokens: dict[str, int] = dict(special_tokens or {})
         self.inverse_special = {v: k for k, v in self.special_tokens.items()}
+        clash = set(self.inverse_special) & set(vocab)
+        if len(self.inverse_special) != len(self.special_tokens) or clash:
+            raise ValueError(
+                f"special token ids must be distinct and not used by the byte/merge tokens; "
+                f"got {self.special_tokens}"
+            )
+        self._vocab_size = max([*vocab, *self.inverse_special], default=-1) + 1
         self._special_re = None
         if self.special_tokens:
             alts = sorted(self.special_tokens, key=len, reverse=True)
@@ -177,7 +86,9 @@ class BPETokenizer:
         pattern: str = GPT2_PATTERN,
         reference: bool = False,
     ) -> BPETokenizer:
-        """Learn vocab_size - 256 - len(special_tokens) merges from `text`."""
+        """Learn vocab_size - 256 - len(special_tokens) merges from `text` (fewer if the text
+        runs out of pairs); the special tokens get the last ids. `reference=True` uses the
+        straightforward trainer (same merges, much slower)."""
         special_tokens = list(special_tokens)
         num_merges = vocab_size - 256 - len(special_tokens)
         if num_merges < 0:
@@ -185,9 +96,9 @@ class BPETokenizer:
                 f"vocab_size {vocab_size} is smaller than the 256 byte tokens plus "
                 f"{len(special_tokens)} special tokens"
             )
-        if special_tokens:  # special tokens never take part in merges
-            text = "".join(regex.split("|".join(regex.escape(s) for s in special_tokens), text))
-        counts = chunk_counts(text, pattern)
+        if len(set(special_tokens)) != len(special_tokens) or "" in special_tokens:
+            raise ValueError(f"special tokens must be distinct non-empty strings: {special_tokens}")
+        counts = chunk_counts(text, pattern, special_tokens)  # specials never take part in merges
         merges = (train_merges_reference if reference else train_merges)(counts, num_merges)
         n = 256 + len(merges)
         special = {s: n + i for i, s in enumerate(special_tokens)}
@@ -211,16 +122,16 @@ class BPETokenizer:
                 break
             ids = merge_pair(ids, best, ranks[best][1])
         # END EXERCISE
-        if len(self._cache) < 200_000:
+        if len(self._cache) < CACHE_SIZE:
             self._cache[chunk] = ids
         return ids
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode treating special-token text as ordinary text."""
-        out = []
-        enc = self._encode_chunk
+        out, cache, enc = [], self._cache, self._encode_chunk
         for chunk in self._regex.findall(text):
-            out.extend(enc(chunk))
+            ids = cache.get(chunk)  # inlined cache hit: the common case, worth a call
+            out.extend(ids if ids is not None else enc(chunk))
         return out
 
     def encode(self, text: str, allowed_special=frozenset(), disallowed_special="all"):
@@ -283,31 +194,33 @@ class BPETokenizer:
 
     @property
     def vocab_size(self) -> int:
-        ids = list(self.vocab) + list(self.special_tokens.values())
-        return max(ids) + 1 if ids else 0
+        """One more than the largest id (bytes, merges and special tokens)."""
+        return self._vocab_size
 
     def __len__(self) -> int:
         return self.vocab_size
 
     # ---- saving and loading ------------------------------------------------------------
-    def _payload(self) -> dict:
-        return {
+    def save(self, path) -> None:
+        """Write the tokenizer to one JSON file, atomically, with a checksum of its content."""
+        if self.base != list(range(256)) or any(new != 256 + r for r, new in self.ranks.values()):
+            raise ValueError(
+                "save() writes trained tokenizers (ids 0..255 = bytes, merge i = id 256 + i); "
+                "this one numbers its tokens differently: keep the files it was loaded from"
+            )
+        payload = {
             "format": FORMAT,
             "version": 1,
             "pattern": self.pattern,
             "merges": [list(m) for m in self.merges],
             "special_tokens": self.special_tokens,
         }
-
-    def save(self, path) -> None:
-        """Write the tokenizer to one JSON file, atomically, with a checksum of its content."""
-        payload = self._payload()
-        body = json.dumps(payload, sort_keys=True, ensure_ascii=True)
-        payload["sha256"] = hashlib.sha256(body.encode()).hexdigest()
-        atomic_write_text(path, json.dumps(payload, ensure_ascii=True))
+        write_checked_json(path, payload)
 
     @classmethod
     def load(cls, path) -> BPETokenizer:
+        """Read a file written by `save`; a truncated, corrupted or foreign file is a
+        ValueError saying what is wrong."""
         payload = read_checked_json(path, FORMAT)
         merges = payload.get("merges")
         if not isinstance(merges, list):
@@ -316,52 +229,26 @@ class BPETokenizer:
             if (
                 not isinstance(m, list)
                 or len(m) != 2
-                or not all(isinstance(x, int) and 0 <= x < 256 + i for x in m)
+                or not all(type(x) is int and 0 <= x < 256 + i for x in m)
             ):
                 raise ValueError(
                     f"{path}: merge {i} is {m!r}; expected two token ids below {256 + i}"
                 )
+        n = 256 + len(merges)
         special = payload.get("special_tokens", {})
-        if not isinstance(special, dict) or not all(isinstance(v, int) for v in special.values()):
-            raise ValueError(f"{path}: 'special_tokens' must map strings to ids")
-        return cls(merges, special, payload.get("pattern", GPT2_PATTERN))
-
-
-def atomic_write_text(path, text: str) -> None:
-    """Write to a temp file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def read_checked_json(path, fmt: str) -> dict:
-    """Load a tokenizer file and check its format tag and checksum, with clear errors."""
-    try:
-        raw = Path(path).read_text(encoding="utf-8")
-        payload = json.loads(raw)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"tokenizer file {path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(
-            f"tokenizer file {path} is truncated or corrupted (not valid JSON: {e})"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != fmt:
-        got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"{path} is not a {fmt} file (format: {got!r})")
-    digest = payload.pop("sha256", None)
-    body = json.dumps(payload, sort_keys=True, ensure_ascii=True)
-    if digest != hashlib.sha256(body.encode()).hexdigest():
-        raise ValueError(
-            f"tokenizer file {path} is corrupted: its checksum does not match its content"
-        )
-    return payload
+        if not isinstance(special, dict) or not all(
+            isinstance(k, str) and k and type(v) is int and v >= n for k, v in special.items()
+        ):
+            raise ValueError(
+                f"{path}: 'special_tokens' must map non-empty strings to ids >= {n}, "
+                f"got {special!r}"
+            )
+        pattern = payload.get("pattern")
+        try:
+            regex.compile(pattern)
+        except (TypeError, regex.error) as e:
+            raise ValueError(f"{path}: 'pattern' is not a valid regular expression: {e}") from None
+        try:
+            return cls(merges, special, pattern)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None

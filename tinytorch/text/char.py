@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-
-from .bpe import atomic_write_text, read_checked_json
+from .files import read_checked_json, write_checked_json
 
 FORMAT = "tinytorch-char"
 
@@ -74,10 +71,9 @@ class CharTokenizer:
         return "".join(out)
 
     def save(self, path) -> None:
+        """Write one JSON file atomically, with a checksum of its content."""
         payload = {"format": FORMAT, "version": 1, "chars": self.chars, "unk_token": self.unk_token}
-        body = json.dumps(payload, sort_keys=True, ensure_ascii=True)
-        payload["sha256"] = hashlib.sha256(body.encode()).hexdigest()
-        atomic_write_text(path, json.dumps(payload, ensure_ascii=True))
+        write_checked_json(path, payload)
 
     @classmethod
     def load(cls, path) -> CharTokenizer:
@@ -87,4 +83,10 @@ class CharTokenizer:
             isinstance(c, str) and len(c) == 1 for c in chars
         ):
             raise ValueError(f"{path}: 'chars' must be a list of single characters")
-        return cls(chars, payload.get("unk_token"))
+        unk = payload.get("unk_token")
+        if unk is not None and not isinstance(unk, str):
+            raise ValueError(f"{path}: 'unk_token' must be a string or null, got {unk!r}")
+        try:
+            return cls(chars, unk)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None

@@ -1,0 +1,92 @@
+"""What the LayerNorm benchmarks (kernels_cpu.py, kernels_gpu.py) share: the byte count, the
+implementations' forward+backward callables, the table columns and the plot.
+
+Byte count (the GB/s column): every byte a fused implementation must move, each input read
+once and each output written once, in float32:
+    forward   read x (N*C), weight, bias (2C); write y (N*C), mean, rstd (2N)
+    backward  read dy, x (2*N*C), weight (C), mean, rstd (2N); write dx (N*C), dweight, dbias (2C)
+    total     5*N*C + 5*C + 4*N floats.
+The same count is used for every implementation, so GB/s is a speed in common units; an
+implementation that reads x and dy twice in the backward (PyTorch's separate dweight/dbias
+kernel) moves more bytes than it is credited with.
+"""
+
+from __future__ import annotations
+
+EPS = 1e-5
+
+COLUMNS = [
+    "C",
+    "N",
+    "impl",
+    "fwd_ms",
+    "bwd_ms",
+    "fwdbwd_ms",
+    "fwdbwd_GBps",
+    "vs_torch",
+    "max_rel_err",
+]
+
+
+def layernorm_bytes(N: int, C: int, part: str = "fwdbwd") -> int:
+    fwd = (2 * N * C + 2 * C + 2 * N) * 4
+    bwd = (3 * N * C + 3 * C + 2 * N) * 4
+    return {"fwd": fwd, "bwd": bwd, "fwdbwd": fwd + bwd}[part]
+
+
+def rel_err(a, b) -> float:
+    """max |a - b| / max |b| (normwise), as float64 NumPy."""
+    import numpy as np
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def make_row(C, N, impl, fwd_s, bwd_s, fwdbwd_s, torch_fwdbwd_s, err):
+    return {
+        "C": C,
+        "N": N,
+        "impl": impl,
+        "fwd_ms": fwd_s * 1e3,
+        "bwd_ms": bwd_s * 1e3,
+        "fwdbwd_ms": fwdbwd_s * 1e3,
+        "fwdbwd_GBps": layernorm_bytes(N, C) / fwdbwd_s / 1e9,
+        "vs_torch": (torch_fwdbwd_s / fwdbwd_s) if torch_fwdbwd_s else float("nan"),
+        "max_rel_err": err,
+    }
+
+
+def plot(rows, path, title, hlines=()):
+    """Bars of forward+backward GB/s per implementation, one group per C; `hlines` are
+    (value, label) reference lines (e.g. the copy bandwidth and 75% of it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    Cs = sorted({r["C"] for r in rows})
+    impls = list(dict.fromkeys(r["impl"] for r in rows))
+    width = 0.8 / max(1, len(impls))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(Cs) * max(1, len(impls)) / 3), 4.5))
+    for i, impl in enumerate(impls):
+        vals = [
+            next((r["fwdbwd_GBps"] for r in rows if r["C"] == C and r["impl"] == impl), 0.0)
+            for C in Cs
+        ]
+        ax.bar(np.arange(len(Cs)) + (i - (len(impls) - 1) / 2) * width, vals, width, label=impl)
+    for value, label in hlines:
+        ax.axhline(value, ls="--", lw=1, color="k" if "copy" in label else "gray")
+        ax.text(len(Cs) - 0.5, value, " " + label, va="bottom", ha="right", fontsize=8)
+    ax.set_xticks(np.arange(len(Cs)), [f"C={C}\nN={_n(rows, C)}" for C in Cs])
+    ax.set_ylabel("forward+backward GB/s (bytes a fused kernel must move)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _n(rows, C):
+    return next(r["N"] for r in rows if r["C"] == C)

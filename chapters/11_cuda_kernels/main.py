@@ -1,0 +1,298 @@
+"""Chapter 11, part 1: the fused LayerNorm kernels, checked and timed on whatever is present.
+
+    python -m tinytorch.course run 11            # checks + variance demo + a small benchmark
+    python -m tinytorch.course run 11 --quick    # the same, smaller (well under a minute)
+
+1. Builds the kernel module (tinytorch.kernels.build.load; the first build takes a minute).
+2. Checks every kernel version (CPU, and CUDA when a GPU is there) against a float64 NumPy
+   reference: y, mean, rstd, dx, dweight, dbias, relative error (max |diff| / max |ref|).
+3. The variance demo: float32 one-pass mean(x^2) - mean(x)^2 vs two-pass vs Welford, as the
+   rows' mean grows (variance_error.png).
+4. A small benchmark: forward+backward of each kernel version, the composed tensor ops
+   (tinytorch.kernels.composed()) and PyTorch when installed, with GB/s by the byte count of
+   the README (benchmark.png). The full benchmarks are benchmarks/kernels_{cpu,gpu}.py.
+Writes into --out (default chapters/11_cuda_kernels/out/): checks.json, variance_error.png,
+benchmark.png, benchmark.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import this checkout's tinytorch
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+import tinytorch  # noqa: E402
+import tinytorch.kernels  # noqa: E402
+from tinytorch import backend  # noqa: E402
+from tinytorch.kernels import build  # noqa: E402
+from tinytorch.kernels import layernorm as L  # noqa: E402
+
+EPS = 1e-5
+
+
+def reference(x, w, b, dy):
+    """float64 LayerNorm and its gradients: the formulas of the README's section 1."""
+    x, w, b, dy = (np.asarray(a, np.float64) for a in (x, w, b, dy))
+    mean = x.mean(-1, keepdims=True)
+    rstd = 1 / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + EPS)
+    xhat = (x - mean) * rstd
+    g = dy * w
+    dx = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
+    return xhat * w + b, mean[:, 0], rstd[:, 0], dx, (dy * xhat).sum(0), dy.sum(0)
+
+
+def devices():
+    return ["cpu", "cuda"] if backend.cuda_is_available() else ["cpu"]
+
+
+def versions(device):
+    return L.CUDA_VERSIONS if device == "cuda" else L.CPU_VERSIONS
+
+
+def check_kernels(quick):
+    """Every version on every present device against the float64 reference."""
+    rng = np.random.default_rng()
+    shapes = (
+        [(3, 7), (64, 768), (100, 4097)]
+        if quick
+        else [(1, 1), (3, 7), (1000, 768), (1000, 1023), (1000, 4097)]
+    )
+    results = []
+    names = ("y", "mean", "rstd", "dx", "dweight", "dbias")
+    for N, C in shapes:
+        x = (rng.standard_normal((N, C)) * 2 + 3).astype(np.float32)
+        w = (1 + 0.5 * rng.standard_normal(C)).astype(np.float32)
+        b = rng.standard_normal(C).astype(np.float32)
+        dy = rng.standard_normal((N, C)).astype(np.float32)
+        ref = reference(x, w, b, dy)
+        for device in devices():
+            d = [backend.to_device(a, device) for a in (x, w, b, dy)]
+            for v in versions(device):
+                y, mean, rstd = L.forward(d[0], d[1], d[2], EPS, version=v)
+                grads = L.backward(d[3], d[0], d[1], mean, rstd, version=v)
+                errs = {}
+                for name, got, want in zip(names, (y, mean, rstd, *grads), ref):
+                    got = backend.to_device(got, "cpu").astype(np.float64)
+                    scale = max(np.abs(want).max(), 1.0 if C == 1 else 1e-30)
+                    errs[name] = float(np.abs(got - want).max() / scale)
+                worst = max(errs.values())
+                ok = worst <= 1e-5 and all(np.isfinite(v) for v in errs.values())
+                print(
+                    f"  {device:4s} v{v}  N={N:5d} C={C:5d}  max rel err {worst:.1e}  "
+                    f"{'ok' if ok else 'FAILED'}",
+                    flush=True,
+                )
+                results.append(dict(device=device, version=v, N=N, C=C, ok=ok, **errs))
+    return results
+
+
+def variance_demo(out, quick):
+    """Relative error of the float32 variance as the mean moves away from zero."""
+    rng = np.random.default_rng()
+    C, rows = 1024, (8 if quick else 64)
+    offsets = [0.0, 1.0, 10.0, 1e2, 1e3, 1e4, 1e5]
+    errs = {
+        "one pass: mean(x²) - mean(x)²": [],
+        "two passes": [],
+        "Welford (32 lanes + merges, as v2)": [],
+    }
+    for off in offsets:
+        x = (rng.standard_normal((rows, C)) + off).astype(np.float32)
+        true = x.astype(np.float64).var(-1)
+        one = (x * x).mean(-1, dtype=np.float32) - x.mean(-1, dtype=np.float32) ** 2
+        m = x.mean(-1, dtype=np.float32, keepdims=True)
+        two = ((x - m) ** 2).mean(-1, dtype=np.float32)
+        # Welford as v2 runs it: 32 lanes, lane l takes elements l, l + 32, ...; then the
+        # lanes' (n, mean, M2) are merged pairwise with Chan's formula (the warp shuffles)
+        lanes = x.reshape(rows, C // 32, 32)
+        n, mean, m2 = (
+            np.float32(0),
+            np.zeros((rows, 32), np.float32),
+            np.zeros((rows, 32), np.float32),
+        )
+        for k in range(C // 32):
+            n += np.float32(1)
+            delta = lanes[:, k] - mean
+            mean += delta / n
+            m2 += delta * (lanes[:, k] - mean)
+        n = np.full((rows, 32), n, np.float32)
+        while mean.shape[1] > 1:
+            h = mean.shape[1] // 2
+            na, nb, ma, mb = n[:, :h], n[:, h:], mean[:, :h], mean[:, h:]
+            nn = na + nb
+            delta = mb - ma
+            m2 = m2[:, :h] + m2[:, h:] + delta * delta * na * nb / nn
+            mean, n = ma + delta * nb / nn, nn
+        for key, est in zip(errs, (one, two, m2[:, 0] / np.float32(C))):
+            errs[key].append(float(np.max(np.abs(est.astype(np.float64) - true) / true)))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for key, vals in errs.items():
+        ax.plot([max(o, 0.1) for o in offsets], [max(v, 1e-9) for v in vals], "o-", label=key)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("mean of the row (its standard deviation is 1); 0 drawn at 0.1")
+    ax.set_ylabel("relative error of the variance (float32)")
+    ax.set_title(f"LayerNorm statistics in float32, C = {C}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "variance_error.png", dpi=110)
+    plt.close(fig)
+    for off, *vals in zip(offsets, *errs.values()):
+        print(
+            f"  mean {off:8.0e}: "
+            + "  ".join(f"{k.split(':')[0]} {v:.1e}" for k, v in zip(errs, vals))
+        )
+    return {"offsets": offsets, **errs}
+
+
+def timer(device):
+    """Median seconds of fn(): CUDA events on the GPU, wall clock on the CPU."""
+
+    def time_it(fn, repeat):
+        fn()  # warm-up
+        times = []
+        for _ in range(repeat):
+            if device == "cuda":
+                import cupy as cp
+
+                start, end = cp.cuda.Event(), cp.cuda.Event()
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(cp.cuda.get_elapsed_time(start, end) / 1e3)
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    return time_it
+
+
+def benchmark(device, quick):
+    """Forward+backward of each version, the composed ops and torch (if importable)."""
+    if device == "cuda":
+        N, C, repeat = (4096, 1024, 10) if quick else (16384, 4096, 30)
+    else:
+        N, C, repeat = (512, 768, 5) if quick else (2048, 1024, 10)
+    xp = backend.get_xp(device)
+    rng = np.random.default_rng()
+    x, dy = (xp.asarray(rng.standard_normal((N, C)), dtype=np.float32) for _ in range(2))
+    w, b = (xp.asarray(rng.standard_normal(C), dtype=np.float32) for _ in range(2))
+    time_it = timer(device)
+    nbytes = (5 * N * C + 5 * C + 4 * N) * 4  # README section 3
+    rows = []
+
+    def add(name, t):
+        rows.append({"impl": name, "ms": t * 1e3, "GBps": nbytes / t / 1e9})
+        print(
+            f"  {device:4s} {name:18s} {t * 1e3:9.3f} ms  {nbytes / t / 1e9:7.1f} GB/s", flush=True
+        )
+
+    for v in versions(device):
+
+        def run(v=v):
+            y, mean, rstd = L.forward(x, w, b, EPS, version=v)
+            return L.backward(dy, x, w, mean, rstd, version=v)
+
+        add(f"kernel v{v}", time_it(run, max(2, repeat // 5) if v == 1 else repeat))
+
+    F = tinytorch.nn.functional
+    xt = tinytorch.tensor(x, device=device, requires_grad=True)
+    wt = tinytorch.tensor(w, device=device, requires_grad=True)
+    bt = tinytorch.tensor(b, device=device, requires_grad=True)
+    dyt = tinytorch.tensor(dy, device=device)
+
+    def lib():
+        xt.grad = wt.grad = bt.grad = None
+        F.layer_norm(xt, (C,), wt, bt, EPS).backward(dyt)
+
+    with tinytorch.kernels.composed():
+        add("composed ops", time_it(lib, max(2, repeat // 2)))
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None and (device == "cpu" or torch.cuda.is_available()):
+        conv = torch.from_dlpack if device == "cuda" else torch.from_numpy
+        xr, wr, br = (conv(a).requires_grad_() for a in (x, w, b))
+        dyr = conv(dy)
+
+        def ref():
+            y = torch.nn.functional.layer_norm(xr, (C,), wr, br, EPS)
+            return torch.autograd.grad(y, (xr, wr, br), dyr)
+
+        add("torch", time_it(ref, repeat))
+    return {"device": device, "N": N, "C": C, "bytes": nbytes, "rows": rows}
+
+
+def plot_benchmark(benches, path):
+    fig, axes = plt.subplots(1, len(benches), figsize=(6 * len(benches), 4), squeeze=False)
+    for ax, bench in zip(axes[0], benches):
+        names = [r["impl"] for r in bench["rows"]]
+        ax.barh(names, [r["GBps"] for r in bench["rows"]], color="tab:blue")
+        ax.invert_yaxis()
+        ax.set_xlabel("forward+backward GB/s (bytes a fused kernel must move)")
+        ax.set_title(f"LayerNorm, {bench['device']}, N={bench['N']} C={bench['C']}", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller checks and benchmark")
+    parser.add_argument("--out", default=str(HERE / "out"), help="output folder")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    print("1. building the kernel module (cached after the first time)", flush=True)
+    t0 = time.perf_counter()
+    lib = build.load(verbose=True)
+    print(
+        f"   {lib.__file__}\n   families {list(lib.families)}, CUDA compiled in: "
+        f"{lib.with_cuda}, GPU present: {backend.cuda_is_available()} "
+        f"({time.perf_counter() - t0:.1f} s)",
+        flush=True,
+    )
+
+    print("2. every kernel version vs the float64 reference", flush=True)
+    checks = check_kernels(args.quick)
+    (out / "checks.json").write_text(json.dumps(checks, indent=2))
+
+    print("3. float32 variance: one pass vs two passes vs Welford", flush=True)
+    variance = variance_demo(out, args.quick)
+
+    print("4. a small benchmark (forward + backward)", flush=True)
+    benches = [benchmark(d, args.quick) for d in devices()]
+    plot_benchmark(benches, out / "benchmark.png")
+    (out / "benchmark.json").write_text(
+        json.dumps({"benchmarks": benches, "variance": variance}, indent=2)
+    )
+    failed = [c for c in checks if not c["ok"]]
+    print(f"wrote {out}/checks.json, variance_error.png, benchmark.png, benchmark.json")
+    if failed:
+        print(f"{len(failed)} kernel checks FAILED")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

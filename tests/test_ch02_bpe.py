@@ -1,0 +1,193 @@
+"""Chapter 02: byte-level BPE - training against the straightforward trainer, encoding,
+special tokens, round trips, and the tokenizer file."""
+
+from __future__ import annotations
+
+import json
+import string
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tinytorch.text import (
+    BPETokenizer,
+    chunk_counts,
+    merge_pair,
+    train_merges,
+    train_merges_reference,
+)
+
+pytestmark = pytest.mark.ch02
+
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60)  # no lone surrogates
+
+
+def test_worked_example():
+    tok = BPETokenizer.train("aaabdaaabac", vocab_size=256 + 3)
+    # step 2 is a tie, (256, 97) vs (97, 98), both twice: the smaller pair (97, 98) wins
+    assert tok.merges == [(97, 97), (97, 98), (256, 257)]
+    assert tok.encode("aaabdaaabac") == [258, 100, 258, 97, 99]
+    assert tok.decode([258, 100, 258, 97, 99]) == "aaabdaaabac"
+
+
+def test_merge_pair_left_to_right():
+    assert merge_pair([1, 1, 1, 2, 1, 1], (1, 1), 9) == [9, 1, 2, 9]
+    assert merge_pair([1, 2], (2, 1), 9) == [1, 2]
+    assert merge_pair([], (1, 2), 9) == []
+
+
+def _corpus(rng, n=3000):
+    words = "the then there these a an and ant über naïve 猫 cat cats it's 42 4242 !! ?".split()
+    letters = list(string.ascii_lowercase + "  \n")
+    return " ".join(rng.choice(words, size=n)) + "\n" + "".join(rng.choice(letters, size=n))
+
+
+@pytest.mark.parametrize("num_merges", [1, 50, 300])
+def test_fast_trainer_equals_reference(num_merges):
+    counts = chunk_counts(_corpus(np.random.default_rng()))
+    fast, ref = train_merges(counts, num_merges), train_merges_reference(counts, num_merges)
+    assert fast == ref
+    assert len(fast) == num_merges
+
+
+# Tiny alphabets give many ties and overlapping pairs (aaa), the hard cases for the
+# incremental counts and the tie-breaking rule.
+@SETTINGS
+@given(st.text("ab c\n", max_size=80), st.integers(1, 40))
+def test_fast_trainer_equals_reference_on_small_texts(text, num_merges):
+    counts = chunk_counts(text)
+    assert train_merges(counts, num_merges) == train_merges_reference(counts, num_merges)
+
+
+def test_training_stops_when_nothing_is_left_to_merge():
+    tok = BPETokenizer.train("ab ab", vocab_size=1000)
+    assert len(tok.merges) == 2 and tok.vocab_size == 258
+    assert tok.encode("ab ab") == [256, 257]  # "ab", " ab"
+    ref = BPETokenizer.train("ab ab", vocab_size=1000, reference=True)
+    assert ref.merges == tok.merges
+
+
+def test_merges_never_cross_chunks_or_special_tokens():
+    tok = BPETokenizer.train("xy<|sep|>zw " * 50, vocab_size=300, special_tokens=["<|sep|>"])
+    learned = {tok.vocab[256 + i] for i in range(len(tok.merges))}
+    assert b"yz" not in learned and b"y<" not in learned and b">z" not in learned
+    assert all(b" " not in t[1:] for t in learned)  # a space only ever leads a chunk
+    assert tok.special_tokens == {"<|sep|>": 256 + len(tok.merges)}
+
+
+_TOK = {}
+
+
+def _trained():
+    if "t" not in _TOK:
+        _TOK["t"] = BPETokenizer.train(
+            _corpus(np.random.default_rng(0)), 400, special_tokens=["<|endoftext|>"]
+        )
+    return _TOK["t"]
+
+
+@SETTINGS
+@given(TEXT)
+def test_trained_bpe_round_trip(s):
+    tok = _trained()
+    ids = tok.encode(s, disallowed_special=())
+    assert tok.decode(ids) == s
+    assert all(0 <= i < tok.vocab_size for i in ids)
+
+
+def test_encode_applies_merges_by_rank():
+    tok = _trained()
+    for word in [" there", " naïve", "4242", " cats"]:
+        ids = list(word.encode("utf-8"))
+        while True:  # the definition: merge the lowest-rank pair present, until none is
+            ranked = [p for p in zip(ids, ids[1:]) if p in tok.ranks]
+            if not ranked:
+                break
+            best = min(ranked, key=lambda p: tok.ranks[p][0])
+            ids = merge_pair(ids, best, tok.ranks[best][1])
+        assert tok.encode(word) == ids
+
+
+def test_special_tokens_like_tiktoken():
+    tok = _trained()
+    eot = tok.special_tokens["<|endoftext|>"]
+    assert eot == 399 == tok.vocab_size - 1
+    ids = tok.encode("the cat<|endoftext|>the", allowed_special="all")
+    assert ids.count(eot) == 1 and tok.decode(ids) == "the cat<|endoftext|>the"
+    assert tok.encode("a<|endoftext|>", allowed_special={"<|endoftext|>"})[-1] == eot
+    plain = tok.encode("x<|endoftext|>", disallowed_special=())
+    assert eot not in plain and tok.decode(plain) == "x<|endoftext|>"
+    with pytest.raises(
+        ValueError, match=r"disallowed special token '<\|endoftext\|>' at position 1"
+    ):
+        tok.encode("x<|endoftext|>")
+    with pytest.raises(ValueError, match="unknown special token"):
+        tok.encode("x", allowed_special={"<|nope|>"})
+    with pytest.raises(ValueError, match="smaller than the 256 byte tokens"):
+        BPETokenizer.train("abc", vocab_size=256, special_tokens=["<s>"])
+
+
+def test_save_load_round_trip_and_atomicity(tmp_path):
+    tok = _trained()
+    path = tmp_path / "tok.json"
+    tok.save(path)
+    back = BPETokenizer.load(path)
+    s = _corpus(np.random.default_rng(), 200) + "<|endoftext|>"
+    assert back.encode(s, allowed_special="all") == tok.encode(s, allowed_special="all")
+    assert back.merges == tok.merges and back.special_tokens == tok.special_tokens
+    tok.save(path)  # overwriting goes through a temp file too
+    assert [p.name for p in tmp_path.iterdir()] == ["tok.json"]  # no temp file left
+
+
+def _rewrite(path, payload):
+    """Write a changed payload with a valid checksum (so the content checks are reached)."""
+    from tinytorch.text.files import write_checked_json
+
+    payload = {k: v for k, v in payload.items() if k != "sha256"}
+    write_checked_json(path, payload)
+
+
+def test_corrupted_and_truncated_files_are_clear_errors(tmp_path):
+    path = tmp_path / "tok.json"
+    _trained().save(path)
+    raw = path.read_text()
+    path.write_text(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        BPETokenizer.load(path)
+    path.write_bytes(b"\xff\xfe" + raw.encode())
+    with pytest.raises(ValueError, match="corrupted"):
+        BPETokenizer.load(path)
+    payload = json.loads(raw)
+    payload["merges"][3] = [1, 2]  # content changed, checksum not updated
+    path.write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match="checksum"):
+        BPETokenizer.load(path)
+    path.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ValueError, match="not a tinytorch-bpe file"):
+        BPETokenizer.load(path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        BPETokenizer.load(tmp_path / "missing.json")
+    # well-formed files whose content is impossible
+    good = json.loads(raw)
+    cases = [
+        ({"version": 99}, "version 99 is not supported"),
+        ({"merges": [[1, 2], [300, 1]]}, "merge 1 is"),
+        ({"merges": [[1, 2], [1, 2]]}, "distinct pairs"),
+        ({"special_tokens": {"<|endoftext|>": 5}}, "special_tokens"),
+        ({"pattern": "(unclosed"}, "not a valid regular expression"),
+    ]
+    for change, message in cases:
+        _rewrite(path, {**good, **change})
+        with pytest.raises(ValueError, match=message):
+            BPETokenizer.load(path)
+
+
+def test_decode_out_of_range_ids():
+    tok = _trained()
+    with pytest.raises(IndexError, match="token id 400 at position 2 is out of range"):
+        tok.decode([1, 2, 400])
+    with pytest.raises(IndexError, match="token id -1"):
+        tok.decode(np.array([-1]))
