@@ -7,7 +7,8 @@
 Each op runs on the same float32 inputs in both libraries, in the same process: the inputs
 are leaves that require grad, one call builds the output and `backward(gradient)` sends a
 fixed upstream gradient through it (the leaves' `.grad` reset before each call). Reported:
-the median over many repeats after warm-up, in microseconds, and the ratio tinytorch / PyTorch.
+the time per call in microseconds (the median of a round of repeats, the best of 5 rounds that
+alternate between the two libraries), and the ratio tinytorch / PyTorch.
 
 At 64 x 64 the arithmetic takes a few microseconds, so the time is mostly per-op Python
 overhead (creating the output, recording the graph, walking it back); at 1024 x 1024 it is
@@ -81,8 +82,7 @@ def _inputs(n, rng):
     target = rng.integers(0, n, n)
     ours = {k: tt.tensor(v, requires_grad=True) for k, v in arrays.items()}
     ref = {k: torch.tensor(v, requires_grad=True) for k, v in arrays.items()}
-    return (ours, tt.tensor(idx), tt.tensor(target)), (ref, torch.tensor(idx),
-                                                         torch.tensor(target))
+    return (ours, tt.tensor(idx), tt.tensor(target)), (ref, torch.tensor(idx), torch.tensor(target))
 
 
 def _step(L, fn, leaves, idx, target, grad_holder):
@@ -97,27 +97,60 @@ def _step(L, fn, leaves, idx, target, grad_holder):
     return step
 
 
-def bench(sizes, repeat, min_time):
+def _interleaved(fn_a, fn_b, rounds, **kw):
+    """Time a and b in alternating rounds (each round: time_cpu's median) and keep each one's
+    best round: on a shared machine, load comes in bursts, and alternating gives both the
+    same conditions."""
+    ta, tb = [], []
+    for _ in range(rounds):
+        ta.append(time_cpu(fn_a, **kw))
+        tb.append(time_cpu(fn_b, **kw))
+    return min(ta), min(tb)
+
+
+def bench(sizes, repeat, min_time, rounds):
     rng = np.random.default_rng(0)
     rows = []
     for n in sizes:
         (ours, oi, ot), (ref, ri, rt) = _inputs(n, rng)
         for name, fn in OPS.items():
-            t_ours = time_cpu(_step(tt, fn, ours, oi, ot, [None]), warmup=3,
-                              repeat=repeat(n), min_time=min_time(n))
-            t_ref = time_cpu(_step(torch, fn, ref, ri, rt, [None]), warmup=3,
-                             repeat=repeat(n), min_time=min_time(n))
-            rows.append(dict(op=name, size=f"{n}x{n}", tinytorch_us=t_ours * 1e6,
-                             torch_us=t_ref * 1e6, ratio=t_ours / t_ref))
-            print(f"{name:>18} {n:5d}  tinytorch {t_ours * 1e6:9.1f} us  torch "
-                  f"{t_ref * 1e6:9.1f} us  ratio {t_ours / t_ref:5.2f}", flush=True)
+            t_ours, t_ref = _interleaved(
+                _step(tt, fn, ours, oi, ot, [None]),
+                _step(torch, fn, ref, ri, rt, [None]),
+                rounds,
+                warmup=2,
+                repeat=repeat(n),
+                min_time=min_time(n),
+            )
+            rows.append(
+                dict(
+                    op=name,
+                    size=f"{n}x{n}",
+                    tinytorch_us=t_ours * 1e6,
+                    torch_us=t_ref * 1e6,
+                    ratio=t_ours / t_ref,
+                )
+            )
+            print(
+                f"{name:>18} {n:5d}  tinytorch {t_ours * 1e6:9.1f} us  torch "
+                f"{t_ref * 1e6:9.1f} us  ratio {t_ours / t_ref:5.2f}",
+                flush=True,
+            )
     # the bare cost of one op call: no grad, 1-element tensors
     a, b = tt.ones(1), tt.ones(1)
     ra, rb = torch.ones(1), torch.ones(1)
-    t_ours = time_cpu(lambda: a + b, warmup=100, repeat=2000, min_time=min_time(1))
-    t_ref = time_cpu(lambda: ra + rb, warmup=100, repeat=2000, min_time=min_time(1))
-    rows.append(dict(op="overhead (x + y, fwd only)", size="1", tinytorch_us=t_ours * 1e6,
-                     torch_us=t_ref * 1e6, ratio=t_ours / t_ref))
+    t_ours, t_ref = _interleaved(
+        lambda: a + b, lambda: ra + rb, rounds, warmup=100, repeat=400, min_time=min_time(1)
+    )
+    rows.append(
+        dict(
+            op="overhead (x + y, fwd only)",
+            size="1",
+            tinytorch_us=t_ours * 1e6,
+            torch_us=t_ref * 1e6,
+            ratio=t_ours / t_ref,
+        )
+    )
     return rows
 
 
@@ -137,8 +170,7 @@ def plot(rows, path):
     ax.axhline(1.0, color="k", lw=0.8)
     ax.axhline(1.5, color="gray", lw=0.8, ls="--")
     ax.axhline(2.0, color="gray", lw=0.8, ls=":")
-    ax.set_xticks(np.arange(len(ops)) + width * (len(sizes) - 1) / 2, ops, rotation=60,
-                  ha="right")
+    ax.set_xticks(np.arange(len(ops)) + width * (len(sizes) - 1) / 2, ops, rotation=60, ha="right")
     ax.set_ylabel("time ratio tinytorch / PyTorch (fwd+bwd)")
     ax.set_title("core ops on CPU, float32 (lower is better; 1 = PyTorch)")
     ax.legend(title="size")
@@ -150,23 +182,29 @@ def plot(rows, path):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="few repeats: checks that it runs")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for both libraries (BLAS and torch)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="threads for both libraries (BLAS and torch)"
+    )
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 1024])
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
-        rows = bench(args.sizes, repeat=lambda n: 3, min_time=lambda n: 0.0)
+        rows = bench(args.sizes, repeat=lambda n: 3, min_time=lambda n: 0.0, rounds=1)
     else:
-        rows = bench(args.sizes, repeat=lambda n: 200 if n <= 128 else 15,
-                     min_time=lambda n: 0.3 if n <= 128 else 0.5)
+        rows = bench(
+            args.sizes,
+            repeat=lambda n: 50 if n <= 128 else 5,
+            min_time=lambda n: 0.05 if n <= 128 else 0.1,
+            rounds=5,
+        )
     columns = ["op", "size", "tinytorch_us", "torch_us", "ratio"]
     small = [r["ratio"] for r in rows if r["size"] == f"{min(args.sizes)}x{min(args.sizes)}"]
     big = [r["ratio"] for r in rows if r["size"] == f"{max(args.sizes)}x{max(args.sizes)}"]
     gmean = lambda xs: float(np.exp(np.mean(np.log(xs))))  # noqa: E731
     notes = (
-        f"float32, forward + backward(gradient), median of repeats after warm-up; torch "
+        f"float32, forward + backward(gradient); best of 5 alternating rounds of median "
+        f"times; torch "
         f"threads {torch.get_num_threads()}. Geometric mean of the ratios: "
         f"{gmean(small):.2f} at {min(args.sizes)}x{min(args.sizes)}, {gmean(big):.2f} at "
         f"{max(args.sizes)}x{max(args.sizes)}. Targets: < 2 at the small size (Python "
@@ -175,8 +213,14 @@ def main(argv=None):
     if args.quick:
         print(notes)
         return
-    write_results("ops", "cpu", columns, rows, notes,
-                  extra=dict(geomean_small=gmean(small), geomean_medium=gmean(big)))
+    write_results(
+        "ops",
+        "cpu",
+        columns,
+        rows,
+        notes,
+        extra=dict(geomean_small=gmean(small), geomean_medium=gmean(big)),
+    )
     plot(rows, RESULTS / "ops_cpu.png")
 
 

@@ -266,6 +266,36 @@ inline vf vload(const float* p) {
     return x;
 }
 inline void vstore(float* p, const vf& x) { std::memcpy(p, &x, sizeof x); }
+typedef std::int32_t vi __attribute__((vector_size(64)));
+inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+inline float hmax(vf a) {
+    float m = a[0];
+    for (int i = 1; i < 16; ++i) m = std::max(m, a[i]);
+    return m;
+}
+inline float hsum(vf a) {
+    float t = 0.f;
+    for (int i = 0; i < 16; ++i) t += a[i];
+    return t;
+}
+// exp2_neg on 16 lanes at once (the same arithmetic as the scalar version above).
+inline vf exp2_neg(vf x) {
+    x = x < -127.f ? vf{} - 127.f : x;
+    vi n = __builtin_convertvector(x - 0.5f, vi);
+    vf f = x - __builtin_convertvector(n, vf);
+    vf p = 1.5252734e-5f + vf{};
+    p = p * f + 1.5403530e-4f;
+    p = p * f + 1.3333558e-3f;
+    p = p * f + 9.6181291e-3f;
+    p = p * f + 5.5504109e-2f;
+    p = p * f + 2.4022651e-1f;
+    p = p * f + 6.9314718e-1f;
+    p = p * f + 1.0f;
+    vi bits = (n + 127) << 23;
+    vf scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
 
 // S[r][0..BC) = mul * sum_d A[r][d] * Bt[d][0..BC) for r < nr; A rows have D floats,
 // Bt is (D, BC): a K (or V) tile stored transposed.
@@ -357,13 +387,18 @@ inline void v3_forward_block(const Cpu& a, long bh, int i0, float* o, float* lse
             if (need_mask)
                 for (int j = 0; j < BC; ++j)
                     if (j >= nk || !a.visible(i0 + r, j0 + j, km)) s[j] = -kInf;
-            float mt = -kInf;
-            for (int j = 0; j < BC; ++j) mt = std::max(mt, s[j]);
-            float mn = std::max(m[r], mt);
+            vf x[BC / 16], mx = vload(s);
+            for (int u = 0; u < BC / 16; ++u) mx = vmax(mx, x[u] = vload(s + 16 * u));
+            float mn = std::max(m[r], hmax(mx));
             float mu = mn == -kInf ? 0.f : mn;
-            float alpha = exp2_neg(m[r] - mu), ps = 0.f;
-            for (int j = 0; j < BC; ++j) s[j] = exp2_neg(s[j] - mu);
-            for (int j = 0; j < BC; ++j) ps += s[j];
+            float alpha = exp2_neg(m[r] - mu);
+            vf psum = {};
+            for (int u = 0; u < BC / 16; ++u) {
+                x[u] = exp2_neg(x[u] - mu);
+                psum += x[u];
+                vstore(s + 16 * u, x[u]);
+            }
+            float ps = hsum(psum);
             l[r] = l[r] * alpha + ps;
             m[r] = mn;
             for (int d = 0; d < D; ++d) acc[r * D + d] *= alpha;
@@ -416,8 +451,11 @@ inline void v3_backward_head(const Cpu& a, long bh, const float* lse, const floa
                 if (need_mask)
                     for (int j = 0; j < BC; ++j)
                         if (j >= nk || !a.visible(i0 + r, j0 + j, km)) p[j] = -kInf;
-                for (int j = 0; j < BC; ++j) p[j] = exp2_neg(p[j] - l2);
-                for (int j = 0; j < BC; ++j) ds[j] = p[j] * (ds[j] - Di);
+                for (int u = 0; u < BC; u += 16) {
+                    vf pu = exp2_neg(vload(p + u) - l2);
+                    vstore(p + u, pu);
+                    vstore(ds + u, pu * (vload(ds + u) - Di));
+                }
             }
             gemm_acc<D>(dVb, nk, P, 1, BC, nr, g + (long)i0 * D);   // dV += P^T dO
             gemm_acc<D>(dKb, nk, dS, 1, BC, nr, q + (long)i0 * D);  // dK += dS^T Q

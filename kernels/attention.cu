@@ -26,7 +26,10 @@
 //   v5 tensor     the v4 algorithm with both matrix products on the tensor cores (mma.sync
 //                 m16n8k8 TF32 with float32 accumulation), each product done as three TF32
 //                 products (hi*hi + hi*lo + lo*hi, "3xTF32") so the result keeps float32
-//                 accuracy. Forward only; its backward is v4's.
+//                 accuracy; each key tile's P V is summed in a fresh accumulator and added to O
+//                 in float32 (the tensor cores' own accumulation truncates). Forward only; its
+//                 backward is v4's.
+// Tile shapes were picked by a sweep on an H100 (benchmarks/results/attention_gpu_tiles_*).
 // The backward of v2..v5 recomputes P from Q, K and the saved lse (the FlashAttention trick:
 // store O(T) numbers, not O(T^2)), with D_i = rowsum(dO_i * O_i):
 //   dV = P^T dO,  dP = dO V^T,  dS = P * (dP - D),  dQ = scale dS K,  dK = scale dS^T Q.

@@ -8,7 +8,7 @@
 //             dx = rstd * (g - mean(g) - xhat * mean(g * xhat))   (two row sums per row)
 //             dweight = sum over rows of dy * xhat, dbias = sum over rows of dy
 //
-// Versions (each kept and tested; the Python layer picks one with version=, default 4):
+// Versions (each kept and tested; the Python layer picks one with version=, DEFAULT_VERSION):
 //   v1  one thread per row. Forward: three loops over the row (sum, squared deviations,
 //       write). Backward: one thread per row for dx, one thread per COLUMN for dweight/dbias
 //       (walks all N rows). Simple and slow: a warp's 32 threads read 32 different rows, so
@@ -29,6 +29,13 @@
 //       partials live in registers until the block's chunk of rows is done. Templated on the
 //       float4s per thread (1, 2 or 4; up to 512 threads): needs C % 4 == 0, C <= 8192 and
 //       16-byte-aligned pointers, otherwise it runs v3 (same results, documented fallback).
+//   v5  for short rows (C <= 1024, C % 4 == 0, aligned): v4's registers and float4, but ONE
+//       WARP per row and 4 rows per block, so the row loop has no __syncthreads (warp
+//       shuffles only) and many rows are in flight per SM. At C = 768 v4 runs a 192-thread
+//       block per row that waits on two block-wide barriers per row and reached only ~37% of
+//       copy bandwidth. Backward: each warp owns a contiguous chunk of rows and keeps its
+//       dweight/dbias partials in registers; the block adds its warps' partials in warp order
+//       (shared memory), then ln_bwd_finish. Other rows: v4 (then v3).
 //
 // Launch errors are checked after every launch (TT_CHECK_LAUNCH) and thrown as
 // std::runtime_error naming the kernel. No --use_fast_math: 1/sqrt and divisions are IEEE.
@@ -407,6 +414,131 @@ __global__ void __launch_bounds__(512)
     }
 }
 
+// ---------------------------------------------------------------- v5: one warp per row, float4
+constexpr int kV5Warps = 4;  // rows (warps) per block
+
+__device__ __forceinline__ void add4(float4& a, const float4& b) {
+    a.x += b.x, a.y += b.y, a.z += b.z, a.w += b.w;
+}
+
+template <int VPT>
+__global__ void __launch_bounds__(32 * kV5Warps)
+    ln_fwd_v5(const float4* __restrict__ x, const float4* __restrict__ w,
+              const float4* __restrict__ b, float4* __restrict__ y, float* __restrict__ mean,
+              float* __restrict__ rstd, i64 N, int C4, float eps) {
+    const int lane = threadIdx.x & 31;
+    const i64 r = (i64)blockIdx.x * kV5Warps + (threadIdx.x >> 5);
+    if (r >= N) return;  // the whole warp leaves together
+    float4 v[VPT];
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < VPT; ++i) {
+        const int c = lane + 32 * i;
+        v[i] = c < C4 ? x[r * C4 + c] : f4(0.f);
+        s += (v[i].x + v[i].y) + (v[i].z + v[i].w);
+    }
+    const float C = 4.f * (float)C4;
+    const float m = warp_sum(s) / C;
+    float ss = 0.f;
+#pragma unroll
+    for (int i = 0; i < VPT; ++i) {
+        if (lane + 32 * i < C4) {
+            const float a = v[i].x - m, bb = v[i].y - m, cc = v[i].z - m, d = v[i].w - m;
+            ss += (a * a + bb * bb) + (cc * cc + d * d);
+        }
+    }
+    const float rs = 1.f / sqrtf(warp_sum(ss) / C + eps);
+#pragma unroll
+    for (int i = 0; i < VPT; ++i) {
+        const int c = lane + 32 * i;
+        if (c < C4) {
+            const float4 ww = w[c], bv = b[c];
+            float4 o;
+            o.x = (v[i].x - m) * rs * ww.x + bv.x;
+            o.y = (v[i].y - m) * rs * ww.y + bv.y;
+            o.z = (v[i].z - m) * rs * ww.z + bv.z;
+            o.w = (v[i].w - m) * rs * ww.w + bv.w;
+            y[r * C4 + c] = o;
+        }
+    }
+    if (lane == 0) {
+        mean[r] = m;
+        rstd[r] = rs;
+    }
+}
+
+// Each warp takes a contiguous chunk of rows and keeps its dweight/dbias partials in registers;
+// at the end the block adds its warps' partials in warp order (shared memory) and writes one
+// partial row per block for ln_bwd_finish.
+template <int VPT>
+__global__ void __launch_bounds__(32 * kV5Warps)
+    ln_bwd_v5(const float4* __restrict__ dy, const float4* __restrict__ x,
+              const float4* __restrict__ w, const float* __restrict__ mean,
+              const float* __restrict__ rstd, float4* __restrict__ dx, float4* __restrict__ work,
+              i64 N, int C4) {
+    __shared__ float4 sh[kV5Warps][32 * VPT];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const i64 G = gridDim.x, k = blockIdx.x;
+    const i64 W = G * kV5Warps, wg = k * kV5Warps + warp;
+    const i64 r0 = N * wg / W, r1 = N * (wg + 1) / W;
+    const float C = 4.f * (float)C4;
+    float4 adw[VPT], adb[VPT];
+#pragma unroll
+    for (int i = 0; i < VPT; ++i) adw[i] = f4(0.f), adb[i] = f4(0.f);
+    for (i64 r = r0; r < r1; ++r) {
+        const float m = mean[r], rs = rstd[r];
+        float4 xv[VPT], gv[VPT];
+        float s1 = 0.f, s2 = 0.f;
+#pragma unroll
+        for (int i = 0; i < VPT; ++i) {
+            const int c = lane + 32 * i;
+            xv[i] = c < C4 ? x[r * C4 + c] : f4(0.f);
+            gv[i] = c < C4 ? dy[r * C4 + c] : f4(0.f);
+            if (c < C4) {
+                const float4 ww = w[c];
+                xv[i].x = (xv[i].x - m) * rs;  // xv now holds xhat
+                xv[i].y = (xv[i].y - m) * rs;
+                xv[i].z = (xv[i].z - m) * rs;
+                xv[i].w = (xv[i].w - m) * rs;
+                const float gx = __fmul_rn(gv[i].x, ww.x), gy = __fmul_rn(gv[i].y, ww.y),
+                            gz = __fmul_rn(gv[i].z, ww.z), gw = __fmul_rn(gv[i].w, ww.w);
+                s1 += (gx + gy) + (gz + gw);
+                s2 += (gx * xv[i].x + gy * xv[i].y) + (gz * xv[i].z + gw * xv[i].w);
+            }
+        }
+        const float a = warp_sum(s1) / C, bb = warp_sum(s2) / C;
+#pragma unroll
+        for (int i = 0; i < VPT; ++i) {
+            const int c = lane + 32 * i;
+            if (c < C4) {
+                const float4 ww = w[c], xh = xv[i], g = gv[i];
+                float4 o;
+                o.x = rs * (__fmul_rn(g.x, ww.x) - a - xh.x * bb);
+                o.y = rs * (__fmul_rn(g.y, ww.y) - a - xh.y * bb);
+                o.z = rs * (__fmul_rn(g.z, ww.z) - a - xh.z * bb);
+                o.w = rs * (__fmul_rn(g.w, ww.w) - a - xh.w * bb);
+                dx[r * C4 + c] = o;
+                adw[i].x += g.x * xh.x, adw[i].y += g.y * xh.y;
+                adw[i].z += g.z * xh.z, adw[i].w += g.w * xh.w;
+                add4(adb[i], g);
+            }
+        }
+    }
+    // the block's partial = its warps' partials added in warp order (deterministic)
+    for (int pass = 0; pass < 2; ++pass) {
+#pragma unroll
+        for (int i = 0; i < VPT; ++i) sh[warp][lane + 32 * i] = pass == 0 ? adw[i] : adb[i];
+        __syncthreads();
+        for (int c = threadIdx.x; c < C4; c += blockDim.x) {
+            float4 t = sh[0][c];
+#pragma unroll
+            for (int q = 1; q < kV5Warps; ++q) add4(t, sh[q][c]);
+            work[(pass * G + k) * C4 + c] = t;
+        }
+        __syncthreads();
+    }
+}
+
 // ---------------------------------------------------------------- launch helpers
 int round32(i64 n) { return (int)std::max<i64>(32, (n + 31) / 32 * 32); }
 
@@ -457,6 +589,45 @@ i64 fused_blocks(i64 N, i64 C) {
     return std::max<i64>(1, std::min<i64>(N, (i64)num_sms() * per_sm));
 }
 
+// v5: float4s per lane, the fewest of 1, 2, 4, 6, 8 that cover the row with one warp (C <= 1024)
+int v5_vpt(i64 C) {
+    if (C % 4 != 0) return 0;
+    const i64 C4 = C / 4;
+    for (int v : {1, 2, 4, 6, 8})
+        if (C4 <= 32 * v) return v;
+    return 0;
+}
+
+bool v5_ok(i64 C, std::initializer_list<const void*> ptrs) {
+    if (v5_vpt(C) == 0) return false;
+    for (const void* p : ptrs)
+        if (!is_aligned16(p)) return false;
+    return true;
+}
+
+template <int VPT>
+int v5_per_sm() {
+    int n = 0;
+    TT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, ln_bwd_v5<VPT>,
+                                                                32 * kV5Warps, 0),
+                  "layernorm: cudaOccupancyMaxActiveBlocksPerMultiprocessor (v5)");
+    return std::max(1, n);
+}
+
+// Blocks of v5's backward: as many as fit at once, never more than needed for one row per warp.
+i64 v5_blocks(i64 N, i64 C) {
+    int per_sm = 1;
+    switch (v5_vpt(C)) {
+        case 1: per_sm = v5_per_sm<1>(); break;
+        case 2: per_sm = v5_per_sm<2>(); break;
+        case 4: per_sm = v5_per_sm<4>(); break;
+        case 6: per_sm = v5_per_sm<6>(); break;
+        default: per_sm = v5_per_sm<8>(); break;
+    }
+    const i64 need = (N + kV5Warps - 1) / kV5Warps;
+    return std::max<i64>(1, std::min<i64>(need, (i64)num_sms() * per_sm));
+}
+
 i64 v2_blocks(i64 N) { return std::max<i64>(1, std::min<i64>((N + kV2Rows - 1) / kV2Rows, 128)); }
 
 void check_version(int version, const char* what) {
@@ -476,7 +647,8 @@ void check_sizes(i64 N, i64 C, const char* what) {
 std::size_t layernorm_workspace_floats(std::int64_t N, std::int64_t C, int version) {
     check_version(version, "layernorm_workspace_floats");
     if (version == 1) return 0;
-    const i64 G = version == 2 ? v2_blocks(N) : fused_blocks(N, C);
+    i64 G = version == 2 ? v2_blocks(N) : fused_blocks(N, C);
+    if (version == 5 && v5_vpt(C)) G = std::max(G, v5_blocks(N, C));  // v5, or its fallback
     return (std::size_t)(2 * G * C);
 }
 
@@ -486,6 +658,22 @@ void layernorm_forward_cuda(const float* x, const float* w, const float* b, floa
     check_version(version, "layernorm_forward_cuda");
     check_sizes(N, C, "layernorm_forward_cuda");
     cudaStream_t st = as_stream(stream_);
+    if (version == 5 && v5_ok(C, {x, w, b, y})) {
+        const int C4 = (int)(C / 4);
+        const unsigned grid = (unsigned)((N + kV5Warps - 1) / kV5Warps), th = 32 * kV5Warps;
+        auto x4 = (const float4*)x, w4 = (const float4*)w, b4 = (const float4*)b;
+        auto y4 = (float4*)y;
+        switch (v5_vpt(C)) {
+            case 1: ln_fwd_v5<1><<<grid, th, 0, st>>>(x4, w4, b4, y4, mean, rstd, N, C4, eps); break;
+            case 2: ln_fwd_v5<2><<<grid, th, 0, st>>>(x4, w4, b4, y4, mean, rstd, N, C4, eps); break;
+            case 4: ln_fwd_v5<4><<<grid, th, 0, st>>>(x4, w4, b4, y4, mean, rstd, N, C4, eps); break;
+            case 6: ln_fwd_v5<6><<<grid, th, 0, st>>>(x4, w4, b4, y4, mean, rstd, N, C4, eps); break;
+            default: ln_fwd_v5<8><<<grid, th, 0, st>>>(x4, w4, b4, y4, mean, rstd, N, C4, eps);
+        }
+        TT_CHECK_LAUNCH("ln_fwd_v5");
+        return;
+    }
+    if (version == 5) version = 4;  // rows v5 cannot take: v4 (which may fall back to v3)
     if (version == 4 && v4_ok(C, {x, w, b, y})) {
         const int vpt = v4_vpt(C), threads = v4_threads(C, vpt), C4 = (int)(C / 4);
         auto x4 = (const float4*)x, w4 = (const float4*)w, b4 = (const float4*)b;
@@ -537,6 +725,24 @@ void layernorm_backward_cuda(const float* dy, const float* x, const float* w, co
         TT_CHECK_LAUNCH("ln_bwd_finish");
         return;
     }
+    if (version == 5 && v5_ok(C, {dy, x, w, dx, work})) {
+        const i64 G = v5_blocks(N, C);
+        const int C4 = (int)(C / 4), th = 32 * kV5Warps;
+        auto g4 = (const float4*)dy, x4 = (const float4*)x, w4 = (const float4*)w;
+        auto dx4 = (float4*)dx, wk4 = (float4*)work;
+        switch (v5_vpt(C)) {
+            case 1: ln_bwd_v5<1><<<G, th, 0, st>>>(g4, x4, w4, mean, rstd, dx4, wk4, N, C4); break;
+            case 2: ln_bwd_v5<2><<<G, th, 0, st>>>(g4, x4, w4, mean, rstd, dx4, wk4, N, C4); break;
+            case 4: ln_bwd_v5<4><<<G, th, 0, st>>>(g4, x4, w4, mean, rstd, dx4, wk4, N, C4); break;
+            case 6: ln_bwd_v5<6><<<G, th, 0, st>>>(g4, x4, w4, mean, rstd, dx4, wk4, N, C4); break;
+            default: ln_bwd_v5<8><<<G, th, 0, st>>>(g4, x4, w4, mean, rstd, dx4, wk4, N, C4);
+        }
+        TT_CHECK_LAUNCH("ln_bwd_v5");
+        ln_bwd_finish<<<fin_blocks, 256, 0, st>>>(work, dw, db, G, C);
+        TT_CHECK_LAUNCH("ln_bwd_finish");
+        return;
+    }
+    if (version == 5) version = 4;  // rows v5 cannot take: v4 (which may fall back to v3)
     const i64 G = fused_blocks(N, C);
     if (version == 4 && v4_ok(C, {dy, x, w, dx, work})) {
         const int vpt = v4_vpt(C), threads = v4_threads(C, vpt), C4 = (int)(C / 4);

@@ -14,7 +14,7 @@
 namespace tt {
 
 // Versions 1..kLnCudaVersions exist on the GPU (see the header of layernorm.cu).
-constexpr int kLnCudaVersions = 4;
+constexpr int kLnCudaVersions = 5;
 
 std::size_t layernorm_workspace_floats(std::int64_t N, std::int64_t C, int version);
 

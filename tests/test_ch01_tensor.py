@@ -17,8 +17,12 @@ import tinytorch as tt
 pytestmark = pytest.mark.ch01
 
 RNG = np.random.default_rng()
-DTYPES = {tt.float32: torch.float32, tt.float64: torch.float64, tt.int64: torch.int64,
-          tt.bool: torch.bool}
+DTYPES = {
+    tt.float32: torch.float32,
+    tt.float64: torch.float64,
+    tt.int64: torch.int64,
+    tt.bool: torch.bool,
+}
 
 
 def _same_dtype(ours, ref):
@@ -26,8 +30,9 @@ def _same_dtype(ours, ref):
 
 
 # ---- creation --------------------------------------------------------------------------
-@pytest.mark.parametrize("data", [[1.5, -2.0], [[1, 2], [3, 4]], [True, False], 3.25, 7, True,
-                                  [[1, 2.5]], []])
+@pytest.mark.parametrize(
+    "data", [[1.5, -2.0], [[1, 2], [3, 4]], [True, False], 3.25, 7, True, [[1, 2.5]], []]
+)
 def test_tensor_infers_dtype_like_torch(data, device):
     ours, ref = tt.tensor(data, device=device), torch.tensor(data)
     _same_dtype(ours, ref)
@@ -77,8 +82,7 @@ def test_full(fill, device):
     assert tt.full((2,), 2, dtype=tt.float32, device=device).dtype == tt.float32
 
 
-@pytest.mark.parametrize("args", [(5,), (2, 9), (1, 10, 3), (0, 1, 0.25), (-1.5, 2.0, 0.5),
-                                  (3.0,)])
+@pytest.mark.parametrize("args", [(5,), (2, 9), (1, 10, 3), (0, 1, 0.25), (-1.5, 2.0, 0.5), (3.0,)])
 def test_arange(args, device):
     ours, ref = tt.arange(*args, device=device), torch.arange(*args)
     _same_dtype(ours, ref)
@@ -101,6 +105,8 @@ def test_random_creation(device):
     assert set(np.unique(to_numpy(r))) == set(range(3, 9))
     r = tt.randint(4, (2, 3), device=device)  # torch.randint(high, size)
     assert r.shape == (2, 3) and to_numpy(r).max() < 4 and to_numpy(r).min() >= 0
+    p = tt.randperm(50, device=device)
+    assert p.dtype == tt.int64 and sorted(p.tolist()) == list(range(50))
     with pytest.raises(TypeError, match="floating-point"):
         tt.randn(3, dtype=tt.int64)
 
@@ -125,11 +131,17 @@ def test_like_functions(device):
 
 def test_manual_seed_reproduces(device):
     tt.manual_seed(1234)
-    a = [tt.randn(5, device=device), tt.rand(3, device=device), tt.randint(0, 100, (4,),
-                                                                           device=device)]
+    a = [
+        tt.randn(5, device=device),
+        tt.rand(3, device=device),
+        tt.randint(0, 100, (4,), device=device),
+    ]
     tt.manual_seed(1234)
-    b = [tt.randn(5, device=device), tt.rand(3, device=device), tt.randint(0, 100, (4,),
-                                                                           device=device)]
+    b = [
+        tt.randn(5, device=device),
+        tt.rand(3, device=device),
+        tt.randint(0, 100, (4,), device=device),
+    ]
     for x, y in zip(a, b):
         assert (to_numpy(x) == to_numpy(y)).all()
     tt.manual_seed(1235)
@@ -218,12 +230,21 @@ def test_clone_contiguous_detach(device):
 
 # ---- repr ------------------------------------------------------------------------------
 def test_repr_matches_torch_layout():
-    for data in [[1.0, 2.5], [1.0, 2.0], [[1e-5, 1.0]], [-1.0, 2.5, 300.0], 3.5, [1, 2, 3],
-                 [True, False], [[0.25, -4.0], [1.0, 7.125]]]:
+    for data in [
+        [1.0, 2.5],
+        [1.0, 2.0],
+        [[1e-5, 1.0]],
+        [-1.0, 2.5, 300.0],
+        3.5,
+        [1, 2, 3],
+        [True, False],
+        [[0.25, -4.0], [1.0, 7.125]],
+    ]:
         expected = repr(torch.tensor(data)).replace("torch.", "tinytorch.")
         assert repr(tt.tensor(data)) == expected
-    assert repr(tt.tensor([1.0, 2.0], dtype=tt.float64)) == \
-        "tensor([1., 2.], dtype=tinytorch.float64)"
+    assert (
+        repr(tt.tensor([1.0, 2.0], dtype=tt.float64)) == "tensor([1., 2.], dtype=tinytorch.float64)"
+    )
     assert repr(tt.tensor([1.5], requires_grad=True)) == "tensor([1.5000], requires_grad=True)"
     assert "grad_fn=<MulBackward>" in repr(tt.tensor([1.5], requires_grad=True) * 2)
     big = repr(tt.randn(100, 100))
@@ -269,3 +290,68 @@ def test_argmax_topk_no_grad(device):
     s = (x > 0).sum()
     assert s.dtype == tt.int64 and s.item() == int((a > 0).sum())
     assert bool((x > -100).all()) and not bool((x > 100).any())
+
+
+# ---- dtypes of mixed operands: PyTorch's rules where NumPy's differ -------------------------
+PROMOTIONS = [
+    ("int / int", lambda L, i, f, d: i / 2),
+    ("int + float scalar", lambda L, i, f, d: i + 0.5),
+    ("int * int", lambda L, i, f, d: i * 3),
+    ("float32 + int tensor", lambda L, i, f, d: f + i),
+    ("int tensor - float32", lambda L, i, f, d: i - f),
+    ("float64 + int tensor", lambda L, i, f, d: d + i),
+    ("float32 * float64", lambda L, i, f, d: f * d),
+    ("float32 * numpy float64 scalar", lambda L, i, f, d: f * np.float64(1.5)),
+    ("float32 ** int scalar", lambda L, i, f, d: f**2),
+    ("int ** float scalar", lambda L, i, f, d: i**0.5),
+    ("where int/float scalar", lambda L, i, f, d: L.where(i > 1, i, 0.5)),
+    ("int // int", lambda L, i, f, d: i // 2),
+    ("int % int", lambda L, i, f, d: i % 2),
+    ("bool + int", lambda L, i, f, d: (i > 1) + i),
+    ("float32 % float scalar", lambda L, i, f, d: f % 0.3),
+]
+
+
+@pytest.mark.parametrize("name,fn", PROMOTIONS, ids=[n for n, _ in PROMOTIONS])
+def test_result_dtypes_follow_torch(name, fn, device):
+    i, f, d = np.arange(1, 4), RNG.standard_normal(3), RNG.standard_normal(3)
+    ours = fn(
+        tt,
+        tt.tensor(i, device=device),
+        tt.tensor(f, dtype=tt.float32, device=device),
+        tt.tensor(d, device=device),
+    )
+    ref = fn(torch, torch.tensor(i), torch.tensor(f, dtype=torch.float32), torch.tensor(d))
+    _same_dtype(ours, ref)
+    assert_close(ours, ref.numpy())
+
+
+def test_zero_dim_tensors_keep_arrays_and_grads(device):
+    x = tt.tensor(0.7, device=device, requires_grad=True)
+    for fn in (lambda t: t * t, tt.sigmoid, tt.relu, lambda t: t.exp().log(), lambda t: t.sum()):
+        x.grad = None
+        y = fn(x)
+        y.backward()
+        assert y.shape == () and x.grad.shape == () and x.grad.device == device
+        assert x.grad.dtype == tt.float32
+
+
+def test_mixed_devices_error_without_a_gpu():
+    """The check in Function.apply, exercised on CPU-only machines with a stand-in array that
+    is not a NumPy array (what a CuPy array is to tinytorch). The real two-device case runs in
+    test_ch01_autograd.py where a GPU is present."""
+
+    class FakeGPUArray:
+        shape, dtype, ndim = (2, 3), np.dtype("float32"), 2
+
+    a = tt.randn(2, 3, requires_grad=True)
+    b = tt.Tensor._wrap(FakeGPUArray())
+    assert b.device == "cuda"
+    cases = [
+        (lambda: a * b, "Mul"),
+        (lambda: b - a, "Sub"),
+        (lambda: tt.where(a > 0, a, b), "Where"),
+    ]
+    for fn, op in cases:
+        with pytest.raises(RuntimeError, match=rf"{op}: .*same device.*'c.*', 'c.*'.*\(2, 3\)"):
+            fn()

@@ -9,8 +9,8 @@ from . import data, nn, ops, optim, train  # noqa: F401
 from .autograd import enable_grad, is_grad_enabled, no_grad  # noqa: F401
 from .backend import cuda_is_available, manual_seed  # noqa: F401
 from .creation import (  # noqa: F401
-    arange, empty, eye, from_numpy, full, full_like, linspace, ones, ones_like, rand, rand_like,
-    randint, randn, randn_like, randperm, tensor, zeros, zeros_like,
+    arange, empty, empty_like, eye, from_numpy, full, full_like, linspace, ones, ones_like, rand,
+    rand_like, randint, randint_like, randn, randn_like, randperm, tensor, zeros, zeros_like,
 )
 from .ops import methods as _methods  # noqa: F401 - attaches Tensor methods
 from .ops import (  # noqa: F401
@@ -18,9 +18,7 @@ from .ops import (  # noqa: F401
     max, maximum, mean, min, minimum, permute, relu, reshape, sigmoid, softmax, split, sqrt,
     squeeze, stack, std, sum, tanh, topk, transpose, unsqueeze, var, where,
 )
-from .ops import log_softmax, pow  # noqa: F401
-from .creation import empty_like, randint_like  # noqa: F401, E402 - added by the ch01 helper
-from .ops import clone  # noqa: F401
+from .ops import clone, floor_divide, log_softmax, pow, remainder  # noqa: F401
 from .tensor import (  # noqa: F401
     Tensor, bool_, double, float16, float32, float64, half, int32, int64, long,
 )

@@ -68,21 +68,31 @@ def to_device(array, device: str):
     return _cupy.asnumpy(array)
 
 
+def _transposed_layout(array) -> bool:
+    """A large NumPy array whose second-to-last axis, not its last, is the contiguous one."""
+    return (
+        isinstance(array, np.ndarray)
+        and array.size >= 65536
+        and array.ndim >= 2
+        and array.strides[-2] == array.itemsize
+        and not array.flags.c_contiguous
+    )
+
+
 def c_copy(array):
     """A C-ordered copy of `array`.
 
     NumPy copies a transposed matrix in the destination's order, reading the source with a
-    large stride: every element costs a cache miss. Copying 64 x 64 tiles keeps both sides in
-    cache and is ~3x faster for large arrays whose last axis is strided (a gradient that
-    arrives as the transpose of a matrix)."""
-    if (not isinstance(array, np.ndarray) or array.ndim < 2 or array.size < 65536
-            or array.strides[-2] != array.itemsize):  # only transposed layouts gain
+    large stride: nearly every element costs a cache (and TLB) miss. Copying 256 x 32 tiles
+    keeps both sides in cache: 1.3-2x faster for large arrays whose last axis is strided (a
+    gradient that arrives as the transpose of a matrix); PyTorch's own copy is faster still."""
+    if not _transposed_layout(array):
         return array.copy()
     out = np.empty(array.shape, array.dtype)
     rows, cols = array.shape[-2:]
-    for i in range(0, rows, 64):
-        for j in range(0, cols, 64):
-            out[..., i:i + 64, j:j + 64] = array[..., i:i + 64, j:j + 64]
+    for i in range(0, rows, 256):
+        for j in range(0, cols, 32):
+            out[..., i : i + 256, j : j + 32] = array[..., i : i + 256, j : j + 32]
     return out
 
 

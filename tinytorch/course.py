@@ -95,6 +95,8 @@ def cmd_test(args) -> int:
         # run from the workspace so its tinytorch/ is the one imported
         env["PYTHONPATH"] = os.pathsep.join([str(ws), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         cwd = ws
+        # the workspace copies the Python package only: its kernels build from our sources
+        env.setdefault("TINYTORCH_KERNEL_SRC", str(ROOT / "kernels"))
     cmd = [
         sys.executable,
         "-m",

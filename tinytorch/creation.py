@@ -43,8 +43,11 @@ def from_numpy(array: np.ndarray) -> Tensor:
 
 def full(size, fill_value, dtype=None, device="cpu", requires_grad=False) -> Tensor:
     if dtype is None:
-        dtype = float32 if isinstance(fill_value, float) else (
-            np.dtype(bool) if isinstance(fill_value, bool) else int64)
+        dtype = (
+            float32
+            if isinstance(fill_value, float)
+            else (np.dtype(bool) if isinstance(fill_value, bool) else int64)
+        )
     xp = backend.get_xp(backend.check_device(device))
     size = (size,) if isinstance(size, int) else tuple(size)
     return _make(xp.full(size, fill_value, dtype=as_dtype(dtype)), requires_grad)
@@ -79,8 +82,7 @@ def arange(start, end=None, step=1, dtype=None, device="cpu", requires_grad=Fals
 
 def linspace(start, end, steps, dtype=None, device="cpu", requires_grad=False) -> Tensor:
     xp = backend.get_xp(backend.check_device(device))
-    return _make(xp.linspace(start, end, steps).astype(as_dtype(dtype) or float32),
-                 requires_grad)
+    return _make(xp.linspace(start, end, steps).astype(as_dtype(dtype) or float32), requires_grad)
 
 
 def _random(kind, size, dtype, device, requires_grad, **kw):
@@ -120,14 +122,24 @@ def randint(low, high=None, size=(), dtype=None, device="cpu") -> Tensor:
     return Tensor._wrap(gen.integers(low, high, size=size).astype(as_dtype(dtype) or int64))
 
 
-def randperm(n, device="cpu") -> Tensor:
-    return Tensor._wrap(backend.rng(backend.check_device(device)).permutation(n).astype(int64))
+def randperm(n, dtype=None, device="cpu") -> Tensor:
+    """A random permutation of 0..n-1 (int64)."""
+    device = backend.check_device(device)
+    gen = backend.rng(device)
+    # (argsort of uniform draws on the GPU: not every CuPy Generator has permutation)
+    perm = gen.permutation(n) if device == "cpu" else gen.random(n).argsort()
+    return Tensor._wrap(perm.astype(as_dtype(dtype) or int64))
 
 
 def _like(fn):
     def like(input, dtype=None, device=None, requires_grad=False, **kw):
-        return fn(*input.shape, dtype=dtype or input.dtype, device=device or input.device,
-                  requires_grad=requires_grad, **kw)
+        return fn(
+            *input.shape,
+            dtype=dtype or input.dtype,
+            device=device or input.device,
+            requires_grad=requires_grad,
+            **kw,
+        )
 
     like.__name__ = fn.__name__ + "_like"
     like.__doc__ = f"{fn.__name__} with the shape (and by default dtype, device) of `input`."
@@ -143,10 +155,12 @@ def empty_like(input, dtype=None, device=None, requires_grad=False) -> Tensor:
 
 def randint_like(input, low, high=None, dtype=None, device=None) -> Tensor:
     """randint with the shape (and by default dtype, device) of `input`; high exclusive."""
-    return randint(low, high, input.shape, dtype=dtype or input.dtype,
-                   device=device or input.device)
+    return randint(
+        low, high, input.shape, dtype=dtype or input.dtype, device=device or input.device
+    )
 
 
 def full_like(input, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return full(input.shape, fill_value, dtype or input.dtype, device or input.device,
-                requires_grad)
+    return full(
+        input.shape, fill_value, dtype or input.dtype, device or input.device, requires_grad
+    )

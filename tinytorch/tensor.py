@@ -20,9 +20,19 @@ int32 = np.dtype("int32")
 bool_ = np.dtype("bool")
 long, double, half = int64, float64, float16
 
-_DTYPES = {"float32": float32, "float": float32, "float64": float64, "double": float64,
-           "int64": int64, "long": int64, "int32": int32, "int": int32, "bool": bool_,
-           "float16": float16, "half": float16}
+_DTYPES = {
+    "float32": float32,
+    "float": float32,
+    "float64": float64,
+    "double": float64,
+    "int64": int64,
+    "long": int64,
+    "int32": int32,
+    "int": int32,
+    "bool": bool_,
+    "float16": float16,
+    "half": float16,
+}
 
 
 def as_dtype(dtype):
@@ -252,11 +262,11 @@ class Tensor:
     def copy_(self, src) -> Tensor:
         self._check_inplace("copy_")
         src = src.data if isinstance(src, Tensor) else src
-        arr = self.xp.asarray(backend.to_device(src, self.device) if self.device == "cpu"
-                              else src)
+        arr = self.xp.asarray(backend.to_device(src, self.device) if self.device == "cpu" else src)
         if arr.shape != self.shape and np.broadcast_shapes(arr.shape, self.shape) != self.shape:
-            raise RuntimeError(f"copy_: source shape {tuple(arr.shape)} does not broadcast to "
-                               f"{tuple(self.shape)}")
+            raise RuntimeError(
+                f"copy_: source shape {tuple(arr.shape)} does not broadcast to {tuple(self.shape)}"
+            )
         self.data[...] = arr
         return self
 
@@ -313,13 +323,13 @@ def _format(arr) -> str:
     if arr.size > 1000:  # only the printed corners decide the format, as in PyTorch
         for ax in range(arr.ndim):
             if shown.shape[ax] > 6:
-                shown = np.concatenate([shown.take(range(3), ax), shown.take(range(-3, 0), ax)],
-                                       ax)
+                shown = np.concatenate([shown.take(range(3), ax), shown.take(range(-3, 0), ax)], ax)
     finite = shown[np.isfinite(shown)].astype(np.float64)
     mags = np.abs(finite[finite != 0])
     whole = bool((finite == np.round(finite)).all())
-    sci = mags.size > 0 and (mags.max() > 1e8 or (not whole and (
-        mags.max() / mags.min() > 1e3 or mags.min() < 1e-4)))
+    sci = mags.size > 0 and (
+        mags.max() > 1e8 or (not whole and (mags.max() / mags.min() > 1e3 or mags.min() < 1e-4))
+    )
     spec = ".4e" if sci else (".0f" if whole else ".4f")
 
     def fmt(v):

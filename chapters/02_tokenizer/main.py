@@ -171,7 +171,7 @@ def main():
     assert back.encode(val) == tok.encode(val)
     print(f"\nsaved and reloaded {path} ({path.stat().st_size:,} bytes): same encoding")
 
-    first = sorted([s for s in val.split("\n")[:40] if s], key=len)
+    first = sorted([s for s in val.split("\n")[:40] if len(s) >= 8], key=len)
     batch_lines = [first[0], first[len(first) // 2], first[-1]]  # short, medium, long
     batch = encode_batch(tok, batch_lines, max_length=10, truncation=True, padding_side="left")
     print(f"\na batch of {len(batch_lines)} lines, max_length=10, truncated, padded on the left:")

@@ -10,16 +10,56 @@ misc         device/dtype moves, clone/contiguous, comparisons, all/any
 """
 
 from .elementwise import (  # noqa: F401
-    abs, add, clamp, div, exp, gelu, log, masked_fill, mul, neg, pow, relu, sigmoid, sqrt, sub,
-    tanh, where,
+    abs,
+    add,
+    clamp,
+    div,
+    exp,
+    floor_divide,
+    gelu,
+    log,
+    masked_fill,
+    mul,
+    neg,
+    pow,
+    relu,
+    remainder,
+    sigmoid,
+    sqrt,
+    sub,
+    tanh,
+    where,
 )
 from .linalg import matmul  # noqa: F401
 from .misc import clone, contiguous, eq, ge, gt, le, logical_not, lt, ne  # noqa: F401
 from .nn import cross_entropy, dropout, embedding, log_softmax, softmax  # noqa: F401
 from .reduce import (  # noqa: F401
-    argmax, argmin, max, maximum, mean, min, minimum, std, sum, topk, var,
+    argmax,
+    argmin,
+    max,
+    maximum,
+    mean,
+    min,
+    minimum,
+    std,
+    sum,
+    topk,
+    var,
 )
 from .shape import (  # noqa: F401
-    broadcast_to, cat, chunk, expand, expand_as, flatten, getitem, permute, reshape, split,
-    squeeze, stack, transpose, unsqueeze, view,
+    broadcast_to,
+    cat,
+    chunk,
+    expand,
+    expand_as,
+    flatten,
+    getitem,
+    permute,
+    reshape,
+    split,
+    squeeze,
+    stack,
+    transpose,
+    unsqueeze,
+    view,
 )

@@ -41,14 +41,19 @@ class MatMul(Function):
 
 def matmul(a, b):
     if a.ndim == 0 or b.ndim == 0:
-        raise RuntimeError(f"matmul: both operands need at least 1 dim, got shapes "
-                           f"{tuple(a.shape)} and {tuple(b.shape)}")
+        raise RuntimeError(
+            f"matmul: both operands need at least 1 dim, got shapes "
+            f"{tuple(a.shape)} and {tuple(b.shape)}"
+        )
     k_a = a.shape[-1]
     k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
     if k_a != k_b:
-        raise RuntimeError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be "
-                           f"multiplied ({k_a} != {k_b})")
+        raise RuntimeError(
+            f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be "
+            f"multiplied ({k_a} != {k_b})"
+        )
     if a.dtype != b.dtype:
-        raise RuntimeError(f"matmul: expected both operands to have the same dtype, got "
-                           f"{a.dtype} and {b.dtype}")
+        raise RuntimeError(
+            f"matmul: expected both operands to have the same dtype, got {a.dtype} and {b.dtype}"
+        )
     return MatMul.apply(a, b)

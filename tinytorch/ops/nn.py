@@ -127,8 +127,14 @@ def log_softmax(input, dim: int = -1):
     return LogSoftmax.apply(input, axis=_dim(dim, max(input.ndim, 1), "log_softmax"))
 
 
-def cross_entropy(input, target, weight=None, ignore_index: int = -100,
-                  reduction: str = "mean", label_smoothing: float = 0.0):
+def cross_entropy(
+    input,
+    target,
+    weight=None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+):
     """torch.nn.functional.cross_entropy for class-index targets.
 
     input: (N, C) logits, (C,) for one example, or (N, C, d1, ...) with target (N, d1, ...).
@@ -137,15 +143,16 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100,
     if weight is not None:
         raise NotImplementedError("cross_entropy: per-class weight is not supported yet")
     if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', "
-                         f"got {reduction!r}")
+        raise ValueError(
+            f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}"
+        )
     if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got "
-                         f"{label_smoothing}")
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
     if not isinstance(target, Tensor) or target.dtype.kind not in "iu":
         got = target.dtype if isinstance(target, Tensor) else type(target).__name__
-        raise TypeError(f"cross_entropy: target must be an integer (int64) tensor of class "
-                        f"indices, got {got}")
+        raise TypeError(
+            f"cross_entropy: target must be an integer (int64) tensor of class indices, got {got}"
+        )
     from .shape import permute, reshape
 
     x, t = input, target
@@ -156,18 +163,23 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100,
         x = reshape(permute(x, (0, *range(2, x.ndim), 1)), (-1, c))
         t = reshape(t, (-1,))
     if t.shape != (x.shape[0],):
-        raise ValueError(f"cross_entropy: target shape {tuple(target.shape)} does not match "
-                         f"input shape {tuple(input.shape)} (expected "
-                         f"{(input.shape[0],) + tuple(input.shape[2:]) if input.ndim > 1 else ()})")
+        raise ValueError(
+            f"cross_entropy: target shape {tuple(target.shape)} does not match "
+            f"input shape {tuple(input.shape)} (expected "
+            f"{(input.shape[0],) + tuple(input.shape[2:]) if input.ndim > 1 else ()})"
+        )
     c = x.shape[1]
     tgt = t.data
     valid = (tgt == ignore_index) | ((tgt >= 0) & (tgt < c))
     if not bool(valid.all()):
         bad = int(tgt[~valid].reshape(-1)[0])
-        raise IndexError(f"cross_entropy: target {bad} is out of range for {c} classes "
-                         f"(expected 0..{c - 1} or ignore_index={ignore_index})")
-    out = CrossEntropy.apply(x, tgt, ignore_index=ignore_index, reduction=reduction,
-                             label_smoothing=label_smoothing)
+        raise IndexError(
+            f"cross_entropy: target {bad} is out of range for {c} classes "
+            f"(expected 0..{c - 1} or ignore_index={ignore_index})"
+        )
+    out = CrossEntropy.apply(
+        x, tgt, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing
+    )
     if reduction == "none":
         out = reshape(out, target.shape)
     return out
@@ -180,8 +192,9 @@ def embedding(input, weight, padding_idx=None):
     ids = input.data
     v = weight.shape[0]
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= v):
-        raise IndexError(f"embedding: ids must be in 0..{v - 1}; got min {int(ids.min())}, "
-                         f"max {int(ids.max())}")
+        raise IndexError(
+            f"embedding: ids must be in 0..{v - 1}; got min {int(ids.min())}, max {int(ids.max())}"
+        )
     return Embedding.apply(weight, ids, padding_idx=padding_idx)
 
 

@@ -127,8 +127,9 @@ def mean(input, dim=None, keepdim: bool = False):
 def var(input, dim=None, unbiased: bool = True, keepdim: bool = False, correction=None):
     if correction is None:
         correction = 1 if unbiased else 0
-    return Var.apply(input, axes=_axes(dim, input.ndim, "var"), keepdim=keepdim,
-                     correction=correction)
+    return Var.apply(
+        input, axes=_axes(dim, input.ndim, "var"), keepdim=keepdim, correction=correction
+    )
 
 
 def std(input, dim=None, unbiased: bool = True, keepdim: bool = False, correction=None):

@@ -23,14 +23,17 @@ def _sizes(args):
 
 def _dim(d, ndim, op):
     if not -ndim <= d < ndim:
-        raise IndexError(f"{op}: dim {d} is out of range for {ndim} dims "
-                         f"(expected {-ndim}..{ndim - 1})")
+        raise IndexError(
+            f"{op}: dim {d} is out of range for {ndim} dims (expected {-ndim}..{ndim - 1})"
+        )
     return d % ndim
 
 
 class Reshape(Function):
     def forward(self, a, shape=()):
         self.shape = a.shape
+        if a.size >= 65536 and backend._transposed_layout(a):  # reshape would copy slowly
+            a = backend.c_copy(a)
         return a.reshape(shape)
 
     def backward(self, g):
@@ -58,9 +61,13 @@ class Expand(Function):
 def scatter_add(xp, target, index, values):
     """target[index] += values, adding repeated indices (np.add.at / cupyx.scatter_add)."""
     if xp is np:
-        if (isinstance(index, np.ndarray) and index.dtype.kind in "iu" and index.size
-                and values.dtype in (np.float32, np.float64)
-                and values.shape == index.shape + target.shape[1:]):
+        if (
+            isinstance(index, np.ndarray)
+            and index.dtype.kind in "iu"
+            and values.size >= 16384  # below, building the sparse matrix costs more
+            and values.dtype in (np.float32, np.float64)
+            and values.shape == index.shape + target.shape[1:]
+        ):
             _add_rows(target, index.reshape(-1), values)
         else:
             np.add.at(target, index, values)
@@ -75,17 +82,22 @@ def _add_rows(target, index, values):
     """target[index] += values for whole rows (index picks along dim 0; embeddings, x[ids]).
 
     np.add.at handles repeats but adds element by element, ~50x slower for rows of a matrix.
-    Instead: a sparse (n, V) matrix M with a 1 at (j, index[j]); then M^T @ values sums, for
-    each of the V rows, the value rows whose index points at it (repeats included)."""
+    Instead, with u the distinct indices: a sparse (len(u), n) matrix M with a 1 at
+    (position of index[j] in u, j); M @ values sums, for each distinct row, the value rows
+    pointing at it (repeats included), and those sums are added to target[u] (u has no
+    repeats, so plain fancy-index addition is right)."""
     import scipy.sparse
 
     n, v = index.size, target.shape[0]
     if index.min() < 0:
         index = index % v
-    m = scipy.sparse.csr_matrix((np.ones(n, values.dtype), index, np.arange(n + 1)),
-                                shape=(n, v))
+    u, where = np.unique(index, return_inverse=True)
+    # column j holds one 1, in row where[j]: exactly CSC's (data, indices, indptr) layout
+    m = scipy.sparse.csc_matrix(
+        (np.ones(n, values.dtype), where.reshape(-1), np.arange(n + 1)), shape=(u.size, n)
+    )
     rows = target.reshape(v, -1)  # a view: adding into it updates target
-    rows += m.T @ values.reshape(n, rows.shape[1])
+    rows[u] += m @ values.reshape(n, rows.shape[1])
 
 
 def _is_basic(index) -> bool:
@@ -161,8 +173,10 @@ def _infer_shape(shape, numel, old):
     elif not bad:
         bad = known != numel
     if bad:
-        raise RuntimeError(f"reshape: shape {shape} is invalid for an input of shape "
-                           f"{tuple(old)} ({numel} elements)")
+        raise RuntimeError(
+            f"reshape: shape {shape} is invalid for an input of shape "
+            f"{tuple(old)} ({numel} elements)"
+        )
     return tuple(int(s) for s in shape)
 
 
@@ -200,15 +214,20 @@ def transpose(input, dim0: int, dim1: int):
 def expand(input, *sizes):
     sizes = _sizes(sizes)
     if len(sizes) < input.ndim:
-        raise RuntimeError(f"expand: {len(sizes)} sizes given for a {input.ndim}-dim tensor "
-                           f"of shape {tuple(input.shape)}")
+        raise RuntimeError(
+            f"expand: {len(sizes)} sizes given for a {input.ndim}-dim tensor "
+            f"of shape {tuple(input.shape)}"
+        )
     lead = len(sizes) - input.ndim
-    shape = tuple(input.shape[i - lead] if s == -1 and i >= lead else s
-                  for i, s in enumerate(sizes))
+    shape = tuple(
+        input.shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(sizes)
+    )
     for i in range(input.ndim):
         if input.shape[i] != 1 and input.shape[i] != shape[i + lead]:
-            raise RuntimeError(f"expand: cannot expand shape {tuple(input.shape)} to {shape}: "
-                               f"dim {i} has size {input.shape[i]}, not 1")
+            raise RuntimeError(
+                f"expand: cannot expand shape {tuple(input.shape)} to {shape}: "
+                f"dim {i} has size {input.shape[i]}, not 1"
+            )
     return Expand.apply(input, shape=shape)
 
 
@@ -242,9 +261,9 @@ def flatten(input, start_dim: int = 0, end_dim: int = -1):
     s, e = _dim(start_dim, input.ndim, "flatten"), _dim(end_dim, input.ndim, "flatten")
     if s > e:
         raise RuntimeError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
-    shape = input.shape[:s] + (-1,) + input.shape[e + 1:]
+    shape = input.shape[:s] + (-1,) + input.shape[e + 1 :]
     if input.numel() == 0:
-        shape = input.shape[:s] + (int(np.prod(input.shape[s:e + 1])),) + input.shape[e + 1:]
+        shape = input.shape[:s] + (int(np.prod(input.shape[s : e + 1])),) + input.shape[e + 1 :]
     return reshape(input, shape)
 
 
@@ -259,8 +278,10 @@ def _check_join(tensors, op, same_shape):
         if t.dtype != ref.dtype:
             raise RuntimeError(f"{op}: tensor {i} is {t.dtype} but tensor 0 is {ref.dtype}")
         if same_shape and t.shape != ref.shape:
-            raise RuntimeError(f"{op}: all tensors need the same shape; tensor 0 is "
-                               f"{tuple(ref.shape)}, tensor {i} is {tuple(t.shape)}")
+            raise RuntimeError(
+                f"{op}: all tensors need the same shape; tensor 0 is "
+                f"{tuple(ref.shape)}, tensor {i} is {tuple(t.shape)}"
+            )
     return tensors
 
 
@@ -269,10 +290,13 @@ def cat(tensors, dim: int = 0):
     axis = _dim(dim, tensors[0].ndim, "cat")
     ref = tensors[0].shape
     for i, t in enumerate(tensors):
-        if t.ndim != len(ref) or any(a != b for k, (a, b) in enumerate(zip(t.shape, ref))
-                                     if k != axis):
-            raise RuntimeError(f"cat: sizes must match except in dim {dim}; tensor 0 is "
-                               f"{tuple(ref)}, tensor {i} is {tuple(t.shape)}")
+        if t.ndim != len(ref) or any(
+            a != b for k, (a, b) in enumerate(zip(t.shape, ref)) if k != axis
+        ):
+            raise RuntimeError(
+                f"cat: sizes must match except in dim {dim}; tensor 0 is "
+                f"{tuple(ref)}, tensor {i} is {tuple(t.shape)}"
+            )
     return Cat.apply(*tensors, axis=axis)
 
 
@@ -294,8 +318,9 @@ def split(input, split_size_or_sections, dim: int = 0):
     else:
         sizes = list(split_size_or_sections)
         if sum(sizes) != n:
-            raise RuntimeError(f"split: sections {sizes} sum to {sum(sizes)}, but dim {dim} "
-                               f"has size {n}")
+            raise RuntimeError(
+                f"split: sections {sizes} sum to {sum(sizes)}, but dim {dim} has size {n}"
+            )
     out, start = [], 0
     for s in sizes:
         index = (slice(None),) * axis + (slice(start, start + s),)
@@ -318,7 +343,9 @@ def getitem(input, index):
         if getattr(i, "dtype", None) is not None and i.dtype.kind not in "iub":
             raise IndexError(f"index arrays must be integer or bool, got {i.dtype}")
     if input.device == "cuda":  # index arrays follow the tensor to the GPU
-        index = tuple(backend.to_device(i, "cuda") if isinstance(i, np.ndarray) else i
-                      for i in items) if isinstance(index, tuple) else (
-            backend.to_device(index, "cuda") if isinstance(index, np.ndarray) else index)
+        index = (
+            tuple(backend.to_device(i, "cuda") if isinstance(i, np.ndarray) else i for i in items)
+            if isinstance(index, tuple)
+            else (backend.to_device(index, "cuda") if isinstance(index, np.ndarray) else index)
+        )
     return GetItem.apply(input, index=index)

@@ -173,6 +173,7 @@ class BPETokenizer:
 
     # ---- decoding ----------------------------------------------------------------------
     def decode_bytes(self, ids) -> bytes:
+        """The bytes of `ids` concatenated (ids may be any iterable of ints, e.g. an array)."""
         parts = []
         for pos, i in enumerate(ids):
             i = int(i)

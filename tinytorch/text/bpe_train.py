@@ -71,9 +71,10 @@ def train_merges(counts: Counter, num_merges: int) -> list[tuple[int, int]]:
 
     We count pairs once and remember which chunks contain each pair. After a merge only those
     chunks are revisited: their old pairs are subtracted, the merge applied, their new pairs
-    added. A heap of (-count, pair) yields the best pair with the tie-breaking rule for free
-    (equal counts: smallest pair first). Updating a count pushes a fresh entry; entries whose
-    count is no longer current are skipped when popped ("lazy deletion").
+    added, and only the counts that changed are updated. A heap of (-count, pair) yields the
+    best pair with the tie-breaking rule for free (equal counts: smallest pair first).
+    Updating a count pushes a fresh entry; entries whose count is no longer current are
+    skipped when popped ("lazy deletion").
     """
     words = [list(chunk) for chunk in counts]
     freqs = list(counts.values())
@@ -100,24 +101,28 @@ def train_merges(counts: Counter, num_merges: int) -> list[tuple[int, int]]:
             break
         new_id = 256 + i
         merges.append(best)
-        changed = set()
+        delta: dict[tuple[int, int], int] = defaultdict(int)  # net change of each pair's count
         for wi in where.pop(best):
             w, f = words[wi], freqs[wi]
+            merged = merge_pair(w, best, new_id)
+            if len(merged) == len(w):  # an old entry: this chunk lost the pair earlier
+                continue
             for p in zip(w, w[1:]):
-                pair_counts[p] -= f
-                changed.add(p)
-            w = merge_pair(w, best, new_id)
-            words[wi] = w
-            for p in zip(w, w[1:]):
-                pair_counts[p] += f
-                where[p].add(wi)
-                changed.add(p)
-        for p in changed:
-            c = pair_counts[p]
+                delta[p] -= f
+            for p in zip(merged, merged[1:]):
+                delta[p] += f
+                if new_id in p:  # other pairs of the chunk were already there, indexed
+                    where[p].add(wi)
+            words[wi] = merged
+        for p, d in delta.items():
+            if d == 0:
+                continue
+            c = pair_counts.get(p, 0) + d
             if c > 0:
+                pair_counts[p] = c
                 heapq.heappush(heap, (-c, p))
             else:  # the pair is gone everywhere (the merged pair always ends here)
-                del pair_counts[p]
+                pair_counts.pop(p, None)
                 where.pop(p, None)
     return merges
 
