@@ -1,7 +1,8 @@
 """tinytorch: a deep-learning framework and course, built from scratch on NumPy and CuPy.
 
 `pip install -e .` installs the library; extras:
-  test   the test oracles (pytest, hypothesis, torch==2.13.0 CPU, tiktoken) and the kernel build tools
+  test   the test oracles (pytest, hypothesis, torch==2.13.0 CPU, tiktoken), the kernel
+         build tools
   cuda   the GPU backend (cupy-cuda13x) and the kernel build tools (pybind11, ninja)
   bench  plotting and the reference tokenizer trainer used by the benchmarks
 

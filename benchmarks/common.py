@@ -124,8 +124,16 @@ def write_results(
     if notes:
         md += [notes, ""]
     _atomic_write(stem.with_suffix(".md"), "\n".join(md))
-    payload = {"name": name, "device": device, "date": date, "command": command,
-               "machine": info, "columns": columns, "rows": rows, **(extra or {})}
+    payload = {
+        "name": name,
+        "device": device,
+        "date": date,
+        "command": command,
+        "machine": info,
+        "columns": columns,
+        "rows": rows,
+        **(extra or {}),
+    }
     _atomic_write(stem.with_suffix(".json"), json.dumps(payload, indent=2, default=str))
     print(f"wrote {stem.with_suffix('.md')} and .json")
     return stem.with_suffix(".md")

@@ -307,6 +307,12 @@ def main(argv=None) -> int:
     p.add_argument("--notes", default="", help="a note for the result file (machine load...)")
     p.add_argument("--name", default="gpt_cpu", help="result file stem (default gpt_cpu)")
     p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="threads for both frameworks' BLAS/OpenMP pools (default: each library's own choice)",
+    )
+    p.add_argument(
         "--cpus",
         default="",
         help="e.g. 2,3:4,5 - run tinytorch pinned to CPUs "
@@ -337,6 +343,9 @@ def main(argv=None) -> int:
         (Path(work) / "spec.json").write_text(json.dumps(spec))
         names = ("tinytorch", "torch")
         cmds = {n: [sys.executable, __file__, "--worker", n, "--workdir", work] for n in names}
+        if args.threads:  # BLAS/OpenMP pools of both frameworks (read when they start)
+            for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ[var] = str(args.threads)
         if args.cpus:  # both at once, each pinned to its own cores (a many-core machine)
             sets = [{int(c) for c in part.split(",")} for part in args.cpus.split(":")]
             procs = [

@@ -3,7 +3,8 @@
 Encode throughput: MB of UTF-8 input per second, one thread, on all of tinyshakespeare and of
 WikiText-2 valid; GPT2Tokenizer against tiktoken's "gpt2" Encoding built from the same files.
 Ours starts every run with an empty chunk cache (cold), so the cache only helps with chunks
-repeated inside the text, as in a single real call. Warm-up, then the median of --repeat runs.
+repeated inside the text, as in a single real call. Warm-up, then the median of --repeat runs,
+ours and tiktoken's interleaved so that the load of a shared machine hits both alike.
 
 Training: tinyshakespeare, vocab 1024 and 4096: tinytorch's incremental trainer and the
 `tokenizers` package's BpeTrainer (Rust, byte-level pre-tokenizer, RAYON_NUM_THREADS=1), each
@@ -31,15 +32,18 @@ os.environ.setdefault("RAYON_NUM_THREADS", "1")  # the `tokenizers` trainer: one
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def median_time(fn, repeat, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def median_times(fns, repeat, warmup=1):
+    """Median wall time of each function. The runs are interleaved (a, b, b, a, a, b, ...), so
+    a change in the machine's load affects both sides alike and their ratio stays fair."""
+    times = [[] for _ in fns]
+    for r in range(warmup + repeat):
+        order = list(range(len(fns)))[:: 1 if r % 2 == 0 else -1]
+        for k in order:
+            t0 = time.perf_counter()
+            fns[k]()
+            if r >= warmup:
+                times[k].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def encode_rows(repeat):
@@ -58,8 +62,9 @@ def encode_rows(repeat):
             ours._cache.clear()
             ours.encode_ordinary(text)
 
-        t_ours = median_time(ours_cold, repeat)
-        t_tik = median_time(lambda text=text: tik.encode_ordinary(text), repeat)
+        t_ours, t_tik = median_times(
+            [ours_cold, lambda text=text: tik.encode_ordinary(text)], repeat
+        )
         print(f"encode {name}: tinytorch {mb / t_ours:.2f} MB/s, tiktoken {mb / t_tik:.2f} MB/s")
         rows.append(
             dict(
@@ -91,8 +96,6 @@ def train_rows(ref_max_merges):
         def ours(fast=fast, m=m):
             fast["merges"] = train_merges(chunk_counts(text), m)
 
-        t_fast = median_time(ours, 3, warmup=0)
-
         def hf(vocab=vocab):
             tok = Tokenizer(models.BPE())
             tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -103,7 +106,7 @@ def train_rows(ref_max_merges):
             )
             tok.train_from_iterator([text], trainer=trainer)
 
-        t_hf = median_time(hf, 3, warmup=0)
+        t_fast, t_hf = median_times([ours, hf], 3, warmup=0)
         print(f"train vocab {vocab}: tinytorch {t_fast:.2f} s, tokenizers {t_hf:.2f} s")
 
         done = m if ref_max_merges is None else min(m, ref_max_merges)
@@ -179,8 +182,9 @@ def main():
     rows = encode_rows(args.repeat) + train_rows(args.reference_max_merges)
     notes = (
         "ratio = reference time / tinytorch time (higher is better for tinytorch). Encoding: "
-        "median of runs after a warm-up, tinytorch's chunk cache emptied before each run. "
-        "Training: median of 3 runs, including pre-tokenization; the reference trainer runs "
+        "median of interleaved runs after a warm-up, tinytorch's chunk cache emptied before "
+        "each run. Training: median of 3 interleaved runs, including pre-tokenization; the "
+        "reference trainer runs "
         "once and is checked to learn the same merges. One thread everywhere."
     )
     columns = ["task", "tinytorch_s", "reference", "reference_s"]

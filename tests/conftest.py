@@ -13,7 +13,6 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tinytorch import backend
@@ -24,8 +23,11 @@ _HERE = Path(__file__).resolve().parent
 # The course data lives outside the repository (never committed); CI points here too.
 os.environ.setdefault("TINYTORCH_DATA_DIR", str(_HERE.parent.parent / "shared" / "data"))
 
+
 def pytest_collection_modifyitems(config, items):
-    missing = [it.nodeid for it in items if not any(CHAPTER.match(m.name) for m in it.iter_markers())]
+    missing = [
+        it.nodeid for it in items if not any(CHAPTER.match(m.name) for m in it.iter_markers())
+    ]
     if missing:
         raise pytest.UsageError(
             "every test needs a chapter marker (ch01..ch12); missing on:\n  " + "\n  ".join(missing)

@@ -35,6 +35,6 @@ def assert_close(actual, expected, rtol=None, atol=None, msg=""):
     atol = tol["atol"] if atol is None else atol
     assert a.shape == e.shape, f"{msg} shape {a.shape} != expected {e.shape}"
     assert not np.isnan(a).any() or np.isnan(e).any(), f"{msg} NaN in result"
-    np.testing.assert_allclose(a, e.astype(a.dtype) if a.dtype != e.dtype else e, rtol=rtol,
-                               atol=atol, err_msg=msg)
-
+    np.testing.assert_allclose(
+        a, e.astype(a.dtype) if a.dtype != e.dtype else e, rtol=rtol, atol=atol, err_msg=msg
+    )
