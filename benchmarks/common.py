@@ -106,7 +106,8 @@ def write_results(
     """Print the table and write results/<name>_<device>.{md,json}; returns the .md path."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     info = machine()
-    command = "python " + " ".join(sys.argv)
+    script = os.path.relpath(sys.argv[0], RESULTS.parent.parent) if sys.argv[0] else ""
+    command = "python " + " ".join([script, *sys.argv[1:]])
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     table = markdown_table(columns, rows)
     print(table)

@@ -397,7 +397,10 @@ def report(args, results) -> None:
         f"torch threads: {results['torch'].get('torch_threads')}; CPUs allowed: "
         f"{len(os.sched_getaffinity(0))}; OPENBLAS_NUM_THREADS="
         f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}. "
-        "nanoGPT reports val 1.88 for this recipe. " + args.notes
+        "nanoGPT reports val 1.88 for this recipe. Load average (1, 5, 15 min) at the end: "
+        + ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        + ". "
+        + args.notes
     )
     write_results(
         args.name,
@@ -406,7 +409,10 @@ def report(args, results) -> None:
         rows,
         notes=notes,
         extra={
-            "curves": {k: {"losses": r["losses"], "evals": r["evals"]} for k, r in results.items()}
+            "curves": {
+                k: {"losses": r["losses"], "evals": r["evals"], "times": r["times"]}
+                for k, r in results.items()
+            }
         },
     )
     plot(results, HERE / "results" / f"{args.name}_cpu.png")
@@ -419,11 +425,17 @@ def plot(results, path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    style = {"tinytorch": dict(lw=2.5, alpha=0.6), "torch": dict(lw=1.0, ls="--")}
     for name, r in results.items():
         losses = np.array(r["losses"])
         k = min(25, len(losses))
         smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
-        a.plot(np.arange(len(smooth)) + k - 1, smooth, label=f"{name} train (avg of {k})")
+        a.plot(
+            np.arange(len(smooth)) + k - 1,
+            smooth,
+            label=f"{name} train (avg of {k})",
+            **style.get(name, {}),
+        )
         ev = r["evals"]
         a.plot([e["iter"] for e in ev], [e["val"] for e in ev], "o--", label=f"{name} val")
         b.plot(1000 * np.array(r["times"]), lw=0.6, label=name)

@@ -8,6 +8,7 @@ import string
 
 import numpy as np
 import pytest
+import regex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -98,17 +99,37 @@ def test_trained_bpe_round_trip(s):
     assert all(0 <= i < tok.vocab_size for i in ids)
 
 
-def test_encode_applies_merges_by_rank():
-    tok = _trained()
-    for word in [" there", " naïve", "4242", " cats"]:
-        ids = list(word.encode("utf-8"))
-        while True:  # the definition: merge the lowest-rank pair present, until none is
+def encode_by_definition(tok, text):
+    """Encoding as the chapter defines it: per chunk, from bytes, merge every occurrence of
+    the lowest-rank learned pair until none is left (no cache, no shortcut)."""
+    out = []
+    for chunk in regex.findall(tok.pattern, text):
+        ids = list(chunk.encode("utf-8"))
+        while True:
             ranked = [p for p in zip(ids, ids[1:]) if p in tok.ranks]
             if not ranked:
                 break
             best = min(ranked, key=lambda p: tok.ranks[p][0])
             ids = merge_pair(ids, best, tok.ranks[best][1])
-        assert tok.encode(word) == ids
+        out += ids
+    return out
+
+
+@SETTINGS
+@given(st.one_of(TEXT, st.sampled_from(["the there these", " naïve 4242 cats", "aaaa ab"])))
+def test_encode_applies_merges_by_rank(s):
+    tok = _trained()
+    assert tok.encode(s, disallowed_special=()) == encode_by_definition(tok, s)
+
+
+# Tokenizers trained on tiny texts have odd merges (runs like "aaaa", merges of merges):
+# the fast encoder (leftmost pair first, whole-chunk shortcut) must still match the definition.
+@SETTINGS
+@given(st.text("ab c", max_size=40), st.text("ab c", max_size=40), st.integers(1, 30))
+def test_encode_matches_definition_for_any_trained_tokenizer(train_text, s, vocab_extra):
+    tok = BPETokenizer.train(train_text, vocab_size=256 + vocab_extra)
+    assert tok.encode(train_text) == encode_by_definition(tok, train_text)
+    assert tok.encode(s) == encode_by_definition(tok, s)
 
 
 def test_special_tokens_like_tiktoken():
@@ -191,3 +212,32 @@ def test_decode_out_of_range_ids():
         tok.decode([1, 2, 400])
     with pytest.raises(IndexError, match="token id -1"):
         tok.decode(np.array([-1]))
+
+
+def test_trainer_learns_the_same_merges_as_the_tokenizers_package():
+    """An independent implementation: HuggingFace `tokenizers` (Rust) with the same GPT-2
+    pre-tokenization learns the same 768 merges on tinyshakespeare. Only their order among
+    pairs with equal counts differs: it applies the same "smallest pair" rule, but to its own
+    byte numbering (it sorts "Ġ", its stand-in for a space, after the letters)."""
+    tk = pytest.importorskip("tokenizers")
+    from tinytorch.data import dataset_path
+    from tinytorch.text import bytes_to_unicode
+
+    text = dataset_path("tinyshakespeare").read_text(encoding="utf-8")
+    hf = tk.Tokenizer(tk.models.BPE())
+    hf.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    alphabet = tk.pre_tokenizers.ByteLevel.alphabet()
+    trainer = tk.trainers.BpeTrainer(
+        vocab_size=1024, show_progress=False, initial_alphabet=alphabet
+    )
+    hf.train_from_iterator([text], trainer=trainer)
+    to_byte = {c: b for b, c in bytes_to_unicode().items()}
+    merges = json.loads(hf.to_str())["model"]["merges"]  # ["a", "b"] (older versions: "a b")
+    merges = [m.split(" ") if isinstance(m, str) else m for m in merges]
+    theirs = {tuple(bytes(to_byte[c] for c in part) for part in m) for m in merges}
+    tok = BPETokenizer.train(text, vocab_size=1024)
+    ours = {(tok.vocab[a], tok.vocab[b]) for a, b in tok.merges}
+    assert len(ours) == len(theirs) == 768
+    assert ours == theirs, (
+        f"only ours: {sorted(ours - theirs)[:5]}, only theirs: {sorted(theirs - ours)[:5]}"
+    )

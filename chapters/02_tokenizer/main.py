@@ -22,8 +22,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
 
+import regex  # noqa: E402
+
 from tinytorch.data import dataset_path  # noqa: E402
 from tinytorch.text import (  # noqa: E402
+    GPT2_PATTERN,
     BPETokenizer,
     CharTokenizer,
     GPT2Tokenizer,
@@ -106,6 +109,13 @@ def main():
     sizes = [256, 320, 512, 1024] if args.quick else [256, 320, 512, 1024, 2048, 4096]
     print(
         f"tinyshakespeare: {len(text):,} characters ({len(train):,} train / {len(val):,} held out)"
+    )
+
+    chunks = regex.findall(GPT2_PATTERN, text)
+    stats = {"characters": len(text), "chunks": len(chunks), "distinct_chunks": len(set(chunks))}
+    print(
+        f"GPT-2's pattern splits it into {len(chunks):,} chunks, {len(set(chunks)):,} distinct: "
+        f"{chunks[:8]}"
     )
 
     chars = CharTokenizer.from_text(text)
@@ -195,6 +205,7 @@ def main():
 
     summary = {
         "mode": "quick" if args.quick else "default",
+        "text": stats,
         "merges_first_20": lines,
         "compression": rows,
         "trainers": trainers,
@@ -217,7 +228,9 @@ def record(summary, png):
         "Compression of the held-out last 10% of tinyshakespeare; BPE trained on the first 90% "
         f"({summary['mode']} run). Trainers: {t['merges']} merges on {t['chars']:,} characters, "
         f"incremental {t['fast_s']:.2f} s, straightforward {t['reference_s']:.2f} s. "
-        f"GPT-2 ids equal tiktoken's on the whole text: {summary['tiktoken_parity']}."
+        f"GPT-2 ids equal tiktoken's on the whole text: {summary['tiktoken_parity']}. Text: "
+        f"{summary['text']['characters']:,} characters, {summary['text']['chunks']:,} chunks "
+        f"({summary['text']['distinct_chunks']:,} distinct) with GPT-2's pattern."
     )
     write_results(
         "tokenizer_ch02", "cpu", columns, summary["compression"], notes=notes, extra=summary

@@ -242,7 +242,7 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - t0
     plot(hist, out)
     final = estimate_loss(
-        model, {"val": splits["val"]}, args, args.device, -1, n_batches=args.final_eval_iters
+        model, {"val": splits["val"]}, args, args.device, 10**9, n_batches=args.final_eval_iters
     )["val"]
     print(f"validation loss over {args.final_eval_iters} batches: {final:.4f}")
     text_out, gen_times = samples(model, tok, args, args.device)
@@ -302,9 +302,12 @@ def record(metrics, args, out):
         f"recipe; nanoGPT reports val {NANOGPT_VAL}. Step times include the "
         "optimizer and clipping, not evaluation. Load average (1, 5, 15 min) at the end: "
         f"{load} on {os.cpu_count()} CPUs (a load above the CPU count means the machine "
-        "was shared and the times are inflated).",
+        "was shared and the times are inflated). Threads: OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, OPENBLAS_NUM_THREADS="
+        f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}.",
     )
     shutil.copy(out / "loss.png", RESULTS / f"{name}.png")
+    shutil.copy(out / "samples.txt", RESULTS / f"{name}_samples.txt")
 
 
 if __name__ == "__main__":

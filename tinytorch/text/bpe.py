@@ -9,12 +9,13 @@ the adjacent pair that was learned earliest, until no learned pair is left.
 
 from __future__ import annotations
 
+from itertools import chain
+
 import regex
 
 from .bpe_train import (
     GPT2_PATTERN,
     chunk_counts,
-    merge_pair,
     train_merges,
     train_merges_reference,
 )
@@ -22,6 +23,22 @@ from .files import read_checked_json, write_checked_json
 
 FORMAT = "tinytorch-bpe"
 CACHE_SIZE = 200_000  # chunk encodings kept; text repeats its words, so most lookups hit
+NEVER = 1 << 62  # the "rank" of a pair that was never learned
+
+
+class _ChunkCache(dict):
+    """chunk -> its ids. A miss calls `encode(chunk)` and keeps the result (up to CACHE_SIZE
+    chunks): real text repeats its words, so most chunks are encoded once."""
+
+    def __init__(self, encode):
+        super().__init__()
+        self.encode = encode
+
+    def __missing__(self, chunk):
+        ids = self.encode(chunk)
+        if len(self) < CACHE_SIZE:
+            self[chunk] = ids
+        return ids
 
 
 class BPETokenizer:
@@ -51,16 +68,33 @@ class BPETokenizer:
         self._regex = regex.compile(pattern)
         self.merges = [tuple(m) for m in merges]
         self.base = list(range(256)) if base is None else list(base)  # byte value -> id
-        # pair -> (rank, new id); for a trained tokenizer the new id is 256 + rank
-        ids = merge_ids if merge_ids is not None else [256 + i for i in range(len(self.merges))]
+        n = len(self.merges)
+        ids = list(merge_ids) if merge_ids is not None else [256 + i for i in range(n)]
+        if len(set(self.merges)) != n or len(ids) != n or len(set(self.base)) != 256:
+            raise ValueError(
+                "BPETokenizer: merges must be distinct pairs, one new id per merge, and the "
+                "256 bytes must have distinct ids"
+            )
+        # A merge may only join tokens that exist before it: bytes, or the results of earlier
+        # merges. Training always gives such lists, and encoding relies on it (a pair that
+        # contains a merge's new token always has a later rank than that merge).
+        known = set(self.base)
+        for r, ((a, b), new) in enumerate(zip(self.merges, ids)):
+            if a not in known or b not in known or new in known:
+                raise ValueError(
+                    f"BPETokenizer: merge {r} joins ({a}, {b}) into {new}, but a merge may only "
+                    "join existing tokens (bytes or earlier merges) into a new id"
+                )
+            known.add(new)
         self.ranks = {p: (r, new) for r, (p, new) in enumerate(zip(self.merges, ids))}
-        if len(self.ranks) != len(self.merges) or len(ids) != len(self.merges):
-            raise ValueError("BPETokenizer: merges must be distinct pairs, one id per merge")
+        self._rank = {p: r for r, p in enumerate(self.merges)}  # the two halves of `ranks`,
+        self._merge_id = dict(zip(self.merges, ids))  # as flat dicts for the encoding loop
         if vocab is None:
-            vocab = {i: bytes([i]) for i in range(256)}
-            for (a, b), (_, new) in self.ranks.items():
+            vocab = {self.base[b]: bytes([b]) for b in range(256)}
+            for (a, b), new in self._merge_id.items():
                 vocab[new] = vocab[a] + vocab[b]
         self.vocab: dict[int, bytes] = vocab
+        self._token_id = {t: i for i, t in vocab.items()}  # bytes -> id
         self.special_tokens: dict[str, int] = dict(special_tokens or {})
         self.inverse_special = {v: k for k, v in self.special_tokens.items()}
         clash = set(self.inverse_special) & set(vocab)
@@ -74,7 +108,7 @@ class BPETokenizer:
         if self.special_tokens:
             alts = sorted(self.special_tokens, key=len, reverse=True)
             self._special_re = regex.compile("|".join(regex.escape(s) for s in alts))
-        self._cache: dict[str, list[int]] = {}
+        self._cache = _ChunkCache(self._encode_chunk)
 
     # ---- training ----------------------------------------------------------------------
     @classmethod
@@ -106,33 +140,39 @@ class BPETokenizer:
 
     # ---- encoding ----------------------------------------------------------------------
     def _encode_chunk(self, chunk: str) -> list[int]:
-        ids = self._cache.get(chunk)
-        if ids is not None:
-            return ids
-        base, ranks = self.base, self.ranks
-        ids = [base[b] for b in chunk.encode("utf-8")]
+        """The ids of one pre-tokenized chunk (called by the cache on a miss)."""
+        data = chunk.encode("utf-8")
+        whole = self._token_id.get(data)
+        if whole is not None:
+            # The chunk is one token. For a tokenizer learned by BPE training, merging by rank
+            # ends at this very token (the merges that built it replay inside the chunk), so
+            # skip the loop, as tiktoken does. Most distinct words hit this.
+            return [whole]
+        base, rank, merge_id = self.base, self._rank, self._merge_id
+        ids = [base[b] for b in data]
         # BEGIN EXERCISE ch02: apply merges by rank - the earliest-learned pair first
-        while len(ids) > 1:
-            best, best_rank = None, None
-            for p in zip(ids, ids[1:]):
-                r = ranks.get(p)
-                if r is not None and (best_rank is None or r[0] < best_rank):
-                    best, best_rank = p, r[0]
-            if best is None:
+        # ranks[i] is the rank of the pair (ids[i], ids[i + 1]), NEVER if it was not learned.
+        ranks = [rank.get(p, NEVER) for p in zip(ids, ids[1:])]
+        while ranks:
+            best = min(ranks)
+            if best == NEVER:  # no learned pair left
                 break
-            ids = merge_pair(ids, best, ranks[best][1])
+            i = ranks.index(best)  # its leftmost occurrence; the others follow in later rounds
+            new = merge_id[ids[i], ids[i + 1]]
+            ids[i : i + 2] = [new]
+            del ranks[i]
+            # only the pairs on either side of the new token changed
+            if i < len(ranks):
+                ranks[i] = rank.get((new, ids[i + 1]), NEVER)
+            if i > 0:
+                ranks[i - 1] = rank.get((ids[i - 1], new), NEVER)
         # END EXERCISE
-        if len(self._cache) < CACHE_SIZE:
-            self._cache[chunk] = ids
         return ids
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode treating special-token text as ordinary text."""
-        out, cache, enc = [], self._cache, self._encode_chunk
-        for chunk in self._regex.findall(text):
-            ids = cache.get(chunk)  # inlined cache hit: the common case, worth a call
-            out.extend(ids if ids is not None else enc(chunk))
-        return out
+        # The cache maps each chunk to its ids; a hit stays inside C (dict lookup, chain).
+        return list(chain.from_iterable(map(self._cache.__getitem__, self._regex.findall(text))))
 
     def encode(self, text: str, allowed_special=frozenset(), disallowed_special="all"):
         """Token ids of `text`, with tiktoken's rules for special tokens: a special token in

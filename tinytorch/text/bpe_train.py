@@ -35,7 +35,7 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     (so [a, a, a] with pair (a, a) becomes [new, a])."""
     out, i, n = [], 0, len(ids)
     a, b = pair
-    # BEGIN EXERCISE ch02: scan left to right; where ids[i], ids[i+1] == pair emit new_id, skip 2
+    # BEGIN EXERCISE ch02: build `out`: each occurrence of pair becomes new_id, left to right
     while i < n:
         if i < n - 1 and ids[i] == a and ids[i + 1] == b:
             out.append(new_id)
