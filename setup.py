@@ -46,6 +46,7 @@ setup(
             "torch==2.13.0",
             "tiktoken>=0.7",
             "ruff>=0.5",
+            "tokenizers>=0.15",
             *KERNEL_TOOLS,
         ],
         "cuda": ["cupy-cuda13x>=13.0", *KERNEL_TOOLS],
