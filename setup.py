@@ -38,7 +38,15 @@ setup(
     description="A deep-learning framework and course built from scratch on NumPy and CuPy",
     packages=find_packages(include=["tinytorch", "tinytorch.*"]),
     python_requires=">=3.10",
-    install_requires=["numpy>=1.24", "scipy>=1.10", "regex>=2023.0", "matplotlib>=3.7"],
+    # pybind11 and ninja build the C++ (CPU) kernels on first use; without a C++ compiler
+    # the library falls back to the composed NumPy ops
+    install_requires=[
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "regex>=2023.0",
+        "matplotlib>=3.7",
+        *KERNEL_TOOLS,
+    ],
     extras_require={
         "test": [
             "pytest>=7.4",

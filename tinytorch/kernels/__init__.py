@@ -16,10 +16,12 @@ kernels are tested against and what chapter 11 compares them with:
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 __all__ = ["set_fused", "fused_enabled", "composed", "available", "build_error"]
 
 _fused = True
+_warned = False
 
 
 def set_fused(enabled: bool) -> None:
@@ -47,10 +49,20 @@ def available() -> bool:
     """Whether the kernel module builds and imports here (builds it on the first call)."""
     from . import build
 
+    global _warned
     try:
         build.load()
         return True
-    except Exception:
+    except Exception as e:
+        if not _warned:  # say once why the library runs the composed ops instead
+            _warned = True
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            warnings.warn(
+                f"tinytorch kernels unavailable, using the composed ops instead: {first} "
+                "(tinytorch.kernels.build_error() has the full compiler output)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return False
 
 
