@@ -157,18 +157,23 @@ def _scale(scale, D):
     return 1.0 / math.sqrt(D) if scale is None else float(scale)
 
 
+def _is_f32_c(x, shape, device) -> bool:
+    """Whether `x` is a C-contiguous float32 array of `shape` on `device` (what kernels read)."""
+    return (
+        isinstance(x, backend.ARRAY_TYPES)
+        and x.dtype == np.float32
+        and tuple(x.shape) == tuple(shape)
+        and x.flags.c_contiguous
+        and backend.device_of(x) == device
+    )
+
+
 def _outputs(given, shapes, xp, device, what):
     """Preallocated output arrays (checked) or fresh ones."""
     if given is None:
         return [xp.empty(s, np.float32) for s in shapes]
     for x, s in zip(given, shapes):
-        if (
-            not isinstance(x, backend.ARRAY_TYPES)
-            or x.dtype != np.float32
-            or tuple(x.shape) != tuple(s)
-            or not x.flags.c_contiguous
-            or backend.device_of(x) != device
-        ):
+        if not _is_f32_c(x, s, device):
             raise ValueError(
                 f"attention {what}: output arrays must be C-contiguous float32 of "
                 f"shapes {[tuple(s) for s in shapes]} on {device}"
@@ -244,13 +249,7 @@ def backward(
         ("grad_out", grad_out, q.shape),
         ("lse", lse, (B, H, Tq)),
     ):
-        if (
-            not isinstance(x, backend.ARRAY_TYPES)
-            or x.dtype != np.float32
-            or tuple(x.shape) != tuple(shape)
-            or not x.flags.c_contiguous
-            or backend.device_of(x) != device
-        ):
+        if not _is_f32_c(x, shape, device):
             raise ValueError(
                 f"attention backward: {name} must be a C-contiguous float32 array of "
                 f"shape {tuple(shape)} on {device}; got {type(x).__name__} "
