@@ -2,7 +2,8 @@
 
 Three implementations of softmax(Q K^T / sqrt(d) + mask) V, forward and forward + backward, on
 the same float32 inputs (B, H, T, d):
-- fused:    tinytorch.kernels.attention.attention (kernels/attention.cpp, the default version),
+- fused:    tinytorch.kernels.attention_autograd.attention (kernels/attention.cpp, default
+            version),
 - composed: tinytorch's composed path (matmul, mask, softmax, matmul on NumPy arrays: what
             F.scaled_dot_product_attention runs with `tinytorch.kernels.composed()`),
 - torch:    torch.nn.functional.scaled_dot_product_attention on the CPU.
@@ -43,7 +44,7 @@ def bench(B, H, T, d, causal, quick):
     from common import time_cpu
 
     import tinytorch as tt
-    from tinytorch.kernels import attention as A
+    from tinytorch.kernels import attention_autograd as AA
     from tinytorch.nn.functional_attention import attention_with_weights
 
     rng = np.random.default_rng()
@@ -53,7 +54,7 @@ def bench(B, H, T, d, causal, quick):
     gt = tt.tensor(g)
 
     def fused():
-        return A.attention(*ts, is_causal=causal)
+        return AA.attention(*ts, is_causal=causal)
 
     def composed():
         return attention_with_weights(*ts, is_causal=causal)[0]

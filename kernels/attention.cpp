@@ -18,8 +18,9 @@
 //             Backward: one pass per (batch, head) over key tiles and query tiles, recomputing
 //             P from the saved lse, accumulating dK, dV for the key tile and dQ in place.
 // Work is split over (batch, head, query block) with OpenMP; each output element is written
-// by one thread (deterministic). The hot loops are compiled for AVX-512, AVX2 and plain x86-64
-// (target_clones) and the CPU picks at load time.
+// by one thread (deterministic). The hot loops of v3 are compiled three times, for AVX-512
+// (16-float vectors), AVX2 (8) and plain x86-64 (SSE2, 4), and the CPU picks at the first call
+// (`attention_cpu_isa()` says which).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -34,8 +35,8 @@
 
 #include "attention.h"
 
-// The 16-float vector helpers below are inlined into each target_clones body; GCC warns that
-// their (never exported) calling convention would differ between ISAs.
+// The vector helpers below are inlined into each per-ISA entry point; GCC warns that their
+// (never exported) calling convention would differ between ISAs.
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace py = pybind11;
@@ -62,12 +63,6 @@ struct Cpu {
         return !(causal && j > i) && !(km && km[j]);
     }
 };
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define TT_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), flatten))
-#else
-#define TT_CLONES
-#endif
 
 // 2^x for x <= 0 (and -inf), vectorizable: x = n + f with n an integer, |f| <= 1/2, 2^f by a
 // degree-7 Taylor polynomial (relative error < 2e-7), 2^n built in the exponent bits. Below
@@ -253,37 +248,59 @@ void v2_backward(const Cpu& a, const float* o, const float* lse, const float* do
 }
 
 // ---- v3: tiled ------------------------------------------------------------------------------
-// The two small matrix products of a tile are written on 16-float vectors (GCC's vector
-// extension: one AVX-512 register, two AVX2 registers, ...) with several independent
-// accumulators in registers, so the loops run at the FMA units' rate instead of waiting on
-// loads and stores of the accumulators.
+// The two small matrix products of a tile are written on W-float vectors (GCC's vector
+// extension) with several independent accumulators in registers, so the loops run at the FMA
+// units' rate instead of waiting on loads and stores of the accumulators. W is the machine's
+// vector width: 16 floats with AVX-512, 8 with AVX2, 4 with SSE2 (plain x86-64). A vector wider
+// than the machine's registers is split by the compiler into several and, with 16 of them in
+// flight, spilled to the stack: on an AVX2-only CPU a 16-float version ran at a quarter of the
+// speed of this one. Each block of accumulators (2 x 4 vectors for the scores, 4 x 2 for the
+// products with V) fits the 16 registers of AVX2 and SSE2.
 constexpr int BR = 32, BC = 64;
-typedef float vf __attribute__((vector_size(64)));
 
-inline vf vload(const float* p) {
-    vf x;
+template <int W>
+struct VecTypes {
+    typedef float f __attribute__((vector_size(4 * W)));
+    typedef std::int32_t i __attribute__((vector_size(4 * W)));
+};
+template <int W>
+using vec = typename VecTypes<W>::f;  // W floats
+template <int W>
+using ivec = typename VecTypes<W>::i;
+
+template <int W>
+inline vec<W> vload(const float* p) {
+    vec<W> x;
     std::memcpy(&x, p, sizeof x);
     return x;
 }
-inline void vstore(float* p, const vf& x) { std::memcpy(p, &x, sizeof x); }
-typedef std::int32_t vi __attribute__((vector_size(64)));
-inline vf vmax(vf a, vf b) { return a > b ? a : b; }
-inline float hmax(vf a) {
+template <int W>
+inline void vstore(float* p, const vec<W>& x) {
+    std::memcpy(p, &x, sizeof x);
+}
+template <int W>
+inline vec<W> vmax(vec<W> a, vec<W> b) {
+    return a > b ? a : b;
+}
+template <int W>
+inline float hmax(vec<W> a) {
     float m = a[0];
-    for (int i = 1; i < 16; ++i) m = std::max(m, a[i]);
+    for (int i = 1; i < W; ++i) m = std::max(m, a[i]);
     return m;
 }
-inline float hsum(vf a) {
+template <int W>
+inline float hsum(vec<W> a) {
     float t = 0.f;
-    for (int i = 0; i < 16; ++i) t += a[i];
+    for (int i = 0; i < W; ++i) t += a[i];
     return t;
 }
-// exp2_neg on 16 lanes at once (the same arithmetic as the scalar version above).
-inline vf exp2_neg(vf x) {
-    x = x < -127.f ? vf{} - 127.f : x;
-    vi n = __builtin_convertvector(x - 0.5f, vi);
-    vf f = x - __builtin_convertvector(n, vf);
-    vf p = 1.5252734e-5f + vf{};
+// exp2_neg on W lanes at once (the same arithmetic as the scalar version above).
+template <int W>
+inline vec<W> vexp2_neg(vec<W> x) {
+    x = x < -127.f ? vec<W>{} - 127.f : x;
+    ivec<W> n = __builtin_convertvector(x - 0.5f, ivec<W>);
+    vec<W> f = x - __builtin_convertvector(n, vec<W>);
+    vec<W> p = 1.5252734e-5f + vec<W>{};
     p = p * f + 1.5403530e-4f;
     p = p * f + 1.3333558e-3f;
     p = p * f + 9.6181291e-3f;
@@ -291,54 +308,60 @@ inline vf exp2_neg(vf x) {
     p = p * f + 2.4022651e-1f;
     p = p * f + 6.9314718e-1f;
     p = p * f + 1.0f;
-    vi bits = (n + 127) << 23;
-    vf scale;
+    ivec<W> bits = (n + 127) << 23;
+    vec<W> scale;
     std::memcpy(&scale, &bits, sizeof scale);
     return p * scale;
 }
 
 // S[r][0..BC) = mul * sum_d A[r][d] * Bt[d][0..BC) for r < nr; A rows have D floats,
-// Bt is (D, BC): a K (or V) tile stored transposed.
-template <int D>
+// Bt is (D, BC): a K (or V) tile stored transposed. Two rows by 4 vectors of S at a time.
+template <int D, int W>
 inline void tile_scores(float* S, const float* A, int nr, float mul, const float* Bt) {
-    constexpr int NV = BC / 16;
+    constexpr int U = 4;
+    static_assert(BC % (U * W) == 0, "the key tile must be a whole number of column blocks");
     int r = 0;
     for (; r + 2 <= nr; r += 2) {  // two rows share each load of Bt
-        vf a0[NV] = {}, a1[NV] = {};
         const float *x0 = A + (long)r * D, *x1 = x0 + D;
-        for (int d = 0; d < D; ++d) {
-            float s0 = x0[d], s1 = x1[d];
-            for (int u = 0; u < NV; ++u) {
-                vf b = vload(Bt + d * BC + 16 * u);
-                a0[u] += s0 * b;
-                a1[u] += s1 * b;
+        for (int c = 0; c < BC; c += U * W) {
+            vec<W> a0[U] = {}, a1[U] = {};
+            for (int d = 0; d < D; ++d) {
+                float s0 = x0[d], s1 = x1[d];
+                for (int u = 0; u < U; ++u) {
+                    vec<W> b = vload<W>(Bt + d * BC + c + W * u);
+                    a0[u] += s0 * b;
+                    a1[u] += s1 * b;
+                }
+            }
+            for (int u = 0; u < U; ++u) {
+                vstore<W>(S + r * BC + c + W * u, a0[u] * mul);
+                vstore<W>(S + (r + 1) * BC + c + W * u, a1[u] * mul);
             }
         }
-        for (int u = 0; u < NV; ++u) {
-            vstore(S + r * BC + 16 * u, a0[u] * mul);
-            vstore(S + (r + 1) * BC + 16 * u, a1[u] * mul);
+    }
+    for (; r < nr; ++r)
+        for (int c = 0; c < BC; c += U * W) {
+            vec<W> a0[U] = {};
+            for (int d = 0; d < D; ++d)
+                for (int u = 0; u < U; ++u)
+                    a0[u] += A[(long)r * D + d] * vload<W>(Bt + d * BC + c + W * u);
+            for (int u = 0; u < U; ++u) vstore<W>(S + r * BC + c + W * u, a0[u] * mul);
         }
-    }
-    for (; r < nr; ++r) {
-        vf a0[NV] = {};
-        for (int d = 0; d < D; ++d)
-            for (int u = 0; u < NV; ++u) a0[u] += A[(long)r * D + d] * vload(Bt + d * BC + 16 * u);
-        for (int u = 0; u < NV; ++u) vstore(S + r * BC + 16 * u, a0[u] * mul);
-    }
 }
 
 // C[r][0..D) += sum_{kk < kn} A[r * sar + kk * sak] * B[kk][0..D) for r < rows (C, B rows have
-// D floats). Four rows by 32 columns of C stay in registers while kk runs.
-template <int D>
+// D floats). Four rows by two vectors of C stay in registers while kk runs.
+template <int D, int W>
 inline void gemm_acc(float* C, int rows, const float* A, int sar, int sak, int kn, const float* B) {
+    static_assert(D % (2 * W) == 0, "the head dim must be a whole number of column pairs");
     int r = 0;
     for (; r + 4 <= rows; r += 4)
-        for (int c = 0; c < D; c += 32) {
-            vf acc[4][2];
+        for (int c = 0; c < D; c += 2 * W) {
+            vec<W> acc[4][2];
             for (int i = 0; i < 4; ++i)
-                acc[i][0] = vload(C + (r + i) * D + c), acc[i][1] = vload(C + (r + i) * D + c + 16);
+                acc[i][0] = vload<W>(C + (r + i) * D + c), acc[i][1] = vload<W>(C + (r + i) * D + c + W);
             for (int kk = 0; kk < kn; ++kk) {
-                vf b0 = vload(B + (long)kk * D + c), b1 = vload(B + (long)kk * D + c + 16);
+                vec<W> b0 = vload<W>(B + (long)kk * D + c), b1 = vload<W>(B + (long)kk * D + c + W);
                 for (int i = 0; i < 4; ++i) {
                     float a = A[(r + i) * sar + kk * sak];
                     acc[i][0] += a * b0;
@@ -346,13 +369,13 @@ inline void gemm_acc(float* C, int rows, const float* A, int sar, int sak, int k
                 }
             }
             for (int i = 0; i < 4; ++i)
-                vstore(C + (r + i) * D + c, acc[i][0]), vstore(C + (r + i) * D + c + 16, acc[i][1]);
+                vstore<W>(C + (r + i) * D + c, acc[i][0]), vstore<W>(C + (r + i) * D + c + W, acc[i][1]);
         }
     for (; r < rows; ++r)
-        for (int c = 0; c < D; c += 16) {
-            vf acc = vload(C + r * D + c);
-            for (int kk = 0; kk < kn; ++kk) acc += A[r * sar + kk * sak] * vload(B + (long)kk * D + c);
-            vstore(C + r * D + c, acc);
+        for (int c = 0; c < D; c += W) {
+            vec<W> acc = vload<W>(C + r * D + c);
+            for (int kk = 0; kk < kn; ++kk) acc += A[r * sar + kk * sak] * vload<W>(B + (long)kk * D + c);
+            vstore<W>(C + r * D + c, acc);
         }
 }
 
@@ -365,9 +388,10 @@ inline void transpose_tile(float* Bt, const float* M, int nk) {
         for (int j = nk; j < BC; ++j) Bt[d * BC + j] = 0.f;
 }
 
-template <int D>
+template <int D, int W>
 inline void v3_forward_block(const Cpu& a, long bh, int i0, float* o, float* lse, float* S,
                              float* Kt, float* acc) {
+    constexpr int NV = BC / W;
     const int Tq = a.Tq, Tk = a.Tk;
     const float c = a.scale * kLog2e;
     const float *q = a.q + (bh * Tq + i0) * D, *k = a.k + bh * Tk * D, *v = a.v + bh * Tk * D;
@@ -380,30 +404,29 @@ inline void v3_forward_block(const Cpu& a, long bh, int i0, float* o, float* lse
     for (int j0 = 0; j0 < kend; j0 += BC) {
         int nk = std::min(BC, Tk - j0);
         transpose_tile<D>(Kt, k + (long)j0 * D, nk);
-        tile_scores<D>(S, q, nr, c, Kt);  // scores in log2 units
+        tile_scores<D, W>(S, q, nr, c, Kt);  // scores in log2 units
         bool need_mask = km || nk < BC || (a.causal && j0 + BC - 1 > i0);
         for (int r = 0; r < nr; ++r) {  // the online softmax, row by row
             float* s = S + r * BC;
             if (need_mask)
                 for (int j = 0; j < BC; ++j)
                     if (j >= nk || !a.visible(i0 + r, j0 + j, km)) s[j] = -kInf;
-            vf x[BC / 16], mx = vload(s);
-            for (int u = 0; u < BC / 16; ++u) mx = vmax(mx, x[u] = vload(s + 16 * u));
-            float mn = std::max(m[r], hmax(mx));
+            vec<W> x[NV], mx = vload<W>(s);
+            for (int u = 0; u < NV; ++u) mx = vmax<W>(mx, x[u] = vload<W>(s + W * u));
+            float mn = std::max(m[r], hmax<W>(mx));
             float mu = mn == -kInf ? 0.f : mn;
             float alpha = exp2_neg(m[r] - mu);
-            vf psum = {};
-            for (int u = 0; u < BC / 16; ++u) {
-                x[u] = exp2_neg(x[u] - mu);
+            vec<W> psum = {};
+            for (int u = 0; u < NV; ++u) {
+                x[u] = vexp2_neg<W>(x[u] - mu);
                 psum += x[u];
-                vstore(s + 16 * u, x[u]);
+                vstore<W>(s + W * u, x[u]);
             }
-            float ps = hsum(psum);
-            l[r] = l[r] * alpha + ps;
+            l[r] = l[r] * alpha + hsum<W>(psum);
             m[r] = mn;
             for (int d = 0; d < D; ++d) acc[r * D + d] *= alpha;
         }
-        gemm_acc<D>(acc, nr, S, BC, 1, nk, v + (long)j0 * D);  // O += P V
+        gemm_acc<D, W>(acc, nr, S, BC, 1, nk, v + (long)j0 * D);  // O += P V
     }
     for (int r = 0; r < nr; ++r) {
         float inv = m[r] == -kInf ? 0.f : 1.f / l[r];
@@ -413,16 +436,16 @@ inline void v3_forward_block(const Cpu& a, long bh, int i0, float* o, float* lse
     }
 }
 
-template <int D>
+template <int D, int W>
 inline void v3_forward_range(const Cpu& a, long t0, long t1, float* o, float* lse) {
     std::vector<float> S(BR * BC), Kt(D * BC), acc(BR * D);
     const long nb = (a.Tq + BR - 1) / BR;
     for (long t = t0; t < t1; ++t)
-        v3_forward_block<D>(a, t / nb, (int)(t % nb) * BR, o, lse, S.data(), Kt.data(), acc.data());
+        v3_forward_block<D, W>(a, t / nb, (int)(t % nb) * BR, o, lse, S.data(), Kt.data(), acc.data());
 }
 
 // One (batch, head): dK, dV per key tile (outer loop), dQ accumulated in place over key tiles.
-template <int D>
+template <int D, int W>
 inline void v3_backward_head(const Cpu& a, long bh, const float* lse, const float* dvec,
                              const float* dout, float* dq, float* dk, float* dv, float* buf) {
     const int Tq = a.Tq, Tk = a.Tk;
@@ -442,8 +465,8 @@ inline void v3_backward_head(const Cpu& a, long bh, const float* lse, const floa
         std::fill(dVb, dVb + BC * D, 0.f);
         for (int i0 = a.causal ? (j0 / BR) * BR : 0; i0 < Tq; i0 += BR) {
             int nr = std::min(BR, Tq - i0);
-            tile_scores<D>(P, q + (long)i0 * D, nr, c, Kt);
-            tile_scores<D>(dS, g + (long)i0 * D, nr, 1.f, Vt);  // dP = dO V^T
+            tile_scores<D, W>(P, q + (long)i0 * D, nr, c, Kt);
+            tile_scores<D, W>(dS, g + (long)i0 * D, nr, 1.f, Vt);  // dP = dO V^T
             bool need_mask = km || nk < BC || (a.causal && j0 + BC - 1 > i0);
             for (int r = 0; r < nr; ++r) {
                 float *p = P + r * BC, *ds = dS + r * BC;
@@ -451,15 +474,15 @@ inline void v3_backward_head(const Cpu& a, long bh, const float* lse, const floa
                 if (need_mask)
                     for (int j = 0; j < BC; ++j)
                         if (j >= nk || !a.visible(i0 + r, j0 + j, km)) p[j] = -kInf;
-                for (int u = 0; u < BC; u += 16) {
-                    vf pu = exp2_neg(vload(p + u) - l2);
-                    vstore(p + u, pu);
-                    vstore(ds + u, pu * (vload(ds + u) - Di));
+                for (int u = 0; u < BC; u += W) {
+                    vec<W> pu = vexp2_neg<W>(vload<W>(p + u) - l2);
+                    vstore<W>(p + u, pu);
+                    vstore<W>(ds + u, pu * (vload<W>(ds + u) - Di));
                 }
             }
-            gemm_acc<D>(dVb, nk, P, 1, BC, nr, g + (long)i0 * D);   // dV += P^T dO
-            gemm_acc<D>(dKb, nk, dS, 1, BC, nr, q + (long)i0 * D);  // dK += dS^T Q
-            gemm_acc<D>(dqb + (long)i0 * D, nr, dS, BC, 1, nk, k + (long)j0 * D);  // dQ += dS K
+            gemm_acc<D, W>(dVb, nk, P, 1, BC, nr, g + (long)i0 * D);   // dV += P^T dO
+            gemm_acc<D, W>(dKb, nk, dS, 1, BC, nr, q + (long)i0 * D);  // dK += dS^T Q
+            gemm_acc<D, W>(dqb + (long)i0 * D, nr, dS, BC, 1, nk, k + (long)j0 * D);  // dQ += dS K
         }
         for (int j = 0; j < nk; ++j)
             for (int d = 0; d < D; ++d) {
@@ -470,39 +493,93 @@ inline void v3_backward_head(const Cpu& a, long bh, const float* lse, const floa
     for (long x = 0; x < (long)Tq * D; ++x) dqb[x] *= a.scale;
 }
 
-template <int D>
+template <int D, int W>
 inline void v3_backward_range(const Cpu& a, long h0, long h1, const float* lse, const float* dvec,
                               const float* dout, float* dq, float* dk, float* dv) {
     std::vector<float> buf(2 * D * BC + 2 * BR * BC + 2 * BC * D);
-    for (long bh = h0; bh < h1; ++bh) v3_backward_head<D>(a, bh, lse, dvec, dout, dq, dk, dv, buf.data());
+    for (long bh = h0; bh < h1; ++bh)
+        v3_backward_head<D, W>(a, bh, lse, dvec, dout, dq, dk, dv, buf.data());
 }
 
-// The compiled-for-each-ISA entry points (one task range per call).
-TT_CLONES void v3_fwd_d32(const Cpu& a, long t0, long t1, float* o, float* l) {
-    v3_forward_range<32>(a, t0, t1, o, l);
+// The entry points, compiled once per instruction set with that set's vector width; `flatten`
+// inlines the templates above into each, so each copy uses its own instructions throughout.
+typedef void (*FwdFn)(const Cpu&, long, long, float*, float*);
+typedef void (*BwdFn)(const Cpu&, long, long, const float*, const float*, const float*, float*,
+                      float*, float*);
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define TT_X86 1
+#define TT_ENTRY(isa) __attribute__((target(isa), flatten))
+#else
+#define TT_X86 0
+#define TT_ENTRY(isa)
+#endif
+
+#define TT_ISA_ENTRIES(isa, attr, W)                                                          \
+    template <int D>                                                                          \
+    attr void v3_fwd_##isa(const Cpu& a, long t0, long t1, float* o, float* l) {              \
+        v3_forward_range<D, W>(a, t0, t1, o, l);                                              \
+    }                                                                                         \
+    template <int D>                                                                          \
+    attr void v3_bwd_##isa(const Cpu& a, long h0, long h1, const float* lse, const float* dv_, \
+                           const float* g, float* dq, float* dk, float* dv) {                 \
+        v3_backward_range<D, W>(a, h0, h1, lse, dv_, g, dq, dk, dv);                          \
+    }
+#if TT_X86
+TT_ISA_ENTRIES(avx512, TT_ENTRY("avx512f,fma"), 16)
+TT_ISA_ENTRIES(avx2, TT_ENTRY("avx2,fma"), 8)
+TT_ISA_ENTRIES(base, __attribute__((flatten)), 4)  // x86-64's baseline: SSE2
+#else
+TT_ISA_ENTRIES(base, , 4)  // 128-bit vectors (NEON on ARM)
+#endif
+
+// The instruction sets the tiled kernels can run with here, and the one they use: the best,
+// unless attention_set_cpu_isa chose a lesser one (to compare them, and to test every path).
+enum class Isa { avx512, avx2, base };
+const char* isa_name(Isa i) { return i == Isa::avx512 ? "avx512" : i == Isa::avx2 ? "avx2" : "base"; }
+bool isa_supported(Isa isa) {
+#if TT_X86
+    __builtin_cpu_init();
+    if (isa == Isa::avx512) return __builtin_cpu_supports("avx512f");
+    if (isa == Isa::avx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return isa == Isa::base;
 }
-TT_CLONES void v3_fwd_d64(const Cpu& a, long t0, long t1, float* o, float* l) {
-    v3_forward_range<64>(a, t0, t1, o, l);
+Isa& current_isa() {
+    static Isa isa = isa_supported(Isa::avx512) ? Isa::avx512
+                     : isa_supported(Isa::avx2) ? Isa::avx2
+                                                : Isa::base;
+    return isa;
 }
-TT_CLONES void v3_fwd_d128(const Cpu& a, long t0, long t1, float* o, float* l) {
-    v3_forward_range<128>(a, t0, t1, o, l);
+
+template <int D>
+void pick(FwdFn& f, BwdFn& b) {
+#if TT_X86
+    if (current_isa() == Isa::avx512) {
+        f = v3_fwd_avx512<D>, b = v3_bwd_avx512<D>;
+        return;
+    }
+    if (current_isa() == Isa::avx2) {
+        f = v3_fwd_avx2<D>, b = v3_bwd_avx2<D>;
+        return;
+    }
+#endif
+    f = v3_fwd_base<D>, b = v3_bwd_base<D>;
 }
-TT_CLONES void v3_bwd_d32(const Cpu& a, long h0, long h1, const float* lse, const float* dvec,
-                          const float* g, float* dq, float* dk, float* dv) {
-    v3_backward_range<32>(a, h0, h1, lse, dvec, g, dq, dk, dv);
-}
-TT_CLONES void v3_bwd_d64(const Cpu& a, long h0, long h1, const float* lse, const float* dvec,
-                          const float* g, float* dq, float* dk, float* dv) {
-    v3_backward_range<64>(a, h0, h1, lse, dvec, g, dq, dk, dv);
-}
-TT_CLONES void v3_bwd_d128(const Cpu& a, long h0, long h1, const float* lse, const float* dvec,
-                           const float* g, float* dq, float* dk, float* dv) {
-    v3_backward_range<128>(a, h0, h1, lse, dvec, g, dq, dk, dv);
+
+void v3_fns(int D, FwdFn& f, BwdFn& b) {
+    if (D == 32) return pick<32>(f, b);
+    if (D == 64) return pick<64>(f, b);
+    if (D == 128) return pick<128>(f, b);
+    throw std::invalid_argument("attention (cpu) v3: head dim " + std::to_string(D) +
+                                " is not supported; expected 32, 64 or 128");
 }
 
 void v3_forward(const Cpu& a, float* o, float* lse) {
     const long tasks = (long)a.B * a.H * ((a.Tq + BR - 1) / BR);
-    auto fn = a.D == 32 ? v3_fwd_d32 : a.D == 64 ? v3_fwd_d64 : v3_fwd_d128;
+    FwdFn fn;
+    BwdFn unused;
+    v3_fns(a.D, fn, unused);
 #pragma omp parallel for if (a.parallel()) schedule(dynamic, 1)
     for (long t = 0; t < tasks; t += 4) fn(a, t, std::min(tasks, t + 4), o, lse);
 }
@@ -512,13 +589,15 @@ void v3_backward(const Cpu& a, const float* o, const float* lse, const float* do
     const long rows = (long)a.B * a.H * a.Tq, heads = (long)a.B * a.H;
     std::vector<float> Dv(rows);
     const int D = a.D;
+    FwdFn unused;
+    BwdFn fn;
+    v3_fns(D, unused, fn);
 #pragma omp parallel for if (a.parallel()) schedule(static)
     for (long r = 0; r < rows; ++r) {
         float x = 0.f;
         for (int d = 0; d < D; ++d) x += dout[r * D + d] * o[r * D + d];
         Dv[r] = x;
     }
-    auto fn = D == 32 ? v3_bwd_d32 : D == 64 ? v3_bwd_d64 : v3_bwd_d128;
 #pragma omp parallel for if (a.parallel()) schedule(dynamic, 1)
     for (long h = 0; h < heads; ++h) fn(a, h, h + 1, lse, Dv.data(), dout, dq, dk, dv);
 }
@@ -613,6 +692,29 @@ void backward_cpu(const py::array& q, const py::array& k, const py::array& v, co
 void register_attention(py::module_& m) {
     using namespace tt;
     m.def("attention_cpu_versions", [] { return kCpuVersions; });
+    m.def("attention_cpu_isas", [] {
+        py::list names;  // the instruction sets this CPU can run v3 with, best first
+        for (Isa i : {Isa::avx512, Isa::avx2, Isa::base})
+            if (isa_supported(i)) names.append(isa_name(i));
+        return names;
+    });
+    m.def("attention_cpu_isa", [] { return isa_name(current_isa()); });
+    m.def(
+        "attention_set_cpu_isa",
+        [](const std::string& name) {
+            for (Isa i : {Isa::avx512, Isa::avx2, Isa::base})
+                if (name == isa_name(i)) {
+                    if (!isa_supported(i))
+                        throw py::value_error("attention: this CPU cannot run the " + name +
+                                              " kernels");
+                    std::string prev = isa_name(current_isa());
+                    current_isa() = i;
+                    return prev;
+                }
+            throw py::value_error("attention: unknown instruction set '" + name +
+                                  "'; expected avx512, avx2 or base");
+        },
+        py::arg("name"));
     m.def("attention_forward_cpu", &forward_cpu, py::arg("q"), py::arg("k"), py::arg("v"),
           py::arg("key_padding_mask"), py::arg("out"), py::arg("lse"), py::arg("causal"),
           py::arg("scale"), py::arg("version"),

@@ -4,8 +4,9 @@ Every kernel version, on the CPU and (where present) the GPU, against a float64 
 reference: fresh random inputs, outputs poisoned with NaN before the call, T in {1, 17, 128,
 1000}, head dims 32/64/128, causal or not, with or without a key padding mask, batch 2 x heads
 3. Tolerance: 1e-4 relative to the largest reference entry (at least 0.05, so that exact zeros,
-such as dq at T = 1, are compared against float32 rounding noise). On the CPU the scalar
-versions 1 and 2 run T = 1000 at head dim 32 only (they take seconds per case there).
+such as dq at T = 1, are compared against float32 rounding noise). On the CPU the tiled
+version 3 runs once per instruction set it is compiled for (AVX-512, AVX2, baseline), where this
+CPU has it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from helpers import assert_close
 import tinytorch
 from tinytorch import backend
 from tinytorch.kernels import attention as A
+from tinytorch.kernels import attention_autograd as AA
 
 pytestmark = pytest.mark.ch11
 
@@ -84,9 +86,19 @@ CUDA = [
     pytest.mark.cuda,
     pytest.mark.skipif(not backend.cuda_is_available(), reason="no CUDA GPU/CuPy"),
 ]
-DEVICE_VERSIONS = [pytest.param("cpu", v, id=f"cpu-v{v}") for v in A.CPU_VERSIONS] + [
-    pytest.param("cuda", v, id=f"cuda-v{v}", marks=CUDA) for v in A.CUDA_VERSIONS
-]
+CPU_ISAS = ("avx512", "avx2", "base")  # what kernels/attention.cpp compiles v3 for
+DEVICE_VERSIONS = (
+    [pytest.param("cpu", v, None, id=f"cpu-v{v}") for v in A.CPU_VERSIONS if v != 3]
+    + [pytest.param("cpu", 3, isa, id=f"cpu-v3-{isa}") for isa in CPU_ISAS]
+    + [pytest.param("cuda", v, None, id=f"cuda-v{v}", marks=CUDA) for v in A.CUDA_VERSIONS]
+)
+
+
+def _skip_unless_runnable(device, isa):
+    if device == "cuda" and not _cuda_ok():
+        pytest.skip("the kernel module was built without CUDA")
+    if isa is not None and isa not in A.cpu_isas():
+        pytest.skip(f"this CPU has no {isa} (it runs {A.cpu_isas()})")
 
 
 def _grid():
@@ -102,7 +114,14 @@ def _grid():
         )
 
 
-def run_kernels(device, version, inputs, causal):
+def run_kernels(device, version, inputs, causal, isa=None):
+    if isa is not None:
+        previous = A.set_cpu_isa(isa)
+        try:
+            assert A.cpu_isa() == isa
+            return run_kernels(device, version, inputs, causal)
+        finally:
+            A.set_cpu_isa(previous)
     (q, k, v, dout, kpm, scale) = inputs
     xp = backend.get_xp(device)
     q, k, v, dout = (xp.asarray(x) for x in (q, k, v, dout))
@@ -114,15 +133,12 @@ def run_kernels(device, version, inputs, causal):
     return o, lse, dq, dk, dv
 
 
-@pytest.mark.parametrize("device,version", DEVICE_VERSIONS)
+@pytest.mark.parametrize("device,version,isa", DEVICE_VERSIONS)
 @pytest.mark.parametrize("T,D,causal,masked", list(_grid()))
-def test_matches_float64_reference(device, version, T, D, causal, masked):
-    if device == "cuda" and not _cuda_ok():
-        pytest.skip("the kernel module was built without CUDA")
-    if device == "cpu" and version in (1, 2) and T == 1000 and D != 32:
-        pytest.skip("CPU v1/v2 (scalar loops) run T=1000 at head dim 32 only, for time")
+def test_matches_float64_reference(device, version, isa, T, D, causal, masked):
+    _skip_unless_runnable(device, isa)
     inputs, ref = case(T, D, causal, masked)
-    got = run_kernels(device, version, inputs, causal)
+    got = run_kernels(device, version, inputs, causal, isa)
     for name, g, r in zip(("out", "lse", "dq", "dk", "dv"), got, ref):
         g = backend.to_device(g, "cpu")
         if name == "lse":  # +inf exactly where a query sees no key
@@ -135,36 +151,34 @@ def test_matches_float64_reference(device, version, T, D, causal, masked):
         assert err < TOL, f"{name}: relative error {err:.2e} (v{version} on {device})"
 
 
-@pytest.mark.parametrize("device,version", DEVICE_VERSIONS)
-def test_fully_masked_rows_are_zero(device, version):
+@pytest.mark.parametrize("device,version,isa", DEVICE_VERSIONS)
+def test_fully_masked_rows_are_zero(device, version, isa):
     """Every key of batch entry 1 masked: its outputs and all its gradients are exactly 0."""
-    if device == "cuda" and not _cuda_ok():
-        pytest.skip("the kernel module was built without CUDA")
+    _skip_unless_runnable(device, isa)
     rng = np.random.default_rng()
     q, k, v, dout = (rng.standard_normal((B, H, 37, 64)).astype(np.float32) for _ in range(4))
     kpm = rng.random((B, 37)) < 0.5
     kpm[1] = True
     o, lse, dq, dk, dv = (
         backend.to_device(x, "cpu")
-        for x in run_kernels(device, version, (q, k, v, dout, kpm, 0.125), True)
+        for x in run_kernels(device, version, (q, k, v, dout, kpm, 0.125), True, isa)
     )
     assert np.all(o[1] == 0) and np.all(np.isposinf(lse[1]))
     assert np.all(dq[1] == 0) and np.all(dk[1] == 0) and np.all(dv[1] == 0)
     assert np.all(dk[0][:, kpm[0]] == 0), "a masked key gets no gradient"
 
 
-@pytest.mark.parametrize("device,version", DEVICE_VERSIONS)
-def test_different_query_and_key_lengths(device, version):
+@pytest.mark.parametrize("device,version,isa", DEVICE_VERSIONS)
+def test_different_query_and_key_lengths(device, version, isa):
     """Tq != Tk (cross attention; causal is top-left aligned as in PyTorch)."""
-    if device == "cuda" and not _cuda_ok():
-        pytest.skip("the kernel module was built without CUDA")
+    _skip_unless_runnable(device, isa)
     rng = np.random.default_rng()
     for (Tq, Tk), causal in itertools.product(((40, 70), (70, 40)), (False, True)):
         q, dout = (rng.standard_normal((B, H, Tq, 32)).astype(np.float32) for _ in range(2))
         k, v = (rng.standard_normal((B, H, Tk, 32)).astype(np.float32) for _ in range(2))
         kpm = rng.random((B, Tk)) < 0.2
         ref = reference(q, k, v, causal, kpm, 0.2, dout)
-        got = run_kernels(device, version, (q, k, v, dout, kpm, 0.2), causal)
+        got = run_kernels(device, version, (q, k, v, dout, kpm, 0.2), causal, isa)
         for name, g, r in zip(("out", "lse", "dq", "dk", "dv"), got, ref):
             if name != "lse":
                 assert rel_err(g, r) < TOL, f"{name} Tq={Tq} Tk={Tk} causal={causal}"
@@ -260,7 +274,7 @@ def test_function_matches_torch(device, shape):
     q, k, v, g = (rng.standard_normal(shape).astype(np.float32) for _ in range(4))
     for causal in (False, True):
         ts = [tinytorch.tensor(x, device=device, requires_grad=True) for x in (q, k, v)]
-        out = A.attention(*ts, is_causal=causal)
+        out = AA.attention(*ts, is_causal=causal)
         out.backward(tinytorch.tensor(g, device=device))
         ref, leaves = _torch_sdpa(q, k, v, is_causal=causal)
         ref.backward(torch.tensor(g, dtype=torch.float64))
@@ -280,7 +294,7 @@ def test_function_key_padding_and_noncontiguous(device):
     t = tinytorch.tensor(x, device=device, requires_grad=True)
     q = t.transpose(1, 2)  # (N, heads, L, d), not contiguous
     assert not q.data.flags.c_contiguous
-    out = A.attention(q, q, q, key_padding_mask=tinytorch.tensor(kpm, device=device))
+    out = AA.attention(q, q, q, key_padding_mask=tinytorch.tensor(kpm, device=device))
     out.sum().backward()
     tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
     tq = tx.transpose(1, 2)
@@ -295,19 +309,19 @@ def test_function_key_padding_and_noncontiguous(device):
 def test_supports():
     f32 = lambda *s: tinytorch.randn(*s)  # noqa: E731
     q = f32(2, 3, 16, 64)
-    assert A.supports(q, q, q)
-    assert A.supports(q, q, q, is_causal=True)
-    assert not A.supports(q, q, q, dropout_p=0.1)
-    assert not A.supports(q.to(tinytorch.float64), q, q)  # float64: composed path
+    assert AA.supports(q, q, q)
+    assert AA.supports(q, q, q, is_causal=True)
+    assert not AA.supports(q, q, q, dropout_p=0.1)
+    assert not AA.supports(q.to(tinytorch.float64), q, q)  # float64: composed path
     r = f32(2, 3, 16, 48)
-    assert not A.supports(r, r, r)  # head dim 48
-    assert not A.supports(q, q, f32(2, 3, 16, 32))  # value dim != query dim
-    assert not A.supports(q, f32(1, 3, 16, 64), f32(1, 3, 16, 64))  # broadcasting batch
+    assert not AA.supports(r, r, r)  # head dim 48
+    assert not AA.supports(q, q, f32(2, 3, 16, 32))  # value dim != query dim
+    assert not AA.supports(q, f32(1, 3, 16, 64), f32(1, 3, 16, 64))  # broadcasting batch
     pad = tinytorch.tensor(np.ones((2, 1, 1, 16), bool))
-    assert A.supports(q, q, q, attn_mask=pad)
-    assert not A.supports(q, q, q, attn_mask=tinytorch.tensor(np.ones((16, 16), bool)))
-    assert not A.supports(q, q, q, attn_mask=tinytorch.zeros(2, 1, 1, 16))  # float mask
-    assert not A.supports(q, q, q, attn_mask=pad, is_causal=True)
+    assert AA.supports(q, q, q, attn_mask=pad)
+    assert not AA.supports(q, q, q, attn_mask=tinytorch.tensor(np.ones((16, 16), bool)))
+    assert not AA.supports(q, q, q, attn_mask=tinytorch.zeros(2, 1, 1, 16))  # float mask
+    assert not AA.supports(q, q, q, attn_mask=pad, is_causal=True)
 
 
 def test_dispatch_matches_composed_path():
@@ -322,7 +336,7 @@ def test_dispatch_matches_composed_path():
     )
     keep = rng.random((2, 1, 1, 30)) > 0.3
     mask = tinytorch.tensor(keep)
-    fused = A.dispatch(q, k, v, mask, 0.0, False, None)
+    fused = AA.dispatch(q, k, v, mask, 0.0, False, None)
     assert fused is not None
     composed = attention_with_weights(q, k, v, mask)[0]
     assert_close(fused, composed, rtol=1e-4, atol=1e-5)
@@ -331,6 +345,21 @@ def test_dispatch_matches_composed_path():
     q.grad = None
     composed.sum().backward()
     assert_close(gq, q.grad, rtol=1e-4, atol=1e-5)
-    assert A.dispatch(q, k, v, tinytorch.tensor(np.ones((30, 30), bool)), 0.0, False, None) is None
+    assert AA.dispatch(q, k, v, tinytorch.tensor(np.ones((30, 30), bool)), 0.0, False, None) is None
     with tinytorch.kernels.composed():
-        assert A.dispatch(q, k, v, None, 0.0, True, None) is None
+        assert AA.dispatch(q, k, v, None, 0.0, True, None) is None
+
+
+def test_cpu_isa_choice():
+    """The best instruction set is the default; an unknown or unsupported one is refused and
+    leaves the choice as it was."""
+    isas = A.cpu_isas()
+    assert isas[-1] == "base" and set(isas) <= set(CPU_ISAS)
+    assert A.cpu_isa() == isas[0]
+    with pytest.raises(ValueError, match="unknown instruction set"):
+        A.set_cpu_isa("sse9")
+    for name in CPU_ISAS:
+        if name not in isas:
+            with pytest.raises(ValueError, match="cannot run"):
+                A.set_cpu_isa(name)
+    assert A.cpu_isa() == isas[0]

@@ -40,6 +40,6 @@ def scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal, scale
         return None
     if q.device == "cpu" and q.shape[-2] * k.shape[-2] < CPU_ATTENTION_MIN_SCORES:
         return None
-    from .kernels import attention
+    from .kernels import attention_autograd
 
-    return attention.dispatch(q, k, v, attn_mask, dropout_p, is_causal, scale)
+    return attention_autograd.dispatch(q, k, v, attn_mask, dropout_p, is_causal, scale)
