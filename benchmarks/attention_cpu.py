@@ -101,11 +101,12 @@ def bench(B, H, T, d, causal, quick):
     return row
 
 
-VERSION_SIZES = [(12, 4, 64, 32, True), (4, 8, 256, 64, True)]
+VERSION_SIZES = [(12, 4, 64, 32, True), (4, 8, 256, 64, True), (2, 8, 1024, 64, False)]
 
 
 def bench_versions(B, H, T, d, causal, quick):
-    """Forward and forward+backward of each CPU version on raw arrays, with GFLOP/s."""
+    """Forward and forward+backward of each CPU version on raw arrays, with GFLOP/s; the tiled
+    version once per instruction set this CPU can run it with (16-, 8-, 4-float vectors)."""
     from common import time_cpu
 
     from tinytorch.kernels import attention as A
@@ -114,7 +115,9 @@ def bench_versions(B, H, T, d, causal, quick):
     q, k, v, g = (rng.standard_normal((B, H, T, d)).astype(np.float32) for _ in range(4))
     fl = 4.0 * B * H * T * T * d / (2 if causal else 1)
     rows = []
-    for ver in A.CPU_VERSIONS:
+    runs = [(ver, "-") for ver in A.CPU_VERSIONS if ver != 3] + [(3, i) for i in A.cpu_isas()]
+    best = A.cpu_isa()
+    for ver, isa in runs:
 
         def fwd(ver=ver):
             return A.forward(q, k, v, causal, version=ver)
@@ -123,8 +126,13 @@ def bench_versions(B, H, T, d, causal, quick):
             o, lse = A.forward(q, k, v, causal, version=ver)
             return A.backward(q, k, v, o, lse, g, causal, version=ver)
 
-        tf = time_cpu(fwd, warmup=1, repeat=3 if quick else 7)
-        tb = time_cpu(fwd_bwd, warmup=1, repeat=3 if quick else 7)
+        if isa != "-":
+            A.set_cpu_isa(isa)
+        try:
+            tf = time_cpu(fwd, warmup=1, repeat=3 if quick else 7)
+            tb = time_cpu(fwd_bwd, warmup=1, repeat=3 if quick else 7)
+        finally:
+            A.set_cpu_isa(best)
         rows.append(
             dict(
                 B=B,
@@ -133,6 +141,7 @@ def bench_versions(B, H, T, d, causal, quick):
                 d=d,
                 causal=causal,
                 version=ver,
+                isa=isa,
                 fwd_ms=tf * 1e3,
                 fwd_gflops=fl / tf / 1e9,
                 fwdbwd_ms=tb * 1e3,
@@ -177,6 +186,8 @@ def main():
     import torch
     from common import RESULTS, write_results
 
+    from tinytorch.kernels import attention as A
+
     sizes = SIZES[:3] if args.quick else SIZES
     rows = []
     for size in sizes:
@@ -209,7 +220,8 @@ def main():
         f"torch threads: {torch.get_num_threads()}."
     )
     notes = (
-        "fused = tinytorch.kernels.attention (C++/OpenMP, default version); composed = "
+        f"fused = tinytorch.kernels.attention (C++/OpenMP, default version, {A.cpu_isa()}); "
+        "composed = "
         "tinytorch's NumPy tensor-op path; torch = torch SDPA on the CPU. "
         "speedup_vs_composed and vs_torch: their forward+backward time / the fused one "
         "(>1 = fused is faster). " + threads
@@ -227,6 +239,7 @@ def main():
             "d",
             "causal",
             "version",
+            "isa",
             "fwd_ms",
             "fwd_gflops",
             "fwdbwd_ms",
@@ -235,7 +248,9 @@ def main():
         vrows,
         "Every CPU kernel version on raw NumPy arrays (kernels/attention.cpp): 1 naive "
         "(the T x T scores per head), 2 one query row at a time (online softmax), 3 "
-        "tiled (32 queries x 64 keys, vectorized). GFLOP/s by the FlashAttention "
+        "tiled (32 queries x 64 keys, vectorized), once per instruction set this CPU has "
+        "(isa: avx512 = 16-float vectors, avx2 = 8, base = SSE2, 4; the library uses the "
+        f"first, here {A.cpu_isa()}). GFLOP/s by the FlashAttention "
         "counting (forward 4*B*H*T^2*d, halved when causal; forward+backward 3.5x). " + threads,
     )
 

@@ -57,6 +57,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
     }
     for mod in ("numpy", "torch", "cupy", "tiktoken", "tokenizers"):
@@ -74,6 +75,21 @@ def machine() -> dict:
     except Exception:  # noqa: BLE001
         pass
     return info
+
+
+def _cpu_model() -> str:
+    """The CPU's model name and vector extensions (from /proc/cpuinfo on Linux): CPU timings
+    depend on them (the tiled attention kernel runs 16-, 8- or 4-float vectors)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if "model name" in ln), "")
+    flags = next(
+        (ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []
+    )
+    ext = [f for f in ("avx512f", "avx2", "fma") if f in flags]
+    return f"{name} ({' '.join(ext) or 'no AVX'})"
 
 
 def device_tag(device: str) -> str:

@@ -1,6 +1,6 @@
-"""Chapter 11, part 1: the fused LayerNorm kernels, checked and timed on whatever is present.
+"""Chapter 11: the fused LayerNorm and attention kernels, checked and timed on whatever is present.
 
-    python -m tinytorch.course run 11            # checks + variance demo + a small benchmark
+    python -m tinytorch.course run 11            # checks, demos and small benchmarks
     python -m tinytorch.course run 11 --quick    # the same, smaller (well under a minute)
 
 1. Builds the kernel module (tinytorch.kernels.build.load; the first build takes a minute).
@@ -11,8 +11,13 @@
 4. A small benchmark: forward+backward of each kernel version, the composed tensor ops
    (tinytorch.kernels.composed()) and PyTorch when installed, with GB/s by the byte count of
    the README (benchmark.png). The full benchmarks are benchmarks/kernels_{cpu,gpu}.py.
+5.-8. Part 2, attention (attention_part.py): every attention kernel version against chapter
+   06's composed attention in float64; the online softmax's block-size invariance; the peak
+   memory of the composed path (T x T) and of the fused kernel (T) as T grows; a small
+   benchmark against the composed path and PyTorch's SDPA (attention.png). The full
+   benchmarks are benchmarks/attention_{cpu,gpu}.py.
 Writes into --out (default chapters/11_cuda_kernels/out/): checks.json, variance_error.png,
-benchmark.png, benchmark.json.
+benchmark.png, benchmark.json, attention.json, attention.png.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import this checkout's tinytorch
 
+import attention_part  # noqa: E402 - this chapter's part 2 (chapters/11_cuda_kernels/)
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
@@ -287,8 +293,28 @@ def main():
     (out / "benchmark.json").write_text(
         json.dumps({"benchmarks": benches, "variance": variance}, indent=2)
     )
-    failed = [c for c in checks if not c["ok"]]
-    print(f"wrote {out}/checks.json, variance_error.png, benchmark.png, benchmark.json")
+
+    print("5. every attention kernel version vs chapter 06's attention in float64", flush=True)
+    att_checks = attention_part.check(devices(), args.quick)
+    print("6. the online softmax: the same answer whatever the block of keys", flush=True)
+    blocks = attention_part.online_softmax_blocks()
+    print("7. peak memory of one forward + backward on the CPU: composed vs fused", flush=True)
+    mem = attention_part.memory(args.quick)
+    print("8. a small attention benchmark (forward + backward)", flush=True)
+    att_benches = [attention_part.benchmark(d, args.quick, timer(d)) for d in devices()]
+    attention_part.plot(plt, mem, att_benches, out / "attention.png")
+    (out / "attention.json").write_text(
+        json.dumps(
+            {"checks": att_checks, "blocks": blocks, "memory": mem, "benchmarks": att_benches},
+            indent=2,
+        )
+    )
+    failed = [c for c in checks + att_checks if not c["ok"]]
+    failed += [b for b in blocks if b["max_abs_diff_vs_one_block"] > 1e-12]
+    print(
+        f"wrote {out}/checks.json, variance_error.png, benchmark.png, benchmark.json, "
+        "attention.json, attention.png"
+    )
     if failed:
         print(f"{len(failed)} kernel checks FAILED")
         sys.exit(1)
