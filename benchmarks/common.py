@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -125,6 +126,7 @@ def write_results(
     script = os.path.relpath(sys.argv[0], RESULTS.parent.parent) if sys.argv[0] else ""
     command = "python " + " ".join([script, *sys.argv[1:]])
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    commit = _git_commit()
     table = markdown_table(columns, rows)
     print(table)
     stem = RESULTS / f"{name}_{device}"
@@ -133,6 +135,7 @@ def write_results(
         "",
         f"- date: {date}",
         f"- command: `{command}`",
+        f"- commit: {commit}",
         "- machine: " + ", ".join(f"{k} {v}" for k, v in info.items()),
         "",
         table,
@@ -146,6 +149,7 @@ def write_results(
         "device": device,
         "date": date,
         "command": command,
+        "commit": commit,
         "machine": info,
         "columns": columns,
         "rows": rows,
@@ -154,6 +158,21 @@ def write_results(
     _atomic_write(stem.with_suffix(".json"), json.dumps(payload, indent=2, default=str))
     print(f"wrote {stem.with_suffix('.md')} and .json")
     return stem.with_suffix(".md")
+
+
+def _git_commit() -> str:
+    """The checkout's commit, with "+changes" when the tracked files differ from it."""
+    root = RESULTS.parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", ".", ":!benchmarks/results"], cwd=root
+        ).returncode
+    except OSError:
+        return "unknown (no git)"
+    return (head or "unknown") + (" +changes" if head and dirty else "")
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -17,14 +17,13 @@ of the copy bandwidth.
 
     python benchmarks/kernels_gpu.py [--quick] [--repeat 50] [--no-attention]
 
-Writes benchmarks/results/kernels_gpu_<device>.{md,json,png}; then, when
-benchmarks/attention_gpu.py exists and has run(args), runs the attention benchmark too.
+Writes benchmarks/results/kernels_gpu_<device>.{md,json,png}; then, unless --no-attention,
+runs the attention benchmark (benchmarks/attention_gpu.py) too.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -232,24 +231,10 @@ def run(args):
 
 
 def run_attention(quick):
-    """benchmarks/attention_gpu.py (another chapter-11 helper's), when it exists."""
-    path = HERE / "attention_gpu.py"
-    if not path.is_file():
-        print("attention_gpu.py not found: skipping the attention benchmark")
-        return
-    spec = importlib.util.spec_from_file_location("attention_gpu", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    if not hasattr(mod, "run"):
-        print("attention_gpu.py has no run(args): skipping the attention benchmark")
-        return
-    parser = argparse.ArgumentParser()
-    if hasattr(mod, "add_args"):
-        mod.add_args(parser)
-    args = parser.parse_args(
-        ["--quick"] if quick and any(a.dest == "quick" for a in parser._actions) else []
-    )
-    mod.run(args)
+    """benchmarks/attention_gpu.py's grid (its --quick mode when quick)."""
+    import attention_gpu
+
+    attention_gpu.run(argparse.Namespace(quick=quick, versions="1,2,3,4,5"))
 
 
 def main():
