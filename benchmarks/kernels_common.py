@@ -1,5 +1,6 @@
 """What the LayerNorm benchmarks (kernels_cpu.py, kernels_gpu.py) share: the byte count, the
-implementations' forward+backward callables, the table columns and the plot.
+library-path timing (F.layer_norm through autograd, fused and composed), the table columns and
+the plot.
 
 Byte count (the GB/s column): every byte a fused implementation must move, each input read
 once and each output written once, in float32:
@@ -54,6 +55,45 @@ def make_row(C, N, impl, fwd_s, bwd_s, fwdbwd_s, torch_fwdbwd_s, err):
         "vs_torch": (torch_fwdbwd_s / fwdbwd_s) if torch_fwdbwd_s else float("nan"),
         "max_rel_err": err,
     }
+
+
+def library_rows(C, N, arrays, device, timer, warmup, repeat, t_fb, errs, names):
+    """F.layer_norm through tinytorch Tensors and autograd, once with the fused Function and
+    once with the composed tensor ops (tinytorch.kernels.set_fused(True/False)), on the same
+    arrays (x, w, b, dy): one row each. `timer(fn, warmup, repeat)` gives seconds; `errs(y,
+    grads)` the error against PyTorch; `names` = the (fused, composed) row names."""
+    import tinytorch
+    import tinytorch.kernels
+
+    F = tinytorch.nn.functional
+    x, w, b, dy = arrays
+    xt, wt, bt = (tinytorch.tensor(a, device=device, requires_grad=True) for a in (x, w, b))
+    dyt = tinytorch.tensor(dy, device=device)
+
+    def lib_fwd():
+        return F.layer_norm(xt, (C,), wt, bt, EPS)
+
+    def lib_fwdbwd():
+        xt.grad = wt.grad = bt.grad = None
+        y = lib_fwd()
+        y.backward(dyt)
+        return y
+
+    rows = []
+    for name, fused in zip(names, (True, False)):
+        tinytorch.kernels.set_fused(fused)
+        try:
+            y = lib_fwdbwd()
+            err = errs(y.data, [t.grad.data for t in (xt, wt, bt)])
+            f, fb = timer(lib_fwd, warmup, repeat), timer(lib_fwdbwd, warmup, repeat)
+            rows.append(make_row(C, N, name, f, fb - f, fb, t_fb, err))
+            print(f"  {name:21s} fwd+bwd {fb * 1e3:8.3f} ms  err {err:.1e}", flush=True)
+        except Exception as e:  # a failing path must not hide the other numbers
+            print(f"  {name} FAILED: {type(e).__name__}: {e}", flush=True)
+            rows.append({"C": C, "N": N, "impl": name, "max_rel_err": f"FAILED: {e}"})
+        finally:
+            tinytorch.kernels.set_fused(True)
+    return rows
 
 
 def plot(rows, path, title, hlines=()):

@@ -41,13 +41,10 @@ def bench_C(C, N, repeat, warmup):
     import numpy as np
     import torch
     from common import time_cpu
-    from kernels_common import EPS, make_row, rel_err
+    from kernels_common import EPS, library_rows, make_row, rel_err
 
-    import tinytorch
-    import tinytorch.kernels
     from tinytorch.kernels import layernorm as L
 
-    F = tinytorch.nn.functional
     rng = np.random.default_rng()
     x = (rng.standard_normal((N, C)) * 2 + 0.5).astype(np.float32)
     w = (1 + 0.5 * rng.standard_normal(C)).astype(np.float32)
@@ -88,29 +85,18 @@ def bench_C(C, N, repeat, warmup):
         rows.append(make_row(C, N, f"kernel v{v}", f, fb - f, fb, t_fb, errs(y, grads)))
 
     # through the library: F.layer_norm with autograd, fused Function vs composed tensor ops
-    xt = tinytorch.tensor(x, requires_grad=True)
-    wt = tinytorch.tensor(w, requires_grad=True)
-    bt = tinytorch.tensor(b, requires_grad=True)
-    dyt = tinytorch.tensor(dy)
-
-    def lib_fwd():
-        return F.layer_norm(xt, (C,), wt, bt, EPS)
-
-    def lib_fwdbwd():
-        xt.grad = wt.grad = bt.grad = None
-        y = lib_fwd()
-        y.backward(dyt)
-        return y
-
-    for name, fused in (("F.layer_norm fused", True), ("F.layer_norm composed", False)):
-        tinytorch.kernels.set_fused(fused)
-        try:
-            y = lib_fwdbwd()
-            err = errs(y.data, [t.grad.data for t in (xt, wt, bt)])
-            f, fb = time_cpu(lib_fwd, warmup, repeat), time_cpu(lib_fwdbwd, warmup, repeat)
-        finally:
-            tinytorch.kernels.set_fused(True)
-        rows.append(make_row(C, N, name, f, fb - f, fb, t_fb, err))
+    rows += library_rows(
+        C,
+        N,
+        (x, w, b, dy),
+        "cpu",
+        time_cpu,
+        warmup,
+        repeat,
+        t_fb,
+        errs,
+        ("F.layer_norm fused", "F.layer_norm composed"),
+    )
     return rows
 
 

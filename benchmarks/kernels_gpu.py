@@ -61,13 +61,10 @@ def bench_C(C, N, versions, repeat):
     import cupy as cp
     import torch
     from common import time_cuda
-    from kernels_common import EPS, make_row
+    from kernels_common import EPS, library_rows, make_row
 
-    import tinytorch
-    import tinytorch.kernels
     from tinytorch.kernels import layernorm as L
 
-    F = tinytorch.nn.functional
     x = cp.random.standard_normal((N, C), dtype=cp.float32) * 2 + 0.5
     w = 1 + 0.5 * cp.random.standard_normal(C, dtype=cp.float32)
     b = cp.random.standard_normal(C, dtype=cp.float32)
@@ -116,33 +113,9 @@ def bench_C(C, N, versions, repeat):
             print(f"  v{v} FAILED: {type(e).__name__}: {e}", flush=True)
             rows.append({"C": C, "N": N, "impl": f"v{v}", "max_rel_err": f"FAILED: {e}"})
 
-    xt = tinytorch.tensor(x, device="cuda", requires_grad=True)
-    wt = tinytorch.tensor(w, device="cuda", requires_grad=True)
-    bt = tinytorch.tensor(b, device="cuda", requires_grad=True)
-    dyt = tinytorch.tensor(dy, device="cuda")
-
-    def lib_fwd():
-        return F.layer_norm(xt, (C,), wt, bt, EPS)
-
-    def lib_fwdbwd():
-        xt.grad = wt.grad = bt.grad = None
-        y = lib_fwd()
-        y.backward(dyt)
-        return y
-
-    for name, fused in (("F fused", True), ("F composed", False)):
-        tinytorch.kernels.set_fused(fused)
-        try:
-            y = lib_fwdbwd()
-            err = errs(y.data, [t.grad.data for t in (xt, wt, bt)])
-            f, fb = time_cuda(lib_fwd, 2, repeat), time_cuda(lib_fwdbwd, 2, repeat)
-            rows.append(make_row(C, N, name, f, fb - f, fb, t_fb, err))
-            print(f"  {name:11s} fwd+bwd {fb * 1e3:8.3f} ms  err {err:.1e}", flush=True)
-        except Exception as e:
-            print(f"  {name} FAILED: {type(e).__name__}: {e}", flush=True)
-            rows.append({"C": C, "N": N, "impl": name, "max_rel_err": f"FAILED: {e}"})
-        finally:
-            tinytorch.kernels.set_fused(True)
+    rows += library_rows(
+        C, N, (x, w, b, dy), "cuda", time_cuda, 2, repeat, t_fb, errs, ("F fused", "F composed")
+    )
     return rows
 
 

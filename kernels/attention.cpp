@@ -64,27 +64,6 @@ struct Cpu {
     }
 };
 
-// 2^x for x <= 0 (and -inf), vectorizable: x = n + f with n an integer, |f| <= 1/2, 2^f by a
-// degree-7 Taylor polynomial (relative error < 2e-7), 2^n built in the exponent bits. Below
-// 2^-126 it returns 0, so masked scores (-inf) give exactly 0.
-inline float exp2_neg(float x) {
-    x = x < -127.f ? -127.f : x;
-    int n = (int)(x - 0.5f);  // truncation: round-half-down for x <= 0
-    float f = x - (float)n;
-    float p = 1.5252734e-5f;
-    p = p * f + 1.5403530e-4f;
-    p = p * f + 1.3333558e-3f;
-    p = p * f + 9.6181291e-3f;
-    p = p * f + 5.5504109e-2f;
-    p = p * f + 2.4022651e-1f;
-    p = p * f + 6.9314718e-1f;
-    p = p * f + 1.0f;
-    std::int32_t bits = (n + 127) << 23;
-    float scale;
-    std::memcpy(&scale, &bits, 4);
-    return p * scale;
-}
-
 // ---- v1: naive ------------------------------------------------------------------------------
 void v1_forward(const Cpu& a, float* o, float* lse) {
     const int Tq = a.Tq, Tk = a.Tk, D = a.D;
@@ -294,7 +273,9 @@ inline float hsum(vec<W> a) {
     for (int i = 0; i < W; ++i) t += a[i];
     return t;
 }
-// exp2_neg on W lanes at once (the same arithmetic as the scalar version above).
+// 2^x for x <= 0 (and -inf), on W lanes at once: x = n + f with n an integer, |f| <= 1/2,
+// 2^f by a degree-7 Taylor polynomial (relative error < 2e-7), 2^n built in the exponent bits.
+// Below 2^-126 it returns 0, so masked scores (-inf) give exactly 0.
 template <int W>
 inline vec<W> vexp2_neg(vec<W> x) {
     x = x < -127.f ? vec<W>{} - 127.f : x;
@@ -415,7 +396,7 @@ inline void v3_forward_block(const Cpu& a, long bh, int i0, float* o, float* lse
             for (int u = 0; u < NV; ++u) mx = vmax<W>(mx, x[u] = vload<W>(s + W * u));
             float mn = std::max(m[r], hmax<W>(mx));
             float mu = mn == -kInf ? 0.f : mn;
-            float alpha = exp2_neg(m[r] - mu);
+            float alpha = vexp2_neg<W>(vec<W>{} + (m[r] - mu))[0];  // one lane is enough
             vec<W> psum = {};
             for (int u = 0; u < NV; ++u) {
                 x[u] = vexp2_neg<W>(x[u] - mu);
