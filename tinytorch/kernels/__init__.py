@@ -1,9 +1,10 @@
 """Hand-written kernels (chapter 11): fused LayerNorm and fused softmax attention.
 
 The compiled module (C++/OpenMP for the CPU, CUDA for the GPU, bound with pybind11) is built
-on first use by `tinytorch.kernels.build.load()`. Each family has a Python module here
-(`layernorm`, `attention`) with raw-array entry points, an autograd Function and the check
-that decides whether a call can use the kernel.
+on first use by `tinytorch.kernels.build.load()`. Each family has Python code here with
+raw-array entry points, an autograd Function and the check that decides whether a call can use
+the kernel: `layernorm` holds all three; attention's are split between `attention` (raw arrays)
+and `attention_autograd` (the Function, supports, dispatch).
 
 The switch below forces the composed path (plain NumPy/CuPy tensor ops), which is what the
 kernels are tested against and what chapter 11 compares them with:

@@ -1,6 +1,7 @@
 """Every differentiable op: a Function class (forward + backward) and the function users call.
 
-elementwise  + - * / pow neg abs exp log sqrt tanh sigmoid relu gelu clamp where masked_fill
+elementwise  + - * / pow neg abs exp log sqrt clamp where masked_fill
+activations  tanh sigmoid relu gelu
 reduce       sum mean var std max min argmax argmin topk
 shape        reshape/view permute transpose expand squeeze unsqueeze flatten cat stack split
              chunk getitem
@@ -9,6 +10,7 @@ nn           softmax log_softmax cross_entropy embedding dropout
 misc         device/dtype moves, clone/contiguous, comparisons, all/any
 """
 
+from .activations import gelu, relu, sigmoid, tanh  # noqa: F401
 from .elementwise import (  # noqa: F401
     abs,
     add,
@@ -16,18 +18,14 @@ from .elementwise import (  # noqa: F401
     div,
     exp,
     floor_divide,
-    gelu,
     log,
     masked_fill,
     mul,
     neg,
     pow,
-    relu,
     remainder,
-    sigmoid,
     sqrt,
     sub,
-    tanh,
     where,
 )
 from .linalg import matmul  # noqa: F401
