@@ -109,14 +109,16 @@ def bench_versions(B, H, T, d, causal, quick):
     version once per instruction set this CPU can run it with (16-, 8-, 4-float vectors)."""
     from common import time_cpu
 
+    from tinytorch import kernels
     from tinytorch.kernels import attention as A
 
     rng = np.random.default_rng()
     q, k, v, g = (rng.standard_normal((B, H, T, d)).astype(np.float32) for _ in range(4))
     fl = 4.0 * B * H * T * T * d / (2 if causal else 1)
     rows = []
-    runs = [(ver, "-") for ver in A.CPU_VERSIONS if ver != 3] + [(3, i) for i in A.cpu_isas()]
-    best = A.cpu_isa()
+    runs = [(ver, "-") for ver in A.CPU_VERSIONS if ver != 3]
+    runs += [(3, i) for i in kernels.cpu_isas()]
+    best = kernels.cpu_isa()
     for ver, isa in runs:
 
         def fwd(ver=ver):
@@ -127,12 +129,12 @@ def bench_versions(B, H, T, d, causal, quick):
             return A.backward(q, k, v, o, lse, g, causal, version=ver)
 
         if isa != "-":
-            A.set_cpu_isa(isa)
+            kernels.set_cpu_isa(isa)
         try:
             tf = time_cpu(fwd, warmup=1, repeat=3 if quick else 7)
             tb = time_cpu(fwd_bwd, warmup=1, repeat=3 if quick else 7)
         finally:
-            A.set_cpu_isa(best)
+            kernels.set_cpu_isa(best)
         rows.append(
             dict(
                 B=B,
@@ -186,7 +188,7 @@ def main():
     import torch
     from common import RESULTS, write_results
 
-    from tinytorch.kernels import attention as A
+    from tinytorch import kernels
 
     sizes = SIZES[:3] if args.quick else SIZES
     rows = []
@@ -220,7 +222,7 @@ def main():
         f"torch threads: {torch.get_num_threads()}."
     )
     notes = (
-        f"fused = tinytorch.kernels.attention (C++/OpenMP, default version, {A.cpu_isa()}); "
+        f"fused = tinytorch.kernels.attention (C++/OpenMP, default version, {kernels.cpu_isa()}); "
         "composed = "
         "tinytorch's NumPy tensor-op path; torch = torch SDPA on the CPU. "
         "speedup_vs_composed and vs_torch: their forward+backward time / the fused one "
@@ -250,7 +252,7 @@ def main():
         "(the T x T scores per head), 2 one query row at a time (online softmax), 3 "
         "tiled (32 queries x 64 keys, vectorized), once per instruction set this CPU has "
         "(isa: avx512 = 16-float vectors, avx2 = 8, base = SSE2, 4; the library uses the "
-        f"first, here {A.cpu_isa()}). GFLOP/s by the FlashAttention "
+        f"first, here {kernels.cpu_isa()}). GFLOP/s by the FlashAttention "
         "counting (forward 4*B*H*T^2*d, halved when causal; forward+backward 3.5x). " + threads,
     )
 

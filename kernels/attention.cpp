@@ -20,7 +20,7 @@
 // Work is split over (batch, head, query block) with OpenMP; each output element is written
 // by one thread (deterministic). The hot loops of v3 are compiled three times, for AVX-512
 // (16-float vectors), AVX2 (8) and plain x86-64 (SSE2, 4), and the CPU picks at the first call
-// (`attention_cpu_isa()` says which).
+// (kernels/simd.h; the module's `cpu_isa()` says which).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -34,15 +34,15 @@
 #include <vector>
 
 #include "attention.h"
+#include "simd.h"
 
-// The vector helpers below are inlined into each per-ISA entry point; GCC warns that their
-// (never exported) calling convention would differ between ISAs.
-#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace py = pybind11;
 
 namespace tt {
 namespace {
+
+using namespace simd;  // vec<W>, vload, vstore, vexp2_neg, ... (kernels/simd.h)
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
@@ -232,68 +232,10 @@ void v2_backward(const Cpu& a, const float* o, const float* lse, const float* do
 // units' rate instead of waiting on loads and stores of the accumulators. W is the machine's
 // vector width: 16 floats with AVX-512, 8 with AVX2, 4 with SSE2 (plain x86-64). A vector wider
 // than the machine's registers is split by the compiler into several and, with 16 of them in
-// flight, spilled to the stack: on an AVX2-only CPU a 16-float version ran at a quarter of the
-// speed of this one. Each block of accumulators (2 x 4 vectors for the scores, 4 x 2 for the
-// products with V) fits the 16 registers of AVX2 and SSE2.
+// flight, spilled to the stack: on an AVX2-only CPU a 16-float version ran 21 times slower than
+// this one (chapter 11, section 11). Each block of accumulators (2 x 4 vectors for the scores,
+// 4 x 2 for the products with V) fits the 16 registers of AVX2 and SSE2.
 constexpr int BR = 32, BC = 64;
-
-template <int W>
-struct VecTypes {
-    typedef float f __attribute__((vector_size(4 * W)));
-    typedef std::int32_t i __attribute__((vector_size(4 * W)));
-};
-template <int W>
-using vec = typename VecTypes<W>::f;  // W floats
-template <int W>
-using ivec = typename VecTypes<W>::i;
-
-template <int W>
-inline vec<W> vload(const float* p) {
-    vec<W> x;
-    std::memcpy(&x, p, sizeof x);
-    return x;
-}
-template <int W>
-inline void vstore(float* p, const vec<W>& x) {
-    std::memcpy(p, &x, sizeof x);
-}
-template <int W>
-inline vec<W> vmax(vec<W> a, vec<W> b) {
-    return a > b ? a : b;
-}
-template <int W>
-inline float hmax(vec<W> a) {
-    float m = a[0];
-    for (int i = 1; i < W; ++i) m = std::max(m, a[i]);
-    return m;
-}
-template <int W>
-inline float hsum(vec<W> a) {
-    float t = 0.f;
-    for (int i = 0; i < W; ++i) t += a[i];
-    return t;
-}
-// 2^x for x <= 0 (and -inf), on W lanes at once: x = n + f with n an integer, |f| <= 1/2,
-// 2^f by a degree-7 Taylor polynomial (relative error < 2e-7), 2^n built in the exponent bits.
-// Below 2^-126 it returns 0, so masked scores (-inf) give exactly 0.
-template <int W>
-inline vec<W> vexp2_neg(vec<W> x) {
-    x = x < -127.f ? vec<W>{} - 127.f : x;
-    ivec<W> n = __builtin_convertvector(x - 0.5f, ivec<W>);
-    vec<W> f = x - __builtin_convertvector(n, vec<W>);
-    vec<W> p = 1.5252734e-5f + vec<W>{};
-    p = p * f + 1.5403530e-4f;
-    p = p * f + 1.3333558e-3f;
-    p = p * f + 9.6181291e-3f;
-    p = p * f + 5.5504109e-2f;
-    p = p * f + 2.4022651e-1f;
-    p = p * f + 6.9314718e-1f;
-    p = p * f + 1.0f;
-    ivec<W> bits = (n + 127) << 23;
-    vec<W> scale;
-    std::memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
 
 // S[r][0..BC) = mul * sum_d A[r][d] * Bt[d][0..BC) for r < nr; A rows have D floats,
 // Bt is (D, BC): a K (or V) tile stored transposed. Two rows by 4 vectors of S at a time.
@@ -488,14 +430,6 @@ typedef void (*FwdFn)(const Cpu&, long, long, float*, float*);
 typedef void (*BwdFn)(const Cpu&, long, long, const float*, const float*, const float*, float*,
                       float*, float*);
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define TT_X86 1
-#define TT_ENTRY(isa) __attribute__((target(isa), flatten))
-#else
-#define TT_X86 0
-#define TT_ENTRY(isa)
-#endif
-
 #define TT_ISA_ENTRIES(isa, attr, W)                                                          \
     template <int D>                                                                          \
     attr void v3_fwd_##isa(const Cpu& a, long t0, long t1, float* o, float* l) {              \
@@ -509,43 +443,17 @@ typedef void (*BwdFn)(const Cpu&, long, long, const float*, const float*, const 
 #if TT_X86
 TT_ISA_ENTRIES(avx512, TT_ENTRY("avx512f,fma"), 16)
 TT_ISA_ENTRIES(avx2, TT_ENTRY("avx2,fma"), 8)
-TT_ISA_ENTRIES(base, __attribute__((flatten)), 4)  // x86-64's baseline: SSE2
-#else
-TT_ISA_ENTRIES(base, , 4)  // 128-bit vectors (NEON on ARM)
 #endif
-
-// The instruction sets the tiled kernels can run with here, and the one they use: the best,
-// unless attention_set_cpu_isa chose a lesser one (to compare them, and to test every path).
-enum class Isa { avx512, avx2, base };
-const char* isa_name(Isa i) { return i == Isa::avx512 ? "avx512" : i == Isa::avx2 ? "avx2" : "base"; }
-bool isa_supported(Isa isa) {
-#if TT_X86
-    __builtin_cpu_init();
-    if (isa == Isa::avx512) return __builtin_cpu_supports("avx512f");
-    if (isa == Isa::avx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
-    return isa == Isa::base;
-}
-Isa& current_isa() {
-    static Isa isa = isa_supported(Isa::avx512) ? Isa::avx512
-                     : isa_supported(Isa::avx2) ? Isa::avx2
-                                                : Isa::base;
-    return isa;
-}
+TT_ISA_ENTRIES(base, TT_BASE_ENTRY, 4)  // x86-64's baseline (SSE2), or 128-bit NEON on ARM
 
 template <int D>
 void pick(FwdFn& f, BwdFn& b) {
 #if TT_X86
-    if (current_isa() == Isa::avx512) {
-        f = v3_fwd_avx512<D>, b = v3_bwd_avx512<D>;
-        return;
-    }
-    if (current_isa() == Isa::avx2) {
-        f = v3_fwd_avx2<D>, b = v3_bwd_avx2<D>;
-        return;
-    }
-#endif
+    f = simd::pick<FwdFn>(v3_fwd_avx512<D>, v3_fwd_avx2<D>, v3_fwd_base<D>);
+    b = simd::pick<BwdFn>(v3_bwd_avx512<D>, v3_bwd_avx2<D>, v3_bwd_base<D>);
+#else
     f = v3_fwd_base<D>, b = v3_bwd_base<D>;
+#endif
 }
 
 void v3_fns(int D, FwdFn& f, BwdFn& b) {
@@ -673,29 +581,6 @@ void backward_cpu(const py::array& q, const py::array& k, const py::array& v, co
 void register_attention(py::module_& m) {
     using namespace tt;
     m.def("attention_cpu_versions", [] { return kCpuVersions; });
-    m.def("attention_cpu_isas", [] {
-        py::list names;  // the instruction sets this CPU can run v3 with, best first
-        for (Isa i : {Isa::avx512, Isa::avx2, Isa::base})
-            if (isa_supported(i)) names.append(isa_name(i));
-        return names;
-    });
-    m.def("attention_cpu_isa", [] { return isa_name(current_isa()); });
-    m.def(
-        "attention_set_cpu_isa",
-        [](const std::string& name) {
-            for (Isa i : {Isa::avx512, Isa::avx2, Isa::base})
-                if (name == isa_name(i)) {
-                    if (!isa_supported(i))
-                        throw py::value_error("attention: this CPU cannot run the " + name +
-                                              " kernels");
-                    std::string prev = isa_name(current_isa());
-                    current_isa() = i;
-                    return prev;
-                }
-            throw py::value_error("attention: unknown instruction set '" + name +
-                                  "'; expected avx512, avx2 or base");
-        },
-        py::arg("name"));
     m.def("attention_forward_cpu", &forward_cpu, py::arg("q"), py::arg("k"), py::arg("v"),
           py::arg("key_padding_mask"), py::arg("out"), py::arg("lse"), py::arg("causal"),
           py::arg("scale"), py::arg("version"),

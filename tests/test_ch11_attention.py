@@ -21,7 +21,7 @@ import torch
 from helpers import assert_close
 
 import tinytorch
-from tinytorch import backend
+from tinytorch import backend, kernels
 from tinytorch.kernels import attention as A
 from tinytorch.kernels import attention_autograd as AA
 
@@ -97,8 +97,8 @@ DEVICE_VERSIONS = (
 def _skip_unless_runnable(device, isa):
     if device == "cuda" and not _cuda_ok():
         pytest.skip("the kernel module was built without CUDA")
-    if isa is not None and isa not in A.cpu_isas():
-        pytest.skip(f"this CPU has no {isa} (it runs {A.cpu_isas()})")
+    if isa is not None and isa not in kernels.cpu_isas():
+        pytest.skip(f"this CPU has no {isa} (it runs {kernels.cpu_isas()})")
 
 
 def _grid():
@@ -116,12 +116,12 @@ def _grid():
 
 def run_kernels(device, version, inputs, causal, isa=None):
     if isa is not None:
-        previous = A.set_cpu_isa(isa)
+        previous = kernels.set_cpu_isa(isa)
         try:
-            assert A.cpu_isa() == isa
+            assert kernels.cpu_isa() == isa
             return run_kernels(device, version, inputs, causal)
         finally:
-            A.set_cpu_isa(previous)
+            kernels.set_cpu_isa(previous)
     (q, k, v, dout, kpm, scale) = inputs
     xp = backend.get_xp(device)
     q, k, v, dout = (xp.asarray(x) for x in (q, k, v, dout))
@@ -353,13 +353,13 @@ def test_dispatch_matches_composed_path():
 def test_cpu_isa_choice():
     """The best instruction set is the default; an unknown or unsupported one is refused and
     leaves the choice as it was."""
-    isas = A.cpu_isas()
+    isas = kernels.cpu_isas()
     assert isas[-1] == "base" and set(isas) <= set(CPU_ISAS)
-    assert A.cpu_isa() == isas[0]
+    assert kernels.cpu_isa() == isas[0]
     with pytest.raises(ValueError, match="unknown instruction set"):
-        A.set_cpu_isa("sse9")
+        kernels.set_cpu_isa("sse9")
     for name in CPU_ISAS:
         if name not in isas:
             with pytest.raises(ValueError, match="cannot run"):
-                A.set_cpu_isa(name)
-    assert A.cpu_isa() == isas[0]
+                kernels.set_cpu_isa(name)
+    assert kernels.cpu_isa() == isas[0]

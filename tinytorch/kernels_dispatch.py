@@ -12,8 +12,10 @@ The rules (measured, see chapter 11 and benchmarks/results/):
   kernel beat the NumPy composition at every measured size, the chapter 07 GPT's (T = 64)
   included (benchmarks/results/attention_cpu_cpu.md); CPU_ATTENTION_MIN_SCORES (per-head
   score-matrix entries below which the CPU uses the composed path) is kept as a knob.
-Anything unsupported (float64, other head dims, dropout, arbitrary additive masks) takes the
-composed path, which handles every case.
+- GELU (exact, float32): fused on the CPU only (kernels/gelu.cpp: one pass instead of the
+  composition's ten; benchmarks/results/gelu_cpu_cpu.md); the GPU keeps the composed CuPy ops.
+Anything unsupported (float64, other head dims, dropout, arbitrary additive masks, GELU's tanh
+approximation) takes the composed path, which handles every case.
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ def layer_norm(input, shape, weight, bias, eps):
     from .kernels import layernorm
 
     return layernorm.dispatch(input, shape, weight, bias, eps)
+
+
+def gelu(input, approximate):
+    if not _enabled():
+        return None
+    from .kernels import gelu as G
+
+    return G.dispatch(input, approximate)
 
 
 def scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal, scale):

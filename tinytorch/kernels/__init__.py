@@ -19,7 +19,16 @@ from __future__ import annotations
 import contextlib
 import warnings
 
-__all__ = ["set_fused", "fused_enabled", "composed", "available", "build_error"]
+__all__ = [
+    "set_fused",
+    "fused_enabled",
+    "composed",
+    "available",
+    "build_error",
+    "cpu_isas",
+    "cpu_isa",
+    "set_cpu_isa",
+]
 
 _fused = True
 _warned = False
@@ -65,6 +74,35 @@ def available() -> bool:
                 stacklevel=2,
             )
         return False
+
+
+def cpu_isas() -> list[str]:
+    """The instruction sets this CPU can run the vectorized CPU kernels (attention v3, GELU)
+    with, best first: a subset of ["avx512", "avx2", "base"] ("base" = x86-64's SSE2, or the
+    plain build elsewhere). See kernels/simd.h."""
+    from . import build
+
+    return list(build.load().cpu_isas())
+
+
+def cpu_isa() -> str:
+    """The instruction set the vectorized CPU kernels use now (the best, unless set)."""
+    from . import build
+
+    return build.load().cpu_isa()
+
+
+def set_cpu_isa(name: str) -> str:
+    """Run the vectorized CPU kernels with instruction set `name` (one of cpu_isas()) from now
+    on, for the whole process; returns the previous one. For comparing them: the results
+    agree to float32 rounding."""
+    from . import build
+
+    if name not in ("avx512", "avx2", "base"):
+        raise ValueError(
+            f"set_cpu_isa: unknown instruction set {name!r}; expected one of {cpu_isas()}"
+        )
+    return build.load().set_cpu_isa(name)
 
 
 def build_error() -> Exception | None:

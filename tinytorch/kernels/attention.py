@@ -25,8 +25,8 @@ Bad input (dtype, shape, contiguity, device, head dim, version) raises TypeError
 before any kernel runs.
 
 The CPU's tiled version is compiled for several instruction sets (AVX-512, AVX2, and the
-baseline: SSE2 on x86-64) and uses the best this CPU has: `cpu_isa()` says which,
-`cpu_isas()` lists the choices, `set_cpu_isa(name)` picks a lesser one (to compare them).
+baseline: SSE2 on x86-64) and uses the best this CPU has: `tinytorch.kernels.cpu_isa()` says
+which, `cpu_isas()` lists the choices, `set_cpu_isa(name)` picks a lesser one.
 
 `online_softmax_attention(q, k, v, ...)` is the same algorithm in NumPy/CuPy array code (the
 reference the chapter derives; slow).
@@ -47,9 +47,6 @@ __all__ = [
     "online_softmax_attention",
     "forward",
     "backward",
-    "cpu_isa",
-    "cpu_isas",
-    "set_cpu_isa",
     "CPU_VERSIONS",
     "CUDA_VERSIONS",
     "DEFAULT_VERSION",
@@ -330,25 +327,3 @@ def online_softmax_attention(q, k, v, is_causal=False, key_padding_mask=None, sc
     out = xp.where(seen, acc / xp.where(seen, l, 1), 0)
     lse = xp.where(seen, m + xp.log(xp.where(seen, l, 1)), np.inf)[..., 0]
     return out.astype(q.dtype), lse.astype(q.dtype)
-
-
-# ---- which instruction set the CPU's tiled kernel runs with ---------------------------------
-def cpu_isas() -> list[str]:
-    """The instruction sets this CPU can run the tiled kernel (v3) with, best first: a subset
-    of ["avx512", "avx2", "base"] ("base" = x86-64's SSE2, or the plain build elsewhere)."""
-    return list(_lib().attention_cpu_isas())
-
-
-def cpu_isa() -> str:
-    """The instruction set the CPU's tiled kernel uses now (the best one, unless set)."""
-    return _lib().attention_cpu_isa()
-
-
-def set_cpu_isa(name: str) -> str:
-    """Run the CPU's tiled kernel with instruction set `name` (one of cpu_isas()) from now on;
-    returns the previous one. For comparing them: the results agree to float32 rounding."""
-    if name not in ("avx512", "avx2", "base"):
-        raise ValueError(
-            f"set_cpu_isa: unknown instruction set {name!r}; expected one of {cpu_isas()}"
-        )
-    return _lib().attention_set_cpu_isa(name)

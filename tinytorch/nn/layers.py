@@ -187,7 +187,7 @@ class GELU(Module):
         self.approximate = approximate
 
     def forward(self, input):
-        return ops.gelu(input, self.approximate)
+        return F.gelu(input, self.approximate)
 
     def extra_repr(self):
         return f"approximate='{self.approximate}'"
