@@ -33,16 +33,15 @@ def linear(input, weight, bias=None):
             f"{tuple(input.shape)}) but weight expects {weight.shape[-1]} "
             f"(weight shape {tuple(weight.shape)})"
         )
-    shape = input.shape
-    # (B, T, in) as one (B*T, in) matrix: one large matrix product is much faster than a
-    # batch of small ones, in the forward and in both products of the backward
-    x = input if input.ndim == 2 else ops.reshape(input, (-1, shape[-1]))
-    # BEGIN EXERCISE ch03: out = x @ weight^T, plus bias when there is one (x is (N, in))
+    # (B, T, in) @ (in, out) runs as one (B*T, in) product: matmul folds the leading dims of
+    # an operand against a 2-D weight, in the forward and in both products of the backward
+    x = input
+    # BEGIN EXERCISE ch03: out = x @ weight^T, plus bias when there is one (x is (*, in))
     out = ops.matmul(x, ops.transpose(weight, 0, 1))
     if bias is not None:
         out = out + bias
     # END EXERCISE
-    return out if input.ndim == 2 else ops.reshape(out, (*shape[:-1], weight.shape[0]))
+    return out
 
 
 def gelu(input, approximate: str = "none"):
