@@ -446,29 +446,33 @@ TT_ISA_ENTRIES(avx2, TT_ENTRY("avx2,fma"), 8)
 #endif
 TT_ISA_ENTRIES(base, TT_BASE_ENTRY, 4)  // x86-64's baseline (SSE2), or 128-bit NEON on ARM
 
+struct V3Fns {
+    FwdFn fwd;
+    BwdFn bwd;
+};
+
 template <int D>
-void pick(FwdFn& f, BwdFn& b) {
+V3Fns pick() {
 #if TT_X86
-    f = simd::pick<FwdFn>(v3_fwd_avx512<D>, v3_fwd_avx2<D>, v3_fwd_base<D>);
-    b = simd::pick<BwdFn>(v3_bwd_avx512<D>, v3_bwd_avx2<D>, v3_bwd_base<D>);
+    return {simd::pick<FwdFn>(v3_fwd_avx512<D>, v3_fwd_avx2<D>, v3_fwd_base<D>),
+            simd::pick<BwdFn>(v3_bwd_avx512<D>, v3_bwd_avx2<D>, v3_bwd_base<D>)};
 #else
-    f = v3_fwd_base<D>, b = v3_bwd_base<D>;
+    return {v3_fwd_base<D>, v3_bwd_base<D>};
 #endif
 }
 
-void v3_fns(int D, FwdFn& f, BwdFn& b) {
-    if (D == 32) return pick<32>(f, b);
-    if (D == 64) return pick<64>(f, b);
-    if (D == 128) return pick<128>(f, b);
+// The forward and backward copies for head dim D and this CPU's instruction set.
+V3Fns v3_fns(int D) {
+    if (D == 32) return pick<32>();
+    if (D == 64) return pick<64>();
+    if (D == 128) return pick<128>();
     throw std::invalid_argument("attention (cpu) v3: head dim " + std::to_string(D) +
                                 " is not supported; expected 32, 64 or 128");
 }
 
 void v3_forward(const Cpu& a, float* o, float* lse) {
     const long tasks = (long)a.B * a.H * ((a.Tq + BR - 1) / BR);
-    FwdFn fn;
-    BwdFn unused;
-    v3_fns(a.D, fn, unused);
+    const FwdFn fn = v3_fns(a.D).fwd;
 #pragma omp parallel for if (a.parallel()) schedule(dynamic, 1)
     for (long t = 0; t < tasks; t += 4) fn(a, t, std::min(tasks, t + 4), o, lse);
 }
@@ -478,9 +482,7 @@ void v3_backward(const Cpu& a, const float* o, const float* lse, const float* do
     const long rows = (long)a.B * a.H * a.Tq, heads = (long)a.B * a.H;
     std::vector<float> Dv(rows);
     const int D = a.D;
-    FwdFn unused;
-    BwdFn fn;
-    v3_fns(D, unused, fn);
+    const BwdFn fn = v3_fns(D).bwd;
 #pragma omp parallel for if (a.parallel()) schedule(static)
     for (long r = 0; r < rows; ++r) {
         float x = 0.f;

@@ -120,13 +120,12 @@ inline Isa& current_isa() {
     return isa;
 }
 
-// Picks fns[0] (AVX-512), fns[1] (AVX2) or fns[2] (baseline) by current_isa(); on other
-// machines only the baseline copy exists and fns[0], fns[1] are never used.
+// The copy of a kernel for current_isa() (x86-64 only: elsewhere there is just the baseline).
 template <class Fn>
 inline Fn pick(Fn avx512, Fn avx2, Fn base) {
     switch (current_isa()) {
-        case Isa::avx512: return avx512 ? avx512 : base;
-        case Isa::avx2: return avx2 ? avx2 : base;
+        case Isa::avx512: return avx512;
+        case Isa::avx2: return avx2;
         default: return base;
     }
 }
