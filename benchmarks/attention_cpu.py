@@ -19,6 +19,7 @@ Writes benchmarks/results/attention_cpu_cpu.{md,json,png} and attention_cpu_vers
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -118,7 +119,6 @@ def bench_versions(B, H, T, d, causal, quick):
     rows = []
     runs = [(ver, "-") for ver in A.CPU_VERSIONS if ver != 3]
     runs += [(3, i) for i in kernels.cpu_isas()]
-    best = kernels.cpu_isa()
     for ver, isa in runs:
 
         def fwd(ver=ver):
@@ -128,13 +128,9 @@ def bench_versions(B, H, T, d, causal, quick):
             o, lse = A.forward(q, k, v, causal, version=ver)
             return A.backward(q, k, v, o, lse, g, causal, version=ver)
 
-        if isa != "-":
-            kernels.set_cpu_isa(isa)
-        try:
+        with kernels.using_cpu_isa(isa) if isa != "-" else contextlib.nullcontext():
             tf = time_cpu(fwd, warmup=1, repeat=3 if quick else 7)
             tb = time_cpu(fwd_bwd, warmup=1, repeat=3 if quick else 7)
-        finally:
-            kernels.set_cpu_isa(best)
         rows.append(
             dict(
                 B=B,

@@ -52,17 +52,13 @@ def bench(shape, repeat):
     with kernels.composed():
         row["composed_ms"] = time_cpu(ours, warmup=2, repeat=repeat) * 1e3
     row["torch_ms"] = time_cpu(theirs, warmup=2, repeat=repeat) * 1e3
-    best = kernels.cpu_isa()
+
+    def raw():
+        return G.backward(x, g), G.forward(x)
+
     for isa in kernels.cpu_isas():
-        kernels.set_cpu_isa(isa)
-        try:
-
-            def raw():
-                return G.backward(x, g), G.forward(x)
-
+        with kernels.using_cpu_isa(isa):
             row[f"raw_{isa}_ms"] = time_cpu(raw, warmup=2, repeat=repeat) * 1e3
-        finally:
-            kernels.set_cpu_isa(best)
     row["vs_composed"] = row["composed_ms"] / row["fused_ms"]
     row["vs_torch"] = row["torch_ms"] / row["fused_ms"]
     return row

@@ -116,12 +116,9 @@ def _grid():
 
 def run_kernels(device, version, inputs, causal, isa=None):
     if isa is not None:
-        previous = kernels.set_cpu_isa(isa)
-        try:
+        with kernels.using_cpu_isa(isa):
             assert kernels.cpu_isa() == isa
             return run_kernels(device, version, inputs, causal)
-        finally:
-            kernels.set_cpu_isa(previous)
     (q, k, v, dout, kpm, scale) = inputs
     xp = backend.get_xp(device)
     q, k, v, dout = (xp.asarray(x) for x in (q, k, v, dout))

@@ -45,11 +45,8 @@ def test_matches_torch_float64(isa, shape):
         x.flat[1], x.flat[2] = 9.0, -9.0
     g = rng.standard_normal(shape).astype(np.float32)
     want_y, want_dx = _torch(x, g)
-    previous = kernels.set_cpu_isa(isa)
-    try:
+    with kernels.using_cpu_isa(isa):
         y, dx = G.forward(x), G.backward(x, g)
-    finally:
-        kernels.set_cpu_isa(previous)
     assert y.shape == x.shape and dx.shape == x.shape
     assert_close(y, want_y, rtol=1e-5, atol=ATOL, msg="y")
     assert_close(dx, want_dx, rtol=1e-5, atol=ATOL, msg="dx")

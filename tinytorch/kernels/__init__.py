@@ -28,6 +28,7 @@ __all__ = [
     "cpu_isas",
     "cpu_isa",
     "set_cpu_isa",
+    "using_cpu_isa",
 ]
 
 _fused = True
@@ -99,6 +100,17 @@ def set_cpu_isa(name: str) -> str:
     from . import build
 
     return build.load().set_cpu_isa(name)  # ValueError for an unknown or unsupported name
+
+
+@contextlib.contextmanager
+def using_cpu_isa(name: str):
+    """Run the vectorized CPU kernels with instruction set `name` inside a `with` block only;
+    restores the previous one after."""
+    previous = set_cpu_isa(name)
+    try:
+        yield
+    finally:
+        set_cpu_isa(previous)
 
 
 def build_error() -> Exception | None:
