@@ -5,9 +5,8 @@ same few sizes. glibc's malloc serves a large request (over its mmap threshold, 
 at 128 KiB) with a fresh mmap and unmaps it on free, and it trims the top of the heap back to
 the OS as soon as 128 KiB there are free. Either way the next array of that size starts on
 pages the kernel has to fault in again, one 4 KiB page at a time: for a 1.5 MB array, 384 page
-faults, which can cost more than the arithmetic (a float32 multiply of 393k elements takes
-about 0.06 ms; allocating its output on fresh pages about 1 ms on the development machine, a
-virtual machine where page faults are expensive).
+faults, which can cost more than the elementwise arithmetic that fills it (chapter 07's GPT
+step: benchmarks/results/memory_cpu_cpu.md).
 
 `keep_freed_memory()` sets glibc's thresholds so that blocks up to 32 MiB come from the heap and
 up to 1 GiB of freed heap stays mapped: the same pages are reused step after step. The cost is
