@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
 
 SIZES = [  # (B, H, T, d, causal)
     (12, 4, 64, 32, True),  # the chapter 7 GPT
@@ -42,9 +39,9 @@ SIZES = [  # (B, H, T, d, causal)
 
 def bench(B, H, T, d, causal, quick):
     import torch
-    from common import time_cpu
 
     import tinytorch as tt
+    from tinytorch.bench import time_cpu
     from tinytorch.kernels import attention_autograd as AA
     from tinytorch.nn.functional_attention import attention_with_weights
 
@@ -108,9 +105,8 @@ VERSION_SIZES = [(12, 4, 64, 32, True), (4, 8, 256, 64, True), (2, 8, 1024, 64, 
 def bench_versions(B, H, T, d, causal, quick):
     """Forward and forward+backward of each CPU version on raw arrays, with GFLOP/s; the tiled
     version once per instruction set this CPU can run it with (16-, 8-, 4-float vectors)."""
-    from common import time_cpu
-
     from tinytorch import kernels
+    from tinytorch.bench import time_cpu
     from tinytorch.kernels import attention as A
 
     rng = np.random.default_rng()
@@ -182,9 +178,9 @@ def main():
     import os
 
     import torch
-    from common import RESULTS, write_results
 
     from tinytorch import kernels
+    from tinytorch.bench import RESULTS, write_results
 
     sizes = SIZES[:3] if args.quick else SIZES
     rows = []

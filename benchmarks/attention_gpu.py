@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
 
 TOKENS, WIDTH = 16384, 2048
 
@@ -222,7 +219,8 @@ def run(args):
 def _write(rows, quick, final):
     import cupy as cp
     import torch
-    from common import RESULTS, device_tag, write_results
+
+    from tinytorch.bench import RESULTS, device_tag, write_results
 
     tag = device_tag("cuda")
     columns = [

@@ -13,24 +13,21 @@ Writes benchmarks/results/gelu_cpu_cpu.{md,json}.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
 
 SHAPES = [(12, 64, 512), (1024, 1024), (4096, 1024)]
 
 
 def bench(shape, repeat):
     import torch
-    from common import time_cpu
 
     import tinytorch as tt
     from tinytorch import kernels
+    from tinytorch.bench import time_cpu
     from tinytorch.kernels import gelu as G
 
     rng = np.random.default_rng()
@@ -68,9 +65,9 @@ def main():
     import os
 
     import torch
-    from common import write_results
 
     from tinytorch import kernels
+    from tinytorch.bench import write_results
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the first shape, 5 repeats")

@@ -31,8 +31,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # the repository's tinytorch, when not installed
-sys.path.insert(0, str(HERE))
 
 RECIPE = dict(
     n_layer=4,
@@ -365,7 +363,7 @@ def main(argv=None) -> int:
 
 
 def report(args, results) -> None:
-    from common import write_results
+    from tinytorch.bench import write_results
 
     skip = min(10, args.iters // 10)  # the first steps warm caches and allocators
     ms = {k: 1000 * statistics.median(r["times"][skip:]) for k, r in results.items()}

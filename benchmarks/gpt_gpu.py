@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
 
 CFG = dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.0, bias=False)
 BATCH = 64
@@ -104,7 +101,7 @@ class _null:
 
 
 def main():
-    from common import device_tag, write_results
+    from tinytorch.bench import device_tag, write_results
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)

@@ -47,15 +47,15 @@ assert m.with_cuda, 'built without CUDA'
   echo "rc ${PIPESTATUS[0]}"
 
   step "benchmark: attention, every version vs torch SDPA (${ATTN_ARGS[*]:-full grid})"
-  timeout 200 "$PY" benchmarks/attention_gpu.py "${ATTN_ARGS[@]}"
+  timeout 200 "$PY" -m benchmarks.attention_gpu "${ATTN_ARGS[@]}"
   echo "rc $?"
 
   step "benchmark: GPT training step, tinytorch (fused, composed) vs PyTorch eager"
-  timeout 120 "$PY" benchmarks/gpt_gpu.py --steps 20
+  timeout 120 "$PY" -m benchmarks.gpt_gpu --steps 20
   echo "rc $?"
 
   step "benchmark: LayerNorm"
-  timeout 60 "$PY" benchmarks/kernels_gpu.py --no-attention
+  timeout 60 "$PY" -m benchmarks.kernels_gpu --no-attention
   echo "rc $?"
 
   step "result files"

@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
 
 CS = (768, 1024, 4096, 8192)
 
@@ -40,9 +37,9 @@ def add_args(parser):
 def bench_C(C, N, repeat, warmup):
     import numpy as np
     import torch
-    from common import time_cpu
-    from kernels_common import EPS, library_rows, make_row, rel_err
 
+    from benchmarks.kernels_common import EPS, library_rows, make_row, rel_err
+    from tinytorch.bench import time_cpu
     from tinytorch.kernels import layernorm as L
 
     rng = np.random.default_rng()
@@ -105,9 +102,8 @@ def run(args):
     import torch
 
     torch.set_num_threads(threads)
-    from common import RESULTS, write_results
-    from kernels_common import COLUMNS, plot
-
+    from benchmarks.kernels_common import COLUMNS, plot
+    from tinytorch.bench import RESULTS, write_results
     from tinytorch.kernels import build
 
     build.load(verbose=True)

@@ -24,12 +24,9 @@ runs the attention benchmark (benchmarks/attention_gpu.py) too.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
 
 N_ROWS = 16384
 CS = (768, 1024, 4096, 8192)
@@ -49,7 +46,8 @@ def add_args(parser):
 def copy_bandwidth(repeat):
     """Device-to-device copy, GB/s counting bytes read and written (1 GiB buffers)."""
     import cupy as cp
-    from common import time_cuda
+
+    from tinytorch.bench import time_cuda
 
     src = cp.ones(1 << 28, cp.float32)
     dst = cp.empty_like(src)
@@ -60,9 +58,9 @@ def copy_bandwidth(repeat):
 def bench_C(C, N, versions, repeat):
     import cupy as cp
     import torch
-    from common import time_cuda
-    from kernels_common import EPS, library_rows, make_row
 
+    from benchmarks.kernels_common import EPS, library_rows, make_row
+    from tinytorch.bench import time_cuda
     from tinytorch.kernels import layernorm as L
 
     x = cp.random.standard_normal((N, C), dtype=cp.float32) * 2 + 0.5
@@ -147,8 +145,9 @@ def summary(rows, copy_gbs):
 def write(rows, copy_gbs, quick, final):
     import cupy as cp
     import torch
-    from common import RESULTS, device_tag, write_results
-    from kernels_common import COLUMNS, plot
+
+    from benchmarks.kernels_common import COLUMNS, plot
+    from tinytorch.bench import RESULTS, device_tag, write_results
 
     tag = device_tag("cuda")
     notes = (
@@ -205,7 +204,7 @@ def run(args):
 
 def run_attention(quick):
     """benchmarks/attention_gpu.py's grid (its --quick mode when quick)."""
-    import attention_gpu
+    from benchmarks import attention_gpu
 
     attention_gpu.run(argparse.Namespace(quick=quick, versions="1,2,3,4,5"))
 

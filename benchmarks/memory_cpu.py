@@ -23,8 +23,6 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
 
 CHILD = """
 import json, statistics, sys, time
@@ -81,7 +79,7 @@ def run_child(keep: bool, steps: int) -> dict:
 
 
 def main():
-    from common import write_results
+    from tinytorch.bench import write_results
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=100)

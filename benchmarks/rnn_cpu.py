@@ -34,13 +34,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from common import RESULTS, time_cpu, write_results  # noqa: E402
 
 import tinytorch as tt  # noqa: E402
 from tinytorch import optim  # noqa: E402
+from tinytorch.bench import RESULTS, time_cpu, write_results  # noqa: E402
 from tinytorch.data import dataset_path  # noqa: E402
 from tinytorch.models import char_rnn  # noqa: E402
 

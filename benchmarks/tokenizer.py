@@ -22,13 +22,10 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
 os.environ.setdefault("RAYON_NUM_THREADS", "1")  # the `tokenizers` trainer: one thread too
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -195,7 +192,7 @@ def plot(rows, path):
 
 
 def main():
-    from common import RESULTS, write_results
+    from tinytorch.bench import RESULTS, write_results
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=7, help="timed runs per encoder")

@@ -1,9 +1,10 @@
-"""Shared benchmark plumbing: timing, machine description, result files.
+"""Measuring and recording: the one timer, the machine description, the result files.
 
-Every benchmark script times tinytorch and the reference in the same process on the same
-inputs, then calls `write_results`, which writes benchmarks/results/<name>_<device>.md and .json
-with the device, library versions, date and the exact command, so a figure quoted in a README
-or a chapter can always be traced to a file.
+Every benchmark script (`python -m benchmarks.NAME`) and every chapter's `--record` run uses
+this module: time tinytorch and the reference in the same process on the same inputs, then
+`write_results` writes benchmarks/results/<name>_<device>.md and .json with the device, library
+versions, date, commit and the exact command, so a figure quoted in a README or a chapter can
+always be traced to a file.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import datetime as _dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# the repository this package sits in (a source checkout: benchmarks/ is next to tinytorch/)
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 def time_cpu(fn, warmup: int = 3, repeat: int = 20, min_time: float = 0.0) -> float:
@@ -123,8 +127,7 @@ def write_results(
     """Print the table and write results/<name>_<device>.{md,json}; returns the .md path."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     info = machine()
-    script = os.path.relpath(sys.argv[0], RESULTS.parent.parent) if sys.argv[0] else ""
-    command = "python " + " ".join([script, *sys.argv[1:]])
+    command = "python " + " ".join([_script(), *sys.argv[1:]])
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     commit = _git_commit()
     table = markdown_table(columns, rows)
@@ -162,7 +165,7 @@ def write_results(
 
 def _git_commit() -> str:
     """The checkout's commit, with "+changes" when the tracked files differ from it."""
-    root = RESULTS.parent.parent
+    root = ROOT
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
@@ -179,3 +182,31 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _script() -> str:
+    """How this process was started, as a command a reader can repeat from the repository root:
+    `-m benchmarks.NAME` for a benchmark module, else the script's path relative to the root."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        return f"-m {spec.name}"
+    return os.path.relpath(sys.argv[0], ROOT) if sys.argv[0] else ""
+
+
+def record(
+    name: str,
+    device: str,
+    columns: list[str],
+    rows: list[dict],
+    notes: str = "",
+    extra: dict | None = None,
+    figures=(),
+) -> Path:
+    """A chapter's `--record`: write_results, then copy each figure (a path to a PNG the run
+    wrote) to results/<name>_<figure file name>, so the lesson and README can show it."""
+    md = write_results(name, device, columns, rows, notes, extra)
+    for fig in figures:
+        fig = Path(fig)
+        shutil.copyfile(fig, RESULTS / f"{name}_{fig.name}")
+    return md
