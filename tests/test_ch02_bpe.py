@@ -26,6 +26,7 @@ SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[Heal
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60)  # no lone surrogates
 
 
+@pytest.mark.exercise("encode_by_rank")
 def test_worked_example():
     tok = BPETokenizer.train("aaabdaaabac", vocab_size=256 + 3)
     # step 2 is a tie, (256, 97) vs (97, 98), both twice: the smaller pair (97, 98) wins
@@ -34,6 +35,40 @@ def test_worked_example():
     assert tok.decode([258, 100, 258, 97, 99]) == "aaabdaaabac"
 
 
+@pytest.mark.exercise("chunk_counts")
+def test_chunk_counts_distinct_chunks_as_bytes_with_their_counts():
+    text = "the cat, the  cat<|x|>cat!! 猫"
+    # GPT-2's pattern: words keep one leading space, a run of two spaces leaves its last
+    # space to the next word, and without special tokens "<|x|>" is just punctuation
+    assert chunk_counts(text) == {
+        b"the": 1, b" cat": 2, b",": 1, b" the": 1, b" ": 1, b"<|": 1, b"x": 1, b"|>": 1,
+        b"cat": 1, b"!!": 1, " 猫".encode(): 1,
+    }  # fmt: skip
+    # a special token is cut out first: no chunk spans it and it is never counted
+    assert chunk_counts(text, special_tokens=["<|x|>"]) == {
+        b"the": 1, b" cat": 2, b",": 1, b" the": 1, b" ": 1, b"cat": 1, b"!!": 1,
+        " 猫".encode(): 1,
+    }  # fmt: skip
+    assert chunk_counts("") == {}
+
+
+@pytest.mark.exercise("most_frequent_pair")
+def test_reference_trainer_picks_the_most_frequent_pair_smallest_on_ties():
+    # the worked example: "aa" x4 first, then a tie (256, 97) vs (97, 98) -> the smaller
+    assert train_merges_reference(chunk_counts("aaabdaaabac"), 3) == [
+        (97, 97),
+        (97, 98),
+        (256, 257),
+    ]
+    # counts are weighted by how often a chunk occurs: "cd" 3 times beats "ab" twice
+    assert train_merges_reference({b"ab": 2, b"cd": 3}, 1) == [(99, 100)]
+    # all counts equal: the smallest pair (a, b) in tuple order
+    assert train_merges_reference({b"zy": 1, b"xw": 1, b"xv": 1}, 1) == [(120, 118)]
+    # nothing left to merge: fewer merges than asked
+    assert train_merges_reference({b"ab": 5}, 3) == [(97, 98)]
+
+
+@pytest.mark.exercise("merge_pair")
 def test_merge_pair_left_to_right():
     assert merge_pair([1, 1, 1, 2, 1, 1], (1, 1), 9) == [9, 1, 2, 9]
     assert merge_pair([1, 2], (2, 1), 9) == [1, 2]
@@ -46,6 +81,7 @@ def _corpus(rng, n=3000):
     return " ".join(rng.choice(words, size=n)) + "\n" + "".join(rng.choice(letters, size=n))
 
 
+@pytest.mark.exercise("pair_index")
 @pytest.mark.parametrize("num_merges", [1, 50, 300])
 def test_fast_trainer_equals_reference(num_merges):
     counts = chunk_counts(_corpus(np.random.default_rng()))
@@ -56,6 +92,7 @@ def test_fast_trainer_equals_reference(num_merges):
 
 # Tiny alphabets give many ties and overlapping pairs (aaa), the hard cases for the
 # incremental counts and the tie-breaking rule.
+@pytest.mark.exercise("pair_index")
 @SETTINGS
 @given(st.text("ab c\n", max_size=80), st.integers(1, 40))
 def test_fast_trainer_equals_reference_on_small_texts(text, num_merges):
@@ -63,6 +100,7 @@ def test_fast_trainer_equals_reference_on_small_texts(text, num_merges):
     assert train_merges(counts, num_merges) == train_merges_reference(counts, num_merges)
 
 
+@pytest.mark.exercise("most_frequent_pair")
 def test_training_stops_when_nothing_is_left_to_merge():
     tok = BPETokenizer.train("ab ab", vocab_size=1000)
     assert len(tok.merges) == 2 and tok.vocab_size == 258
@@ -71,6 +109,7 @@ def test_training_stops_when_nothing_is_left_to_merge():
     assert ref.merges == tok.merges
 
 
+@pytest.mark.exercise("chunk_counts")
 def test_merges_never_cross_chunks_or_special_tokens():
     tok = BPETokenizer.train("xy<|sep|>zw " * 50, vocab_size=300, special_tokens=["<|sep|>"])
     learned = {tok.vocab[256 + i] for i in range(len(tok.merges))}
@@ -90,6 +129,7 @@ def _trained():
     return _TOK["t"]
 
 
+@pytest.mark.exercise("decode_bytes")
 @SETTINGS
 @given(TEXT)
 def test_trained_bpe_round_trip(s):
@@ -115,6 +155,7 @@ def encode_by_definition(tok, text):
     return out
 
 
+@pytest.mark.exercise("encode_by_rank")
 @SETTINGS
 @given(st.one_of(TEXT, st.sampled_from(["the there these", " naïve 4242 cats", "aaaa ab"])))
 def test_encode_applies_merges_by_rank(s):
@@ -124,6 +165,7 @@ def test_encode_applies_merges_by_rank(s):
 
 # Tokenizers trained on tiny texts have odd merges (runs like "aaaa", merges of merges):
 # the fast encoder (leftmost pair first, whole-chunk shortcut) must still match the definition.
+@pytest.mark.exercise("encode_by_rank")
 @SETTINGS
 @given(st.text("ab c", max_size=40), st.text("ab c", max_size=40), st.integers(1, 30))
 def test_encode_matches_definition_for_any_trained_tokenizer(train_text, s, vocab_extra):
@@ -206,6 +248,7 @@ def test_corrupted_and_truncated_files_are_clear_errors(tmp_path):
             BPETokenizer.load(path)
 
 
+@pytest.mark.exercise("decode_bytes")
 def test_decode_out_of_range_ids():
     tok = _trained()
     with pytest.raises(IndexError, match="token id 400 at position 2 is out of range"):

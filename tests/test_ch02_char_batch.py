@@ -14,6 +14,7 @@ pytestmark = pytest.mark.ch02
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.exercise("char_tokenizer")
 @SETTINGS
 @given(st.text(min_size=1), st.text())
 def test_char_round_trip(s, other):
@@ -25,6 +26,7 @@ def test_char_round_trip(s, other):
     assert unk.decode(unk.encode(s + other)) == s + other
 
 
+@pytest.mark.exercise("char_tokenizer")
 def test_char_unknown_and_unk(tmp_path):
     tok = CharTokenizer.from_text("hello")
     with pytest.raises(ValueError, match=r"character 'z' \(U\+007A\) at position 2"):
@@ -59,6 +61,7 @@ def _batch(rng):
     return [list(rng.integers(1, 100, size=n)) for n in lengths]
 
 
+@pytest.mark.exercise("pad_batch")
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_padding_longest_shapes_sides_masks(side):
     seqs = _batch(np.random.default_rng())
@@ -77,6 +80,7 @@ def test_padding_longest_shapes_sides_masks(side):
     assert (ids[mask == 0] == -1).all() and (ids[mask == 1] > 0).all()
 
 
+@pytest.mark.exercise("pad_batch")
 @pytest.mark.parametrize("trunc_side", ["right", "left"])
 @pytest.mark.parametrize("pad_side", ["right", "left"])
 def test_truncation_and_max_length_padding(trunc_side, pad_side):

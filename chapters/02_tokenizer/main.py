@@ -11,21 +11,16 @@ Writes compression.png, merges.txt, shakespeare_bpe.json and summary.json to --o
 
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
-import sys
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-sys.path.insert(0, str(ROOT))
+import matplotlib.pyplot as plt
+import regex
 
-import regex  # noqa: E402
-
-from tinytorch.data import dataset_path  # noqa: E402
-from tinytorch.text import (  # noqa: E402
+from tinytorch.bench import record
+from tinytorch.chapter import chapter_args
+from tinytorch.data import dataset_path
+from tinytorch.text import (
     GPT2_PATTERN,
     BPETokenizer,
     CharTokenizer,
@@ -64,11 +59,6 @@ def compare_trainers(text, num_merges):
 
 
 def plot(rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     bpe = [r for r in rows if r["tokenizer"].startswith("BPE")]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(
@@ -93,13 +83,8 @@ def plot(rows, path):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="200 kB of text, vocab up to 1024")
-    ap.add_argument("--out", default=str(HERE / "out"), help="output folder")
-    ap.add_argument("--record", action="store_true", help="write benchmarks/results/ files")
-    args = ap.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    args = chapter_args(__file__, __doc__.split("\n")[0]).parse_args()
+    out = args.out
 
     text = dataset_path("tinyshakespeare").read_text(encoding="utf-8")
     if args.quick:
@@ -214,14 +199,11 @@ def main():
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     print(f"wrote {out / 'summary.json'}, {out / 'merges.txt'}")
     if args.record:
-        record(summary, out / "compression.png")
+        record_run(summary, out / "compression.png")
 
 
-def record(summary, png):
+def record_run(summary, png):
     """Keep this run's figures (quoted in the chapter README) under benchmarks/results/."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from common import RESULTS, write_results
-
     columns = ["tokenizer", "vocab", "tokens", "bytes_per_token"]
     t = summary["trainers"]
     notes = (
@@ -232,11 +214,15 @@ def record(summary, png):
         f"{summary['text']['characters']:,} characters, {summary['text']['chunks']:,} chunks "
         f"({summary['text']['distinct_chunks']:,} distinct) with GPT-2's pattern."
     )
-    write_results(
-        "tokenizer_ch02", "cpu", columns, summary["compression"], notes=notes, extra=summary
+    record(
+        "tokenizer_ch02",
+        "cpu",
+        columns,
+        summary["compression"],
+        notes=notes,
+        extra=summary,
+        figures=[png],
     )
-    shutil.copyfile(png, RESULTS / "tokenizer_ch02_compression.png")
-    print(f"wrote {RESULTS / 'tokenizer_ch02_compression.png'}")
 
 
 if __name__ == "__main__":

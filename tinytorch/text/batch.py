@@ -43,6 +43,7 @@ def pad_batch(
                 seqs[i] = s[:max_length] if truncation_side == "right" else s[-max_length:]
     longest = max((len(s) for s in seqs), default=0)
     T = max_length if padding == "max_length" else longest
+    # BEGIN EXERCISE ch02: pad_batch - place each sequence and its mask on the padding side
     ids = np.full((len(seqs), T), pad_id, dtype=np.int64)
     mask = np.zeros((len(seqs), T), dtype=np.int64)
     for i, s in enumerate(seqs):
@@ -52,6 +53,7 @@ def pad_batch(
         sl = slice(0, n) if padding_side == "right" else slice(T - n, T)
         ids[i, sl] = s
         mask[i, sl] = 1
+    # END EXERCISE
     return {"input_ids": ids, "attention_mask": mask}
 
 

@@ -150,7 +150,7 @@ class BPETokenizer:
             return [whole]
         base, rank, merge_id = self.base, self._rank, self._merge_id
         ids = [base[b] for b in data]
-        # BEGIN EXERCISE ch02: apply merges by rank - the earliest-learned pair first
+        # BEGIN EXERCISE ch02: encode_by_rank - merge the lowest-rank pair until none is learned
         # ranks[i] is the rank of the pair (ids[i], ids[i + 1]), NEVER if it was not learned.
         ranks = [rank.get(p, NEVER) for p in zip(ids, ids[1:])]
         while ranks:
@@ -214,6 +214,7 @@ class BPETokenizer:
     # ---- decoding ----------------------------------------------------------------------
     def decode_bytes(self, ids) -> bytes:
         """The bytes of `ids` concatenated (ids may be any iterable of ints, e.g. an array)."""
+        # BEGIN EXERCISE ch02: decode_bytes - bytes of each id (specials too), else IndexError
         parts = []
         for pos, i in enumerate(ids):
             i = int(i)
@@ -227,6 +228,7 @@ class BPETokenizer:
                     f"tokenizer has ids 0..{self.vocab_size - 1}"
                 )
         return b"".join(parts)
+        # END EXERCISE
 
     def decode(self, ids, errors: str = "replace") -> str:
         """The text of `ids`; bytes that do not form valid UTF-8 (a split character) become

@@ -35,7 +35,7 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     (so [a, a, a] with pair (a, a) becomes [new, a])."""
     out, i, n = [], 0, len(ids)
     a, b = pair
-    # BEGIN EXERCISE ch02: build `out`: each occurrence of pair becomes new_id, left to right
+    # BEGIN EXERCISE ch02: merge_pair - build `out`: each pair becomes new_id, left to right
     while i < n:
         if i < n - 1 and ids[i] == a and ids[i + 1] == b:
             out.append(new_id)
@@ -52,6 +52,7 @@ def chunk_counts(text: str, pattern: str = GPT2_PATTERN, special_tokens=()) -> C
 
     Special tokens are cut out first, and the text on each side is split on its own, so no
     chunk (and hence no merge) spans a special token."""
+    # BEGIN EXERCISE ch02: chunk_counts - cut out specials, split by pattern, count chunks as bytes
     pieces = [text]
     if special_tokens:
         alts = sorted(special_tokens, key=len, reverse=True)
@@ -61,6 +62,7 @@ def chunk_counts(text: str, pattern: str = GPT2_PATTERN, special_tokens=()) -> C
     for piece in pieces:
         counts.update(compiled.findall(piece))
     return Counter({chunk.encode("utf-8"): n for chunk, n in counts.items()})
+    # END EXERCISE
 
 
 def train_merges(counts: Counter, num_merges: int) -> list[tuple[int, int]]:
@@ -80,7 +82,7 @@ def train_merges(counts: Counter, num_merges: int) -> list[tuple[int, int]]:
     freqs = list(counts.values())
     pair_counts: dict[tuple[int, int], int] = defaultdict(int)
     where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> indices of its chunks
-    # BEGIN EXERCISE ch02: fill pair_counts (weighted by freqs) and where (chunk indices)
+    # BEGIN EXERCISE ch02: pair_index - pair_counts weighted by freqs; where: pair -> chunk indices
     for wi, w in enumerate(words):
         f = freqs[wi]
         for p in zip(w, w[1:]):
@@ -137,6 +139,7 @@ def train_merges_reference(counts: Counter, num_merges: int) -> list[tuple[int, 
     freqs = list(counts.values())
     merges = []
     for i in range(num_merges):
+        # BEGIN EXERCISE ch02: most_frequent_pair - count, pick (ties: smallest pair), merge
         pair_counts: dict[tuple[int, int], int] = defaultdict(int)
         for w, f in zip(words, freqs):
             for p in zip(w, w[1:]):
@@ -146,4 +149,5 @@ def train_merges_reference(counts: Counter, num_merges: int) -> list[tuple[int, 
         best = min(pair_counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]
         merges.append(best)
         words = [merge_pair(w, best, 256 + i) for w in words]
+        # END EXERCISE
     return merges

@@ -38,6 +38,7 @@ class CharTokenizer:
         return self.vocab_size
 
     def encode(self, text: str) -> list[int]:
+        # BEGIN EXERCISE ch02: char_tokenizer - stoi[c] per character; unknown: unk_id or ValueError
         stoi = self.stoi
         try:
             return [stoi[c] for c in text]
@@ -54,8 +55,10 @@ class CharTokenizer:
                 )
             out.append(i)
         return out
+        # END EXERCISE
 
     def decode(self, ids) -> str:
+        # BEGIN EXERCISE ch02: char_tokenizer - chars[i] per id (unk_id: unk_token), else IndexError
         out = []
         for pos, i in enumerate(ids):
             i = int(i)
@@ -69,6 +72,7 @@ class CharTokenizer:
                     f"tokenizer has ids 0..{self.vocab_size - 1}"
                 )
         return "".join(out)
+        # END EXERCISE
 
     def save(self, path) -> None:
         """Write one JSON file atomically, with a checksum of its content."""
