@@ -7,7 +7,7 @@ on every device:
 - float64 and float32: the output and the gradient of every input equal PyTorch's on the same
   inputs and the same upstream gradient (tolerances below), and float32 stays float32 in the
   outputs and in every gradient;
-- float64: `tinytorch.autograd.gradcheck` (central differences) agrees with the backward.
+- float64: `tinytorch.gradcheck.gradcheck` (central differences) agrees with the backward.
 
 Tolerances: float64 rtol 1e-7 / atol 1e-9 (helpers.TOL); float32 rtol 1e-5 and atol 1e-5,
 looser in atol than helpers' 1e-6 because NumPy and PyTorch sum in different orders, and a sum
@@ -23,7 +23,7 @@ import torch
 from helpers import assert_close, to_numpy
 
 import tinytorch as tt
-from tinytorch.autograd import gradcheck
+from tinytorch.gradcheck import gradcheck
 
 pytestmark = pytest.mark.ch01
 

@@ -342,4 +342,116 @@ def _format(arr) -> str:
     return np.array2string(arr, formatter={"float_kind": lambda v: fmt(v).rjust(width)}, **opts)
 
 
+# ---- the operator table -------------------------------------------------------------------
+# Every computing method and operator of Tensor is one function of tinytorch.ops (where each
+# op's forward and backward sit side by side). They are attached here, after the class, because
+# the ops themselves import Tensor.
+def _operator_table() -> dict:
+    from .ops import activations, elementwise, linalg, misc, reduce, shape
+    from .ops import nn as nn_ops
+
+    e, r, s = elementwise, reduce, shape
+
+    def gelu(self, approximate: str = "none"):
+        from .nn.functional import gelu  # F.gelu's path: the fused kernel where it applies
+
+        return gelu(self, approximate)
+
+    def t(self):
+        if self.ndim > 2:
+            raise RuntimeError(f"t() expects a tensor with <= 2 dims, got shape {self.shape}")
+        return s.transpose(self, 0, -1) if self.ndim == 2 else self
+
+    return {
+        # arithmetic; the reflected forms (2 - x) swap the operands
+        "__add__": e.add,
+        "__radd__": e.add,
+        "__sub__": e.sub,
+        "__rsub__": lambda self, other: e.sub(other, self),
+        "__mul__": e.mul,
+        "__rmul__": e.mul,
+        "__truediv__": e.div,
+        "__rtruediv__": lambda self, other: e.div(other, self),
+        "__pow__": e.pow,
+        "__rpow__": lambda self, other: e.pow(other, self),
+        "__matmul__": linalg.matmul,
+        "__rmatmul__": lambda self, other: linalg.matmul(other, self),
+        "__mod__": e.remainder,
+        "__rmod__": lambda self, other: e.remainder(other, self),
+        "__floordiv__": e.floor_divide,
+        "__rfloordiv__": lambda self, other: e.floor_divide(other, self),
+        "__neg__": e.neg,
+        "__abs__": e.abs,
+        "__getitem__": s.getitem,
+        # comparisons (no gradient)
+        "__eq__": misc.eq,
+        "__ne__": misc.ne,
+        "__lt__": misc.lt,
+        "__le__": misc.le,
+        "__gt__": misc.gt,
+        "__ge__": misc.ge,
+        "__invert__": misc.logical_not,
+        "eq": misc.eq,
+        "ne": misc.ne,
+        "lt": misc.lt,
+        "le": misc.le,
+        "gt": misc.gt,
+        "ge": misc.ge,
+        "logical_not": misc.logical_not,
+        # elementwise
+        "add": e.add,
+        "sub": e.sub,
+        "mul": e.mul,
+        "div": e.div,
+        "pow": e.pow,
+        "remainder": e.remainder,
+        "floor_divide": e.floor_divide,
+        "neg": e.neg,
+        "abs": e.abs,
+        "exp": e.exp,
+        "log": e.log,
+        "sqrt": e.sqrt,
+        "clamp": e.clamp,
+        "masked_fill": e.masked_fill,
+        "tanh": activations.tanh,
+        "sigmoid": activations.sigmoid,
+        "relu": activations.relu,
+        "gelu": gelu,
+        "matmul": linalg.matmul,
+        # reductions
+        "sum": r.sum,
+        "mean": r.mean,
+        "var": r.var,
+        "std": r.std,
+        "max": r.max,
+        "min": r.min,
+        "argmax": r.argmax,
+        "argmin": r.argmin,
+        "topk": r.topk,
+        "all": misc.all,
+        "any": misc.any,
+        "softmax": nn_ops.softmax,
+        "log_softmax": nn_ops.log_softmax,
+        # shapes
+        "reshape": s.reshape,
+        "view": lambda self, *shape: s.reshape(self, *shape),
+        "permute": s.permute,
+        "transpose": s.transpose,
+        "t": t,
+        "T": property(lambda self: s.permute(self, tuple(reversed(range(self.ndim))))),
+        "mT": property(lambda self: s.transpose(self, -2, -1)),
+        "expand": s.expand,
+        "expand_as": s.expand_as,
+        "squeeze": s.squeeze,
+        "unsqueeze": s.unsqueeze,
+        "flatten": s.flatten,
+        "split": lambda self, split_size, dim=0: s.split(self, split_size, dim),
+        "chunk": s.chunk,
+        "clone": misc.clone,
+        "contiguous": misc.contiguous,
+    }
+
+
+for _name, _method in _operator_table().items():
+    setattr(Tensor, _name, _method)
 autograd._Tensor = Tensor

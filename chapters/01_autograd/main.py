@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import tinytorch as tt  # noqa: E402
 import tinytorch.nn.functional as F  # noqa: E402
-from tinytorch.autograd import gradcheck  # noqa: E402
+from tinytorch.gradcheck import gradcheck  # noqa: E402
 
 
 def spirals(n_per_class: int, classes: int, rng, noise: float = 0.2):

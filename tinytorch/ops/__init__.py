@@ -8,8 +8,12 @@ shape        reshape/view permute transpose expand squeeze unsqueeze flatten cat
 linalg       matmul
 nn           softmax log_softmax cross_entropy embedding dropout
 misc         device/dtype moves, clone/contiguous, comparisons, all/any
+
+Tensor's methods and operators are these functions, attached by the table at the bottom of
+tinytorch/tensor.py (imported first here, so that table always finds every op module whole).
 """
 
+from .. import tensor as _tensor  # noqa: F401 - see above
 from .activations import gelu, relu, sigmoid, tanh  # noqa: F401
 from .elementwise import (  # noqa: F401
     abs,

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function, unbroadcast
+from ..copies import c_copy, transposed_layout
 from ..tensor import Tensor
 
 
@@ -32,8 +33,8 @@ def _dim(d, ndim, op):
 class Reshape(Function):
     def forward(self, a, shape=()):
         self.shape = a.shape
-        if a.size >= 65536 and backend._transposed_layout(a):  # reshape would copy slowly
-            a = backend.c_copy(a)
+        if transposed_layout(a):  # reshape would copy slowly
+            a = c_copy(a)
         return a.reshape(shape)
 
     def backward(self, g):
