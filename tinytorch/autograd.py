@@ -73,9 +73,9 @@ def unbroadcast(grad, shape):
     Broadcasting prepends dimensions and stretches size-1 ones; its gradient sums over exactly
     those dimensions. Every binary op's backward goes through here.
     """
-    if grad.shape == shape:
-        return grad
     # BEGIN EXERCISE ch01: unbroadcast - sum grad over the dims broadcasting added or stretched
+    if grad.shape == shape:
+        return grad  # (the common case: nothing was broadcast, no copy)
     extra = grad.ndim - len(shape)
     axes = tuple(range(extra)) + tuple(
         i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1
@@ -128,10 +128,12 @@ class Function:
             out = np.asarray(out)
         t = Tensor.__new__(Tensor)
         t.data, t.grad, t._ctx = out, None, None
+        # BEGIN EXERCISE ch01: record_graph - t.requires_grad; if needed, fn.inputs and t._ctx
         t.requires_grad = needs
         if needs:
             fn.inputs = args
             t._ctx = fn
+        # END EXERCISE
         return t
 
     def forward(self, *args, **kwargs):

@@ -38,7 +38,9 @@ class Reshape(Function):
         return a.reshape(shape)
 
     def backward(self, g):
+        # BEGIN EXERCISE ch01: shape_backward - the gradient back in the input's shape
         return g.reshape(self.shape)
+        # END EXERCISE
 
 
 class Permute(Function):
@@ -47,7 +49,9 @@ class Permute(Function):
         return a.transpose(dims)
 
     def backward(self, g):
+        # BEGIN EXERCISE ch01: shape_backward - permute back with the inverse permutation
         return g.transpose(tuple(int(d) for d in np.argsort(self.dims)))
+        # END EXERCISE
 
 
 class Expand(Function):
@@ -148,7 +152,9 @@ class Cat(Function):
         return backend.xp_of(arrays[0]).concatenate(arrays, axis=axis)
 
     def backward(self, g):
+        # BEGIN EXERCISE ch01: shape_backward - cut g along the axis at self.bounds, one per input
         return tuple(backend.xp_of(g).split(g, self.bounds, axis=self.axis))
+        # END EXERCISE
 
 
 class Stack(Function):
