@@ -2,8 +2,9 @@
 
 A Tensor holds `.data` (the array), `.grad` (a Tensor, filled by `backward()`),
 `.requires_grad`, and `_ctx`, the Function that produced it (None for leaves). Every method
-that computes is a thin call into `tinytorch.ops`, where each op's forward and backward sit
-side by side.
+that computes (`x * y`, `x.sum()`, `x.T`, ...) is one function of `tinytorch.ops`, where each
+op's forward and backward sit side by side: the operator table at the bottom of this file
+attaches them.
 """
 
 from __future__ import annotations
