@@ -12,57 +12,20 @@ from __future__ import annotations
 import numpy as np
 
 from . import autograd, backend
-
-float32 = np.dtype("float32")
-float64 = np.dtype("float64")
-float16 = np.dtype("float16")
-int64 = np.dtype("int64")
-int32 = np.dtype("int32")
-bool_ = np.dtype("bool")
-long, double, half = int64, float64, float16
-
-_DTYPES = {
-    "float32": float32,
-    "float": float32,
-    "float64": float64,
-    "double": float64,
-    "int64": int64,
-    "long": int64,
-    "int32": int32,
-    "int": int32,
-    "bool": bool_,
-    "float16": float16,
-    "half": float16,
-}
-
-
-def as_dtype(dtype):
-    """A numpy dtype from a dtype, a name ("float32") or a Python type."""
-    if dtype is None:
-        return None
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise TypeError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
-        return _DTYPES[dtype]
-    if dtype is float:
-        return float32
-    if dtype is int:
-        return int64
-    if dtype is bool:
-        return bool_
-    return np.dtype(dtype)
-
-
-def _default_dtype(arr):
-    """PyTorch's inference for Python data: floats -> float32, ints -> int64, bools -> bool."""
-    k = arr.dtype.kind
-    if k == "f":
-        return float32
-    if k in "iu":
-        return int64
-    if k == "b":
-        return bool_
-    raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}")
+from ._tensor_str import format_array
+from .dtypes import (  # noqa: F401 - tinytorch.tensor.float32 etc., as before
+    _default_dtype,
+    as_dtype,
+    bool_,
+    double,
+    float16,
+    float32,
+    float64,
+    half,
+    int32,
+    int64,
+    long,
+)
 
 
 class Tensor:
@@ -310,37 +273,7 @@ class Tensor:
             extras.append(f"grad_fn={self._ctx!r}")
         elif self.requires_grad:
             extras.append("requires_grad=True")
-        return "tensor(" + ", ".join([_format(arr)] + extras) + ")"
-
-
-def _format(arr) -> str:
-    """PyTorch's layout: floats with 4 decimals, `1.` when all are whole numbers, scientific
-    notation when magnitudes span more than 1e3 (or pass 1e8); columns aligned; summarized
-    with `...` past 1000 elements."""
-    opts = dict(separator=", ", prefix="tensor(", threshold=1000, edgeitems=3, max_line_width=80)
-    if arr.dtype.kind != "f" or arr.size == 0:
-        return np.array2string(arr, **opts)
-    shown = arr
-    if arr.size > 1000:  # only the printed corners decide the format, as in PyTorch
-        for ax in range(arr.ndim):
-            if shown.shape[ax] > 6:
-                shown = np.concatenate([shown.take(range(3), ax), shown.take(range(-3, 0), ax)], ax)
-    finite = shown[np.isfinite(shown)].astype(np.float64)
-    mags = np.abs(finite[finite != 0])
-    whole = bool((finite == np.round(finite)).all())
-    sci = mags.size > 0 and (
-        mags.max() > 1e8 or (not whole and (mags.max() / mags.min() > 1e3 or mags.min() < 1e-4))
-    )
-    spec = ".4e" if sci else (".0f" if whole else ".4f")
-
-    def fmt(v):
-        return str(v) if not np.isfinite(v) else format(v, spec) + ("." if spec == ".0f" else "")
-
-    probes = [finite.min(), finite.max()] if finite.size else []
-    probes += [v for v in (np.inf, -np.inf) if (shown == v).any()]
-    probes += [np.nan] if np.isnan(shown).any() else []
-    width = max(len(fmt(v)) for v in probes)
-    return np.array2string(arr, formatter={"float_kind": lambda v: fmt(v).rjust(width)}, **opts)
+        return "tensor(" + ", ".join([format_array(arr)] + extras) + ")"
 
 
 # ---- the operator table -------------------------------------------------------------------
