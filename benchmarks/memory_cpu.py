@@ -7,7 +7,7 @@ steps, then --steps timed ones, and reports the median wall time per step, the C
 (all threads) and the minor page faults per step (getrusage). The two alternate --rounds times,
 so that a slow spell of a shared machine hits both.
 
-    python benchmarks/memory_cpu.py [--steps 100] [--rounds 3]
+    python -m benchmarks.memory_cpu [--steps 100] [--rounds 3]
 
 Writes benchmarks/results/memory_cpu_cpu.{md,json}.
 """
@@ -22,16 +22,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tinytorch.bench import write_results
+
 HERE = Path(__file__).resolve().parent
 
 CHILD = """
-import json, statistics, sys, time
+import json, sys, time
 import numpy as np
 import tinytorch as tt
+from tinytorch.bench import time_cpu
 from tinytorch.memory import KEPT, page_faults
 from tinytorch.models import GPT, GPTConfig
-from tinytorch.nn.utils import clip_grad_norm_
 from tinytorch.optim import AdamW
+from tinytorch.train import train_step
 
 cfg = dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False)
 model = GPT(GPTConfig(**cfg))
@@ -40,25 +43,18 @@ rng = np.random.default_rng(0)
 
 
 def step():
-    x, y = (tt.tensor(rng.integers(0, 65, (12, 64))) for _ in range(2))
-    _, loss = model(x, y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
+    batch = tuple(tt.tensor(rng.integers(0, 65, (12, 64))) for _ in range(2))
+    train_step(model, opt, batch, loss_fn=lambda m, b: m(*b)[1], clip_grad_norm=1.0)
 
 
 for _ in range(10):
     step()
 steps = int(sys.argv[1])
-times, c0, f0 = [], time.process_time(), page_faults()
-for _ in range(steps):
-    t = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t)
+c0, f0 = time.process_time(), page_faults()
+ms = time_cpu(step, warmup=0, repeat=steps) * 1e3
 print(json.dumps(dict(
     kept=KEPT,
-    ms_per_step=statistics.median(times) * 1e3,
+    ms_per_step=ms,
     cpu_ms_per_step=(time.process_time() - c0) / steps * 1e3,
     page_faults_per_step=(page_faults() - f0) / steps,
 )))
@@ -79,8 +75,6 @@ def run_child(keep: bool, steps: int) -> dict:
 
 
 def main():
-    from tinytorch.bench import write_results
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)

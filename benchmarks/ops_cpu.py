@@ -1,8 +1,8 @@
 """Forward + backward time of the core ops on CPU: tinytorch against PyTorch.
 
-    python benchmarks/ops_cpu.py              # sizes 64 and 1024 (about a minute)
-    python benchmarks/ops_cpu.py --quick      # fewer repeats: checks that it runs
-    python benchmarks/ops_cpu.py --threads 1  # both libraries on one thread (busy machines)
+    python -m benchmarks.ops_cpu              # sizes 64 and 1024 (about a minute)
+    python -m benchmarks.ops_cpu --quick      # fewer repeats: checks that it runs
+    python -m benchmarks.ops_cpu --threads 1  # both libraries on one thread (busy machines)
 
 Each op runs on the same float32 inputs in both libraries, in the same process: the inputs
 are leaves that require grad, one call builds the output and `backward(gradient)` sends a
@@ -22,20 +22,27 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
-if "--threads" in sys.argv:  # must reach OpenBLAS before NumPy loads it
-    _n = sys.argv[sys.argv.index("--threads") + 1]
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[_var] = _n
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import tinytorch as tt
+from tinytorch.bench import RESULTS, time_cpu, write_results
 
-ROOT = Path(__file__).resolve().parent.parent
+_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
-import tinytorch as tt  # noqa: E402
-from tinytorch.bench import RESULTS, time_cpu, write_results  # noqa: E402
+
+def _restart_with_threads(n: int) -> None:
+    """OpenBLAS reads its thread count once, when NumPy loads it: if the environment does not
+    say `n` yet, start this benchmark again with it set (nothing has been measured so far)."""
+    if all(os.environ.get(v) == str(n) for v in _THREAD_VARS):
+        return
+    env = {**os.environ, **{v: str(n) for v in _THREAD_VARS}}
+    os.execve(sys.executable, [sys.executable, "-m", "benchmarks.ops_cpu", *sys.argv[1:]], env)
+
+
+def _gmean(xs) -> float:
+    return float(np.exp(np.mean(np.log(xs))))
 
 
 def _F(L):
@@ -185,6 +192,7 @@ def main(argv=None):
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 1024])
     args = p.parse_args(argv)
     if args.threads:
+        _restart_with_threads(args.threads)
         torch.set_num_threads(args.threads)
     if args.quick:
         rows = bench(args.sizes, repeat=lambda n: 3, min_time=lambda n: 0.0, rounds=1)
@@ -198,12 +206,11 @@ def main(argv=None):
     columns = ["op", "size", "tinytorch_us", "torch_us", "ratio"]
     small = [r["ratio"] for r in rows if r["size"] == f"{min(args.sizes)}x{min(args.sizes)}"]
     big = [r["ratio"] for r in rows if r["size"] == f"{max(args.sizes)}x{max(args.sizes)}"]
-    gmean = lambda xs: float(np.exp(np.mean(np.log(xs))))  # noqa: E731
     notes = (
         f"float32, forward + backward(gradient); best of 5 alternating rounds of median "
         f"times; torch "
         f"threads {torch.get_num_threads()}. Geometric mean of the ratios: "
-        f"{gmean(small):.2f} at {min(args.sizes)}x{min(args.sizes)}, {gmean(big):.2f} at "
+        f"{_gmean(small):.2f} at {min(args.sizes)}x{min(args.sizes)}, {_gmean(big):.2f} at "
         f"{max(args.sizes)}x{max(args.sizes)}. Targets: < 2 at the small size (Python "
         f"overhead), < 1.5 at the medium one."
     )
@@ -216,7 +223,7 @@ def main(argv=None):
         columns,
         rows,
         notes,
-        extra=dict(geomean_small=gmean(small), geomean_medium=gmean(big)),
+        extra=dict(geomean_small=_gmean(small), geomean_medium=_gmean(big)),
     )
     plot(rows, RESULTS / "ops_cpu.png")
 

@@ -13,7 +13,8 @@ from helpers import assert_close, to_numpy
 
 import tinytorch as tt
 from tinytorch import backend
-from tinytorch.autograd import Function, GradcheckError, gradcheck
+from tinytorch.autograd import Function
+from tinytorch.gradcheck import GradcheckError, gradcheck
 
 pytestmark = pytest.mark.ch01
 

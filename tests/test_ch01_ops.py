@@ -7,7 +7,7 @@ on every device:
 - float64 and float32: the output and the gradient of every input equal PyTorch's on the same
   inputs and the same upstream gradient (tolerances below), and float32 stays float32 in the
   outputs and in every gradient;
-- float64: `tinytorch.autograd.gradcheck` (central differences) agrees with the backward.
+- float64: `tinytorch.gradcheck.gradcheck` (central differences) agrees with the backward.
 
 Tolerances: float64 rtol 1e-7 / atol 1e-9 (helpers.TOL); float32 rtol 1e-5 and atol 1e-5,
 looser in atol than helpers' 1e-6 because NumPy and PyTorch sum in different orders, and a sum
@@ -23,7 +23,7 @@ import torch
 from helpers import assert_close, to_numpy
 
 import tinytorch as tt
-from tinytorch.autograd import gradcheck
+from tinytorch.gradcheck import gradcheck
 
 pytestmark = pytest.mark.ch01
 
@@ -343,3 +343,46 @@ def test_large_gradients_match_torch(device):
     for x, rx in zip(ours, ref):
         assert x.grad.data.flags.c_contiguous
         assert_close(x.grad, rx.grad, rtol=1e-4, atol=1e-4)  # sums of 600 float32 terms
+
+
+# ---- softmax on fully masked rows: NaN as in PyTorch, or 0 with masked_softmax -------------
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # -inf - (-inf): the NaN row
+def test_softmax_of_an_all_minus_inf_row(device):
+    """torch.softmax gives NaN on a row that is all -inf; masked_softmax (attention's weights
+    for a query with no allowed key) gives 0 there and a zero gradient, and equals softmax on
+    every other row."""
+    a = RNG.standard_normal((4, 5))
+    a[1] = -np.inf
+    a[2, :3] = -np.inf
+    x = tt.tensor(a, dtype=tt.float64, device=device, requires_grad=True)
+    ours, ref = to_numpy(tt.softmax(x, -1).detach()), torch.softmax(torch.tensor(a), -1)
+    assert np.isnan(ours[1]).all() and torch.isnan(ref[1]).all()
+    assert_close(ours[[0, 2, 3]], ref[[0, 2, 3]])
+    y = tt.ops.masked_softmax(x, -1)
+    assert_close(y.detach()[1], np.zeros(5))
+    assert_close(y.detach()[[0, 2, 3]], ref[[0, 2, 3]])
+    g = RNG.standard_normal((4, 5))
+    (y * tt.tensor(g, device=device)).sum().backward()
+    rx = torch.tensor(a, requires_grad=True)
+    (torch.softmax(rx, -1) * torch.tensor(g)).sum().backward()
+    grad = to_numpy(x.grad)
+    assert_close(grad[1], np.zeros(5))
+    assert_close(grad[[0, 2, 3]], rx.grad[[0, 2, 3]])
+    finite = tt.tensor(RNG.standard_normal((3, 4)), device=device, requires_grad=True)
+    assert gradcheck(lambda t: tt.ops.masked_softmax(t, 0), [finite.double()])
+
+
+def test_tensor_gelu_takes_the_path_of_f_gelu(monkeypatch, device):
+    """x.gelu() and tinytorch.gelu call nn.functional.gelu (the fused kernel where it applies)."""
+    calls = []
+    real = tt.nn.functional.gelu
+
+    def spy(input, approximate="none"):
+        calls.append(approximate)
+        return real(input, approximate)
+
+    monkeypatch.setattr(tt.nn.functional, "gelu", spy)
+    x = tt.randn(4, 3, device=device)
+    assert_close(x.gelu(), tt.ops.gelu(x))
+    x.gelu(approximate="tanh")
+    assert calls == ["none", "tanh"]

@@ -11,6 +11,7 @@ from test_ch04_rnn import GRID, _grid_id, check_cell, check_stack, run_training_
 
 import tinytorch as tt
 from tinytorch import nn
+from tinytorch.gradcheck import gradcheck
 from tinytorch.models import char_rnn
 
 pytestmark = pytest.mark.ch05
@@ -71,9 +72,9 @@ def test_cell_and_layer_gradcheck(mode):
     h = tt.randn(2, 2, dtype="float64", requires_grad=True)
     c = tt.randn(2, 2, dtype="float64", requires_grad=True)
     if mode == "LSTM":
-        tt.autograd.gradcheck(lambda x, h, c, *ps: cell(x, (h, c)), (x, h, c, *cell.parameters()))
+        gradcheck(lambda x, h, c, *ps: cell(x, (h, c)), (x, h, c, *cell.parameters()))
     else:
-        tt.autograd.gradcheck(lambda x, h, *ps: cell(x, h), (x, h, *cell.parameters()))
+        gradcheck(lambda x, h, *ps: cell(x, h), (x, h, *cell.parameters()))
     # the hand-written BPTT of the fused layers, both directions, 2 layers
     stack = getattr(nn, mode)(3, 2, num_layers=2, bidirectional=True, dtype="float64")
     x = tt.randn(5, 2, 3, dtype="float64", requires_grad=True)
@@ -81,9 +82,9 @@ def test_cell_and_layer_gradcheck(mode):
     c0 = tt.randn(4, 2, 2, dtype="float64", requires_grad=True)
     ps = list(stack.parameters())
     if mode == "LSTM":
-        tt.autograd.gradcheck(lambda x, h0, c0, *ps: stack(x, (h0, c0)), (x, h0, c0, *ps))
+        gradcheck(lambda x, h0, c0, *ps: stack(x, (h0, c0)), (x, h0, c0, *ps))
     else:
-        tt.autograd.gradcheck(lambda x, h0, *ps: stack(x, h0), (x, h0, *ps))
+        gradcheck(lambda x, h0, *ps: stack(x, h0), (x, h0, *ps))
 
 
 @pytest.mark.parametrize("mode", ["LSTM", "GRU"])

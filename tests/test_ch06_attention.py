@@ -16,7 +16,7 @@ from helpers import assert_close, to_numpy
 
 import tinytorch as tt
 from tinytorch import nn
-from tinytorch.autograd import gradcheck
+from tinytorch.gradcheck import gradcheck
 from tinytorch.nn import functional as F
 from tinytorch.nn.functional_attention import attention_with_weights
 

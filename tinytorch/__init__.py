@@ -31,7 +31,8 @@ from .creation import (  # noqa: F401
     zeros,
     zeros_like,
 )
-from .ops import (  # noqa: F401  # noqa: F401
+from .nn.functional import gelu  # noqa: F401 - the fused kernel where it applies, as Tensor.gelu
+from .ops import (  # noqa: F401
     abs,
     argmax,
     argmin,
@@ -42,7 +43,6 @@ from .ops import (  # noqa: F401  # noqa: F401
     exp,
     flatten,
     floor_divide,
-    gelu,
     log,
     log_softmax,
     masked_fill,
@@ -72,7 +72,6 @@ from .ops import (  # noqa: F401  # noqa: F401
     var,
     where,
 )
-from .ops import methods as _methods  # noqa: F401 - attaches Tensor methods
 from .tensor import (  # noqa: F401
     Tensor,
     bool_,

@@ -68,34 +68,6 @@ def to_device(array, device: str):
     return _cupy.asnumpy(array)
 
 
-def _transposed_layout(array) -> bool:
-    """A large NumPy array whose second-to-last axis, not its last, is the contiguous one."""
-    return (
-        isinstance(array, np.ndarray)
-        and array.size >= 65536
-        and array.ndim >= 2
-        and array.strides[-2] == array.itemsize
-        and not array.flags.c_contiguous
-    )
-
-
-def c_copy(array):
-    """A C-ordered copy of `array`.
-
-    NumPy copies a transposed matrix in the destination's order, reading the source with a
-    large stride: nearly every element costs a cache (and TLB) miss. Copying 256 x 32 tiles
-    keeps both sides in cache: 1.3-2x faster for large arrays whose last axis is strided (a
-    gradient that arrives as the transpose of a matrix); PyTorch's own copy is faster still."""
-    if not _transposed_layout(array):
-        return array.copy()
-    out = np.empty(array.shape, array.dtype)
-    rows, cols = array.shape[-2:]
-    for i in range(0, rows, 256):
-        for j in range(0, cols, 32):
-            out[..., i : i + 256, j : j + 32] = array[..., i : i + 256, j : j + 32]
-    return out
-
-
 def special(array):
     """scipy.special or cupyx.scipy.special (erf, expit), matching the array's device."""
     if is_cupy(array):

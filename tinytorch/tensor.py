@@ -2,8 +2,9 @@
 
 A Tensor holds `.data` (the array), `.grad` (a Tensor, filled by `backward()`),
 `.requires_grad`, and `_ctx`, the Function that produced it (None for leaves). Every method
-that computes is a thin call into `tinytorch.ops`, where each op's forward and backward sit
-side by side.
+that computes (`x * y`, `x.sum()`, `x.T`, ...) is one function of `tinytorch.ops`, where each
+op's forward and backward sit side by side: the operator table at the bottom of this file
+attaches them.
 """
 
 from __future__ import annotations
@@ -11,57 +12,20 @@ from __future__ import annotations
 import numpy as np
 
 from . import autograd, backend
-
-float32 = np.dtype("float32")
-float64 = np.dtype("float64")
-float16 = np.dtype("float16")
-int64 = np.dtype("int64")
-int32 = np.dtype("int32")
-bool_ = np.dtype("bool")
-long, double, half = int64, float64, float16
-
-_DTYPES = {
-    "float32": float32,
-    "float": float32,
-    "float64": float64,
-    "double": float64,
-    "int64": int64,
-    "long": int64,
-    "int32": int32,
-    "int": int32,
-    "bool": bool_,
-    "float16": float16,
-    "half": float16,
-}
-
-
-def as_dtype(dtype):
-    """A numpy dtype from a dtype, a name ("float32") or a Python type."""
-    if dtype is None:
-        return None
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise TypeError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
-        return _DTYPES[dtype]
-    if dtype is float:
-        return float32
-    if dtype is int:
-        return int64
-    if dtype is bool:
-        return bool_
-    return np.dtype(dtype)
-
-
-def _default_dtype(arr):
-    """PyTorch's inference for Python data: floats -> float32, ints -> int64, bools -> bool."""
-    k = arr.dtype.kind
-    if k == "f":
-        return float32
-    if k in "iu":
-        return int64
-    if k == "b":
-        return bool_
-    raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}")
+from ._tensor_str import format_array
+from .dtypes import (  # noqa: F401 - tinytorch.tensor.float32 etc., as before
+    _default_dtype,
+    as_dtype,
+    bool_,
+    double,
+    float16,
+    float32,
+    float64,
+    half,
+    int32,
+    int64,
+    long,
+)
 
 
 class Tensor:
@@ -309,37 +273,119 @@ class Tensor:
             extras.append(f"grad_fn={self._ctx!r}")
         elif self.requires_grad:
             extras.append("requires_grad=True")
-        return "tensor(" + ", ".join([_format(arr)] + extras) + ")"
+        return "tensor(" + ", ".join([format_array(arr)] + extras) + ")"
 
 
-def _format(arr) -> str:
-    """PyTorch's layout: floats with 4 decimals, `1.` when all are whole numbers, scientific
-    notation when magnitudes span more than 1e3 (or pass 1e8); columns aligned; summarized
-    with `...` past 1000 elements."""
-    opts = dict(separator=", ", prefix="tensor(", threshold=1000, edgeitems=3, max_line_width=80)
-    if arr.dtype.kind != "f" or arr.size == 0:
-        return np.array2string(arr, **opts)
-    shown = arr
-    if arr.size > 1000:  # only the printed corners decide the format, as in PyTorch
-        for ax in range(arr.ndim):
-            if shown.shape[ax] > 6:
-                shown = np.concatenate([shown.take(range(3), ax), shown.take(range(-3, 0), ax)], ax)
-    finite = shown[np.isfinite(shown)].astype(np.float64)
-    mags = np.abs(finite[finite != 0])
-    whole = bool((finite == np.round(finite)).all())
-    sci = mags.size > 0 and (
-        mags.max() > 1e8 or (not whole and (mags.max() / mags.min() > 1e3 or mags.min() < 1e-4))
-    )
-    spec = ".4e" if sci else (".0f" if whole else ".4f")
+# ---- the operator table -------------------------------------------------------------------
+# Every computing method and operator of Tensor is one function of tinytorch.ops (where each
+# op's forward and backward sit side by side). They are attached here, after the class, because
+# the ops themselves import Tensor.
+def _operator_table() -> dict:
+    from .ops import activations, elementwise, linalg, misc, reduce, shape
+    from .ops import nn as nn_ops
 
-    def fmt(v):
-        return str(v) if not np.isfinite(v) else format(v, spec) + ("." if spec == ".0f" else "")
+    e, r, s = elementwise, reduce, shape
 
-    probes = [finite.min(), finite.max()] if finite.size else []
-    probes += [v for v in (np.inf, -np.inf) if (shown == v).any()]
-    probes += [np.nan] if np.isnan(shown).any() else []
-    width = max(len(fmt(v)) for v in probes)
-    return np.array2string(arr, formatter={"float_kind": lambda v: fmt(v).rjust(width)}, **opts)
+    def gelu(self, approximate: str = "none"):
+        from .nn.functional import gelu  # F.gelu's path: the fused kernel where it applies
+
+        return gelu(self, approximate)
+
+    def t(self):
+        if self.ndim > 2:
+            raise RuntimeError(f"t() expects a tensor with <= 2 dims, got shape {self.shape}")
+        return s.transpose(self, 0, -1) if self.ndim == 2 else self
+
+    return {
+        # arithmetic; the reflected forms (2 - x) swap the operands
+        "__add__": e.add,
+        "__radd__": e.add,
+        "__sub__": e.sub,
+        "__rsub__": lambda self, other: e.sub(other, self),
+        "__mul__": e.mul,
+        "__rmul__": e.mul,
+        "__truediv__": e.div,
+        "__rtruediv__": lambda self, other: e.div(other, self),
+        "__pow__": e.pow,
+        "__rpow__": lambda self, other: e.pow(other, self),
+        "__matmul__": linalg.matmul,
+        "__rmatmul__": lambda self, other: linalg.matmul(other, self),
+        "__mod__": e.remainder,
+        "__rmod__": lambda self, other: e.remainder(other, self),
+        "__floordiv__": e.floor_divide,
+        "__rfloordiv__": lambda self, other: e.floor_divide(other, self),
+        "__neg__": e.neg,
+        "__abs__": e.abs,
+        "__getitem__": s.getitem,
+        # comparisons (no gradient)
+        "__eq__": misc.eq,
+        "__ne__": misc.ne,
+        "__lt__": misc.lt,
+        "__le__": misc.le,
+        "__gt__": misc.gt,
+        "__ge__": misc.ge,
+        "__invert__": misc.logical_not,
+        "eq": misc.eq,
+        "ne": misc.ne,
+        "lt": misc.lt,
+        "le": misc.le,
+        "gt": misc.gt,
+        "ge": misc.ge,
+        "logical_not": misc.logical_not,
+        # elementwise
+        "add": e.add,
+        "sub": e.sub,
+        "mul": e.mul,
+        "div": e.div,
+        "pow": e.pow,
+        "remainder": e.remainder,
+        "floor_divide": e.floor_divide,
+        "neg": e.neg,
+        "abs": e.abs,
+        "exp": e.exp,
+        "log": e.log,
+        "sqrt": e.sqrt,
+        "clamp": e.clamp,
+        "masked_fill": e.masked_fill,
+        "tanh": activations.tanh,
+        "sigmoid": activations.sigmoid,
+        "relu": activations.relu,
+        "gelu": gelu,
+        "matmul": linalg.matmul,
+        # reductions
+        "sum": r.sum,
+        "mean": r.mean,
+        "var": r.var,
+        "std": r.std,
+        "max": r.max,
+        "min": r.min,
+        "argmax": r.argmax,
+        "argmin": r.argmin,
+        "topk": r.topk,
+        "all": misc.all,
+        "any": misc.any,
+        "softmax": nn_ops.softmax,
+        "log_softmax": nn_ops.log_softmax,
+        # shapes
+        "reshape": s.reshape,
+        "view": lambda self, *shape: s.reshape(self, *shape),
+        "permute": s.permute,
+        "transpose": s.transpose,
+        "t": t,
+        "T": property(lambda self: s.permute(self, tuple(reversed(range(self.ndim))))),
+        "mT": property(lambda self: s.transpose(self, -2, -1)),
+        "expand": s.expand,
+        "expand_as": s.expand_as,
+        "squeeze": s.squeeze,
+        "unsqueeze": s.unsqueeze,
+        "flatten": s.flatten,
+        "split": lambda self, split_size, dim=0: s.split(self, split_size, dim),
+        "chunk": s.chunk,
+        "clone": misc.clone,
+        "contiguous": misc.contiguous,
+    }
 
 
+for _name, _method in _operator_table().items():
+    setattr(Tensor, _name, _method)
 autograd._Tensor = Tensor

@@ -27,37 +27,14 @@ import math
 import numpy as np
 
 from .. import backend, kernels_dispatch, ops
-from ..autograd import Function
 from ..tensor import Tensor
 
 __all__ = ["scaled_dot_product_attention", "attention_with_weights", "causal_mask"]
 
 
-class _SafeSoftmax(Function):
-    """Softmax over the last dim that returns 0 on rows that are all -inf (fully masked).
-
-    A plain softmax gives 0/0 = NaN there, and the NaN would reach every gradient through the
-    backward. Shifting by a finite maximum keeps exp() in range; a zero row sum means the row
-    had no allowed key, so its weights (and then its gradient y * (...)) are exactly 0.
-    """
-
-    def forward(self, x):
-        xp = backend.xp_of(x)
-        m = x.max(axis=-1, keepdims=True)
-        m = xp.where(xp.isneginf(m), 0, m)  # an all -inf row: any finite shift works
-        e = xp.exp(x - m)
-        s = e.sum(axis=-1, keepdims=True)
-        self.out = e / xp.where(s == 0, 1, s)
-        return self.out
-
-    def backward(self, g):
-        y = self.out
-        return y * (g - (g * y).sum(axis=-1, keepdims=True))
-
-
 def softmax_rows(scores: Tensor) -> Tensor:
     """Softmax over the last dim (the keys), 0 for rows where every key is masked out."""
-    return _SafeSoftmax.apply(scores)
+    return ops.masked_softmax(scores, -1)
 
 
 @functools.lru_cache(maxsize=64)

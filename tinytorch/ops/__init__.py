@@ -6,10 +6,14 @@ reduce       sum mean var std max min argmax argmin topk
 shape        reshape/view permute transpose expand squeeze unsqueeze flatten cat stack split
              chunk getitem
 linalg       matmul
-nn           softmax log_softmax cross_entropy embedding dropout
+nn           softmax masked_softmax log_softmax cross_entropy embedding dropout
 misc         device/dtype moves, clone/contiguous, comparisons, all/any
+
+Tensor's methods and operators are these functions, attached by the table at the bottom of
+tinytorch/tensor.py (imported first here, so that table always finds every op module whole).
 """
 
+from .. import tensor as _tensor  # noqa: F401 - see above
 from .activations import gelu, relu, sigmoid, tanh  # noqa: F401
 from .elementwise import (  # noqa: F401
     abs,
@@ -30,7 +34,14 @@ from .elementwise import (  # noqa: F401
 )
 from .linalg import matmul  # noqa: F401
 from .misc import clone, contiguous, eq, ge, gt, le, logical_not, lt, ne  # noqa: F401
-from .nn import cross_entropy, dropout, embedding, log_softmax, softmax  # noqa: F401
+from .nn import (  # noqa: F401
+    cross_entropy,
+    dropout,
+    embedding,
+    log_softmax,
+    masked_softmax,
+    softmax,
+)
 from .reduce import (  # noqa: F401
     argmax,
     argmin,

@@ -24,9 +24,11 @@ class Tanh(Function):
         return self.out
 
     def backward(self, g):
+        # BEGIN EXERCISE ch01: activation_backward - tanh' = 1 - tanh^2, from the saved output
         d = 1 - self.out * self.out  # tanh' = 1 - tanh^2, then times g in place (one array
         d *= g  # less to allocate: at large sizes memory traffic is the cost)
         return d
+        # END EXERCISE
 
 
 class Sigmoid(Function):
@@ -42,10 +44,12 @@ class Sigmoid(Function):
         return out
 
     def backward(self, g):
+        # BEGIN EXERCISE ch01: activation_backward - sigmoid' = s (1 - s), s the saved output
         d = 1 - self.out  # sigmoid' = s (1 - s), times g, in place
         d *= self.out
         d *= g
         return d
+        # END EXERCISE
 
 
 class ReLU(Function):
@@ -54,7 +58,9 @@ class ReLU(Function):
         return self.out
 
     def backward(self, g):
+        # BEGIN EXERCISE ch01: activation_backward - relu' = 1 where the output is > 0, else 0
         return g * (self.out > 0)
+        # END EXERCISE
 
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)

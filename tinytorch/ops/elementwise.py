@@ -64,7 +64,7 @@ class Mul(Function):
 
     def backward(self, g):
         na, nb = self.needs_input_grad  # skip the product for an input that needs no gradient
-        # BEGIN EXERCISE ch01: d(a*b)/da = b and d(a*b)/db = a, each reduced with unbroadcast
+        # BEGIN EXERCISE ch01: elementwise_backward - d(a*b)/da = b, d(a*b)/db = a, unbroadcast
         ga = unbroadcast(g * self.b, self.a.shape) if na else None
         gb = unbroadcast(g * self.a, self.b.shape) if nb else None
         # END EXERCISE
@@ -79,6 +79,7 @@ class Div(Function):
 
     def backward(self, g):
         na, nb = self.needs_input_grad
+        # BEGIN EXERCISE ch01: elementwise_backward - d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
         g_b = g / self.b  # d(a/b)/da = 1/b
         gb = None
         if nb:  # d(a/b)/db = -a/b^2 = -(1/b) (a/b): reuses g/b and the output
@@ -86,6 +87,7 @@ class Div(Function):
             gb *= -1
             gb = unbroadcast(gb, self.sb)
         return (unbroadcast(g_b, self.sa) if na else None), gb
+        # END EXERCISE
 
 
 class Pow(Function):
@@ -153,7 +155,9 @@ class Exp(Function):
         return self.out
 
     def backward(self, g):
+        # BEGIN EXERCISE ch01: elementwise_backward - exp' = exp: reuse the saved output
         return g * self.out
+        # END EXERCISE
 
 
 class Log(Function):
@@ -162,7 +166,9 @@ class Log(Function):
         return backend.xp_of(a).log(a)
 
     def backward(self, g):
+        # BEGIN EXERCISE ch01: elementwise_backward - log'(a) = 1/a
         return g / self.a
+        # END EXERCISE
 
 
 class Sqrt(Function):

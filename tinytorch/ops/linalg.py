@@ -20,7 +20,7 @@ class MatMul(Function):
         na, nb = self.needs_input_grad  # a product per input, only for those that need it
         a, b = self.a, self.b
         ga = gb = None
-        # BEGIN EXERCISE ch01: grad_a = g @ b^T, grad_b = a^T @ g (1-D as matrices, unbroadcast)
+        # BEGIN EXERCISE ch01: matmul_backward - grad_a = g @ b^T, grad_b = a^T @ g (1-D, batches)
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         if b.ndim == 1:  # (this order also turns a 0-d grad of vec @ vec into (1, 1))

@@ -1,4 +1,4 @@
-"""Neural-network ops: softmax, log_softmax, cross_entropy, embedding, dropout.
+"""Neural-network ops: softmax (masked_softmax), log_softmax, cross_entropy, embedding, dropout.
 
 softmax and log_softmax subtract the row maximum first, so logits of magnitude 1e4 neither
 overflow nor lose the answer. cross_entropy is fused (log_softmax + pick + mean in one
@@ -21,22 +21,37 @@ def _log_softmax(x, axis):
 
 
 class Softmax(Function):
-    def forward(self, x, axis=-1):
+    """exp(x - max) / sum(exp(x - max)) along `axis`.
+
+    A row (along `axis`) that is all -inf gives NaN, as torch.softmax does (0/0), unless
+    `zero_masked_rows`: then it gives 0, and so does its gradient. That is what attention needs
+    for a query whose every key is masked (PyTorch's scaled_dot_product_attention returns 0
+    there): shifting by a finite maximum keeps exp() in range, and a zero row sum can only mean
+    the row had no allowed entry.
+    """
+
+    def forward(self, x, axis=-1, zero_masked_rows=False):
         xp = backend.xp_of(x)
-        e = xp.asarray(x - x.max(axis=axis, keepdims=True))  # (0-d input: a scalar otherwise)
+        m = x.max(axis=axis, keepdims=True)
+        if zero_masked_rows:
+            m = xp.where(xp.isneginf(m), 0, m)  # an all -inf row: any finite shift works
+        e = xp.asarray(x - m)  # (0-d input: a scalar otherwise)
         xp.exp(e, out=e)  # in place: at large sizes memory traffic, not arithmetic, is the cost
-        e /= e.sum(axis=axis, keepdims=True)
+        s = e.sum(axis=axis, keepdims=True)
+        e /= xp.where(s == 0, 1, s) if zero_masked_rows else s
         self.out, self.axis = e, axis
         return e
 
     def backward(self, g):
-        # y * (g - sum(g * y)), computed in the memory of the temporary g * y
+        # y * (g - sum(g * y)), computed in the memory of the temporary g * y (0 where y is)
         y, xp = self.out, backend.xp_of(g)
+        # BEGIN EXERCISE ch01: softmax_backward - y * (g - sum(g * y)) along self.axis
         gy = xp.asarray(g * y)
         s = gy.sum(axis=self.axis, keepdims=True)
         xp.subtract(g, s, out=gy)
         gy *= y
         return gy
+        # END EXERCISE
 
 
 class LogSoftmax(Function):
@@ -120,7 +135,15 @@ class Dropout(Function):
 
 
 def softmax(input, dim: int = -1):
+    """torch.softmax: probabilities along `dim` (an all -inf row gives NaN, as in PyTorch)."""
     return Softmax.apply(input, axis=_dim(dim, max(input.ndim, 1), "softmax"))
+
+
+def masked_softmax(input, dim: int = -1):
+    """softmax, except that a row that is all -inf (every entry masked) gives 0, not NaN, and a
+    zero gradient: attention's weights for a query with no allowed key (see Softmax)."""
+    axis = _dim(dim, max(input.ndim, 1), "masked_softmax")
+    return Softmax.apply(input, axis=axis, zero_masked_rows=True)
 
 
 def log_softmax(input, dim: int = -1):

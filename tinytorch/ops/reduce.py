@@ -35,9 +35,11 @@ def _axes(dim, ndim, op):
 
 def _expand_back(g, shape, axes, keepdim):
     """Reshape a reduced gradient so it broadcasts against the input's `shape`."""
+    # BEGIN EXERCISE ch01: reduction_backward - put the reduced axes back as size 1 (keepdim)
     if not keepdim:
         g = g.reshape(tuple(1 if i in axes else n for i, n in enumerate(shape)))
     return g
+    # END EXERCISE
 
 
 class Sum(Function):
@@ -46,8 +48,10 @@ class Sum(Function):
         return a.sum(axis=axes, keepdims=keepdim)
 
     def backward(self, g):
+        # BEGIN EXERCISE ch01: reduction_backward - every summed element gets g: broadcast it back
         g = _expand_back(g, self.shape, self.axes, self.keepdim)
         return backend.xp_of(g).broadcast_to(g, self.shape)
+        # END EXERCISE
 
 
 class Mean(Function):
@@ -59,8 +63,10 @@ class Mean(Function):
         return a.mean(axis=axes, keepdims=keepdim)
 
     def backward(self, g):
+        # BEGIN EXERCISE ch01: reduction_backward - each of the n averaged elements gets g / n
         g = _expand_back(g, self.shape, self.axes, self.keepdim) / self.n
         return backend.xp_of(g).broadcast_to(g, self.shape)
+        # END EXERCISE
 
 
 class Var(Function):

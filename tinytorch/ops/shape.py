@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function, unbroadcast
+from ..copies import c_copy, transposed_layout
 from ..tensor import Tensor
 
 
@@ -32,12 +33,14 @@ def _dim(d, ndim, op):
 class Reshape(Function):
     def forward(self, a, shape=()):
         self.shape = a.shape
-        if a.size >= 65536 and backend._transposed_layout(a):  # reshape would copy slowly
-            a = backend.c_copy(a)
+        if transposed_layout(a):  # reshape would copy slowly
+            a = c_copy(a)
         return a.reshape(shape)
 
     def backward(self, g):
+        # BEGIN EXERCISE ch01: shape_backward - the gradient back in the input's shape
         return g.reshape(self.shape)
+        # END EXERCISE
 
 
 class Permute(Function):
@@ -46,7 +49,9 @@ class Permute(Function):
         return a.transpose(dims)
 
     def backward(self, g):
+        # BEGIN EXERCISE ch01: shape_backward - permute back with the inverse permutation
         return g.transpose(tuple(int(d) for d in np.argsort(self.dims)))
+        # END EXERCISE
 
 
 class Expand(Function):
@@ -147,7 +152,9 @@ class Cat(Function):
         return backend.xp_of(arrays[0]).concatenate(arrays, axis=axis)
 
     def backward(self, g):
+        # BEGIN EXERCISE ch01: shape_backward - cut g along the axis at self.bounds, one per input
         return tuple(backend.xp_of(g).split(g, self.bounds, axis=self.axis))
+        # END EXERCISE
 
 
 class Stack(Function):
