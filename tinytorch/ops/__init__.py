@@ -6,7 +6,7 @@ reduce       sum mean var std max min argmax argmin topk
 shape        reshape/view permute transpose expand squeeze unsqueeze flatten cat stack split
              chunk getitem
 linalg       matmul
-nn           softmax log_softmax cross_entropy embedding dropout
+nn           softmax log_softmax embedding dropout (CrossEntropy: nn.functional.cross_entropy)
 misc         device/dtype moves, clone/contiguous, comparisons, all/any
 """
 
@@ -30,7 +30,7 @@ from .elementwise import (  # noqa: F401
 )
 from .linalg import matmul  # noqa: F401
 from .misc import clone, contiguous, eq, ge, gt, le, logical_not, lt, ne  # noqa: F401
-from .nn import cross_entropy, dropout, embedding, log_softmax, softmax  # noqa: F401
+from .nn import dropout, embedding, log_softmax, softmax  # noqa: F401
 from .reduce import (  # noqa: F401
     argmax,
     argmin,
