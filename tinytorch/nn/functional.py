@@ -37,7 +37,7 @@ def linear(input, weight, bias=None):
     # (B, T, in) @ (in, out) runs as one (B*T, in) product: matmul folds the leading dims of
     # an operand against a 2-D weight, in the forward and in both products of the backward
     x = input
-    # BEGIN EXERCISE ch03: out = x @ weight^T, plus bias when there is one (x is (*, in))
+    # BEGIN EXERCISE ch03: linear - out = x @ weight^T, plus bias when there is one (x is (*, in))
     out = ops.matmul(x, ops.transpose(weight, 0, 1))
     if bias is not None:
         out = out + bias
