@@ -160,6 +160,7 @@ def _epochs(loader, n):
     return [[to_numpy(b[0]).tolist() for b in loader] for _ in range(n)]
 
 
+@pytest.mark.exercise("batch_indices")
 @pytest.mark.parametrize("n,bs", [(23, 5), (20, 5), (3, 8)])
 def test_dataloader_covers_each_example_once(n, bs):
     ds = data.TensorDataset(tt.arange(n), tt.randn(n, 3))
@@ -179,6 +180,7 @@ def test_dataloader_covers_each_example_once(n, bs):
             np.testing.assert_array_equal(y, to_numpy(ds.tensors[1])[x])
 
 
+@pytest.mark.exercise("batch_indices")
 def test_dataloader_is_deterministic_with_a_seed():
     ds = data.TensorDataset(tt.arange(50))
     a = _epochs(data.DataLoader(ds, batch_size=7, shuffle=True, generator=123), 3)

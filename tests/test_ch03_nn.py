@@ -130,6 +130,75 @@ def test_module_matches_torch(name, dtype, device):
         assert_close(p.grad, ref_params[n].grad, msg=f"{name} grad of {n}", **tol)
 
 
+@pytest.mark.exercise("module_setattr")
+def test_setattr_registers_parameters_modules_and_plain_values():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(tt.zeros(3))
+            self.lin = nn.Linear(2, 2)
+            self.size = 3
+            self.register_buffer("mask", tt.ones(2))
+
+    m = Net()
+    assert list(m._parameters) == ["w"] and m._parameters["w"] is m.w
+    assert list(m._modules) == ["lin"] and m._modules["lin"] is m.lin
+    assert m.size == 3 and "size" not in m._parameters and "size" not in m._modules
+    assert "w" not in m.__dict__ and "lin" not in m.__dict__  # only in the registries
+    m.w = nn.Linear(3, 3)  # a new kind of value replaces the old registration
+    assert "w" not in m._parameters and m._modules["w"] is m.w
+    m.lin = 5
+    assert "lin" not in m._modules and m.lin == 5
+    m.mask = tt.zeros(2)  # a tensor assigned to a buffer's name stays a buffer
+    assert "mask" in m._buffers and not to_numpy(m._buffers["mask"]).any()
+    m.plain = tt.ones(1)  # a plain Tensor (not a Parameter) is not a weight
+    assert "plain" not in m._parameters and m.plain.shape == (1,)
+
+
+@pytest.mark.exercise("named_parameters")
+def test_named_parameters_have_dotted_names_in_order_and_tied_weights_once():
+    def build(lib):
+        return lib.Sequential(
+            lib.Linear(2, 3),
+            lib.Tanh(),
+            lib.Sequential(lib.Linear(3, 3, bias=False)),
+            lib.Linear(3, 1),
+        )
+
+    ours, ref = build(nn), build(torch.nn)
+    names = [n for n, _ in ours.named_parameters()]
+    assert names == [n for n, _ in ref.named_parameters()]
+    assert names == ["0.weight", "0.bias", "2.0.weight", "3.weight", "3.bias"]
+    assert [p for _, p in ours.named_parameters()][2] is ours[2][0].weight
+    assert [n for n, _ in ours.named_parameters(prefix="model")][0] == "model.0.weight"
+    assert list(ours[0].named_parameters(recurse=False)) == [
+        ("weight", ours[0].weight),
+        ("bias", ours[0].bias),
+    ]
+    assert list(ours.named_parameters(recurse=False)) == []  # Sequential owns none itself
+    ours[3].weight = ours[2][0].weight  # tied: listed once, under its first name
+    ours[3].bias = None
+    assert [n for n, _ in ours.named_parameters()] == ["0.weight", "0.bias", "2.0.weight"]
+    assert len(list(ours.parameters())) == 3
+
+
+@pytest.mark.exercise("linear")
+@pytest.mark.parametrize("shape", [(4, 6), (2, 3, 6), (6,)], ids=["N,in", "B,T,in", "in"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_matches_torch(shape, bias, device):
+    x, w, b = np.random.randn(*shape), np.random.randn(5, 6), np.random.randn(5)
+    xt, wt, bt = (tt.tensor(a, device=device, requires_grad=True) for a in (x, w, b))
+    xr, wr, br = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    out = F.linear(xt, wt, bt if bias else None)
+    ref = torch.nn.functional.linear(xr, wr, br if bias else None)
+    assert_close(out, ref)
+    g = np.random.randn(*ref.shape)
+    out.backward(tt.tensor(g, device=device))
+    ref.backward(torch.tensor(g))
+    for ours_t, ref_t in ((xt, xr), (wt, wr)) + (((bt, br),) if bias else ()):
+        assert_close(ours_t.grad, ref_t.grad)
+
+
 def test_load_state_dict_takes_numpy_and_keeps_dtype(device):
     ours = nn.Sequential(nn.Linear(3, 2), nn.LayerNorm(2)).to(device)
     arrays = {k: np.random.randn(*v.shape) for k, v in ours.state_dict().items()}  # float64

@@ -89,10 +89,15 @@ SGD_CASES = {
 }
 
 
+@pytest.mark.exercise("sgd")
 @pytest.mark.parametrize("case", SGD_CASES)
 def test_sgd_matches_torch(case, device):
     kw = SGD_CASES[case]
-    _run(lambda lib, params: lib.SGD(params, **kw), device=device)
+    opt, ropt = _run(lambda lib, params: lib.SGD(params, **kw), device=device)
+    if kw.get("momentum"):  # the buffer has PyTorch's name and value
+        for p, rp in zip(opt.param_groups[0]["params"], ropt.param_groups[0]["params"]):
+            assert set(opt.state[p]) == set(ropt.state[rp]) == {"momentum_buffer"}
+            assert_close(opt.state[p]["momentum_buffer"], ropt.state[rp]["momentum_buffer"])
 
 
 ADAM_CASES = {
@@ -105,6 +110,7 @@ ADAM_CASES = {
 }
 
 
+@pytest.mark.exercise("adam")
 @pytest.mark.parametrize("case", ADAM_CASES)
 def test_adam_matches_torch(case, device):
     name, kw = ADAM_CASES[case]

@@ -14,7 +14,7 @@ from helpers import assert_close, to_numpy
 
 import tinytorch as tt
 from tinytorch import data, nn, optim
-from tinytorch.train import evaluate, lm_loss, train
+from tinytorch.train import evaluate, lm_loss, train, train_step
 
 pytestmark = pytest.mark.ch03
 
@@ -117,3 +117,26 @@ def test_lm_loss_flattens_sequences_and_bad_losses_stop_training():
         )
     with pytest.raises(ValueError, match="no batch"):
         train(model, optim.SGD(model.parameters()), [], 3)
+
+
+@pytest.mark.exercise("train_step")
+@pytest.mark.parametrize("clip", [None, 0.05])
+def test_train_step_is_one_torch_step(clip):
+    """zero_grad, loss, backward, (clip_grad_norm_), step: stale gradients must not leak in."""
+    ours, ref = _models()
+    opt = optim.SGD(ours.parameters(), lr=0.5, momentum=0.9)
+    ropt = torch.optim.SGD(ref.parameters(), lr=0.5, momentum=0.9)
+    for p in ours.parameters():  # garbage left from an earlier backward: must be zeroed
+        p.grad = tt.ones(*p.shape, dtype=tt.float64)
+    for _ in range(3):
+        x, y = np.random.randint(0, 7, 6), np.random.randint(0, 7, 6)
+        loss = train_step(ours, opt, (tt.tensor(x), tt.tensor(y)), clip_grad_norm=clip)
+        ropt.zero_grad()
+        rloss = torch.nn.functional.cross_entropy(ref(torch.tensor(x)), torch.tensor(y))
+        rloss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(ref.parameters(), clip)
+        ropt.step()
+        assert isinstance(loss, float) and loss == pytest.approx(rloss.item(), rel=1e-10)
+        for (name, p), rp in zip(ours.named_parameters(), ref.parameters()):
+            assert_close(p, rp, rtol=1e-10, atol=1e-13, msg=name)

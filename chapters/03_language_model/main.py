@@ -8,35 +8,27 @@ Fits a counting bigram model, a neural bigram (a linear layer on one-hot charact
 Bengio et al.'s MLP language model (context 3, embedding 10, hidden 200) on the makemore
 names (80/10/10 train/val/test), then writes into --out (default chapters/03_language_model/
 out/): loss.png (the learning curves against the count model and the published anchors),
-bigram_counts.png (the count table), embeddings.png (the learned character embeddings,
-projected to 2-D), samples.txt and results.json.
+bigram_counts.png (the count table), embeddings.png (the learned character embeddings),
+samples.txt and results.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import shutil
-import sys
 import time
-from pathlib import Path
 
+import makemore as mm  # this chapter's models and data (next to this file)
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import LogNorm
+from scipy.cluster.hierarchy import leaves_list, linkage
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import this checkout's tinytorch
-
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import makemore as mm  # noqa: E402 - this chapter's models (chapters/03_language_model/)
-import matplotlib.pyplot as plt  # noqa: E402
-
-import tinytorch as tt  # noqa: E402
-from tinytorch import data, optim  # noqa: E402
-from tinytorch.train import evaluate, train  # noqa: E402
+import tinytorch as tt
+from tinytorch import data, optim
+from tinytorch.bench import record
+from tinytorch.chapter import chapter_args, smooth
+from tinytorch.train import evaluate, train
 
 # Published figures on this data (Karpathy's makemore lectures, as the course brief gives
 # them): the count bigram's loss and the MLP's validation loss (context 3, emb 10, hidden 200).
@@ -44,24 +36,12 @@ ANCHORS = {"count_bigram": 2.48, "mlp_val": 2.17}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="a smoke run, well under a minute")
-    p.add_argument("--out", default=str(HERE / "out"), help="output folder")
-    p.add_argument("--seed", type=int, default=1337)
+    p = chapter_args(__file__, __doc__.split("\n\n")[0], seed=1337)
     p.add_argument("--steps", type=int, default=None, help="MLP optimizer steps (60000)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.1, help="MLP peak learning rate (SGD)")
     p.add_argument(
-        "--bigram-steps",
-        type=int,
-        default=None,
-        help="full-batch steps for the neural bigram (150)",
-    )
-    p.add_argument(
-        "--record",
-        action="store_true",
-        help="write benchmarks/results/ch03_language_model_cpu.{md,json} and the "
-        "figures from this run (default mode only)",
+        "--bigram-steps", type=int, default=None, help="neural bigram full-batch steps (150)"
     )
     args = p.parse_args(argv)
     if args.record and args.quick:
@@ -140,11 +120,6 @@ def run_mlp(splits3, itos, args):
     return model, hist, res
 
 
-def smooth(values, k):
-    k = max(1, min(k, len(values)))
-    return np.convolve(values, np.ones(k) / k, mode="valid")
-
-
 def plot_losses(out, count_res, nb_hist, mlp_hist):
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     ax = axes[0]
@@ -186,37 +161,67 @@ def plot_losses(out, count_res, nb_hist, mlp_hist):
 
 
 def plot_counts(out, model, itos):
-    fig, ax = plt.subplots(figsize=(9, 9))
-    ax.imshow(np.log1p(model.counts), cmap="Blues")
+    """The 27 x 27 count table on a log colour scale (counts span 1 to 5,000), every count
+    written in its cell; rows: the previous character, columns: the next one."""
+    counts = model.counts
+    fig, ax = plt.subplots(figsize=(12, 11))
+    im = ax.imshow(counts + 1, cmap="Blues", norm=LogNorm(vmin=1, vmax=counts.max() + 1))
+    dark = np.log(counts + 1) > 0.6 * np.log(counts.max() + 1)
     for i in range(len(itos)):
         for j in range(len(itos)):
-            ax.text(j, i, itos[i] + itos[j], ha="center", va="bottom", fontsize=5, color="gray")
-            ax.text(j, i, str(model.counts[i, j]), ha="center", va="top", fontsize=5)
-    ax.set(
-        title="bigram counts in the training names (row: first, column: next)", xticks=[], yticks=[]
-    )
+            n = counts[i, j]
+            label = f"{n / 1000:.1f}k" if n >= 1000 else str(n)
+            color = "white" if dark[i, j] else ("black" if n else "lightgray")
+            ax.text(j, i, label, ha="center", va="center", fontsize=7, color=color)
+    ticks = range(len(itos))
+    ax.set_xticks(ticks, itos, fontsize=11)
+    ax.set_yticks(ticks, itos, fontsize=11)
+    ax.tick_params(top=True, labeltop=True, bottom=False, labelbottom=False)
+    ax.set(xlabel="next character", ylabel="previous character ('.' = start / end of a name)")
+    ax.set_title("bigram counts in the training names (log colour scale)", pad=30)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="count + 1")
     fig.tight_layout()
     fig.savefig(out / "bigram_counts.png", dpi=110)
     plt.close(fig)
 
 
-def plot_embeddings(out, model, itos):
-    """The 10-d character vectors on their two main directions (PCA by SVD)."""
+def embedding_summary(model, itos):
+    """The character vectors (V, 10) seen two ways: their 2-D PCA projection with the share
+    of variance it keeps, and their cosine similarities in a clustered order."""
     e = model.emb.weight.detach().numpy().astype(np.float64)
-    e = e - e.mean(axis=0)
-    u, s, _ = np.linalg.svd(e, full_matrices=False)
-    xy = u[:, :2] * s[:2]
-    fig, ax = plt.subplots(figsize=(6, 6))
-    ax.scatter(
-        xy[:, 0],
-        xy[:, 1],
-        s=200,
-        c=["tab:red" if c in "aeiouy" else "tab:blue" for c in itos],
-        alpha=0.3,
-    )
+    centered = e - e.mean(axis=0)
+    u, s, _ = np.linalg.svd(centered, full_matrices=False)
+    unit = e / np.linalg.norm(e, axis=1, keepdims=True)
+    order = leaves_list(linkage(unit, "average", metric="cosine"))
+    return {
+        "xy": u[:, :2] * s[:2],
+        "explained": s[:2] ** 2 / (s**2).sum(),
+        "cosine": unit @ unit.T,
+        "order": order,
+    }
+
+
+def plot_embeddings(out, model, itos):
+    """Left: the 10-d vectors on their two main directions; right: cosine similarity of every
+    pair, in the order of a hierarchical clustering (similar characters next to each other)."""
+    emb = embedding_summary(model, itos)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 6.5))
+    xy, (e1, e2) = emb["xy"], emb["explained"]
+    ax.scatter(xy[:, 0], xy[:, 1], s=250, color="tab:blue", alpha=0.25)
     for (x, y), c in zip(xy, itos):
-        ax.text(x, y, c, ha="center", va="center")
-    ax.set(title="learned character embeddings (2 main directions; vowels red)")
+        ax.text(x, y, c, ha="center", va="center", fontsize=11)
+    ax.set(
+        title="learned character embeddings: the 2 main directions",
+        xlabel=f"direction 1 ({100 * e1:.0f}% of the variance)",
+        ylabel=f"direction 2 ({100 * e2:.0f}% of the variance)",
+    )
+    order = emb["order"]
+    labels = [itos[i] for i in order]
+    im = ax2.imshow(emb["cosine"][np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1)
+    ax2.set_xticks(range(len(order)), labels)
+    ax2.set_yticks(range(len(order)), labels)
+    ax2.set_title("cosine similarity of the 10-d vectors (clustered order)")
+    fig.colorbar(im, ax=ax2, shrink=0.8)
     fig.tight_layout()
     fig.savefig(out / "embeddings.png", dpi=110)
     plt.close(fig)
@@ -224,8 +229,7 @@ def plot_embeddings(out, model, itos):
 
 def main(argv=None):
     args = parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = args.out  # created by parse_args
     t0 = time.perf_counter()
     words = mm.load_words()
     itos, stoi = mm.vocabulary(words)
@@ -294,15 +298,12 @@ def main(argv=None):
         f"{out} ({seconds:.0f} s)"
     )
     if args.record:
-        record(results, payload, out)
+        record_results(results, payload, out)
     return 0
 
 
-def record(results, payload, out):
+def record_results(results, payload, out):
     """benchmarks/results/ch03_language_model_cpu.{md,json} and the figures, for the README."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from common import RESULTS, write_results
-
     rows = [
         {
             "model": name,
@@ -326,16 +327,15 @@ def record(results, payload, out):
         f"{payload['seconds']:.0f} s.\n\nSamples (seed {cfg['seed']}):\n\n"
         + "\n".join(f"- {k}: {', '.join(v)}" for k, v in payload["samples"].items())
     )
-    write_results(
+    record(
         "ch03_language_model",
         "cpu",
         ["model", "train", "val", "test", "val perplexity", "anchor"],
         rows,
         notes,
         extra={"config": cfg, "seconds": payload["seconds"], "samples": payload["samples"]},
+        figures=[out / "loss.png", out / "embeddings.png", out / "bigram_counts.png"],
     )
-    for name in ("loss", "embeddings"):
-        shutil.copyfile(out / f"{name}.png", RESULTS / f"ch03_language_model_{name}.png")
 
 
 if __name__ == "__main__":

@@ -140,13 +140,17 @@ class DataLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def batch_indices(self):
-        """The index arrays of one epoch's batches (a new permutation when shuffling)."""
+        """The index arrays of one epoch's batches: a new self.generator.permutation(n) when
+        shuffling (else 0..n-1), cut into batch_size pieces (the last one shorter, or left out
+        with drop_last); batch_size None means batches of one."""
+        # BEGIN EXERCISE ch03: batch_indices - yield one epoch's index arrays, batch_size each
         n = len(self.dataset)
         order = self.generator.permutation(n) if self.shuffle else np.arange(n)
         bs = self.batch_size or 1
         stop = n - n % bs if self.drop_last else n
         for start in range(0, stop, bs):
             yield order[start : start + bs]
+        # END EXERCISE
 
     def __iter__(self):
         fast = isinstance(self.dataset, TensorDataset) and self.collate_fn is None

@@ -1,6 +1,7 @@
 """Where the course's datasets live: `dataset_path("names")` -> a checked local file.
 
-Lookup order (DESIGN.md, "Data"):
+The course's data files are never committed to the repository: each one is named here with
+its sha256 and a canonical address, and found, in this order:
 
 1. `$TINYTORCH_DATA_DIR/<relpath>`: a folder you (or CI) filled by hand.
 2. the user cache `<cache>/data/<relpath>`, where `<cache>` is `$TINYTORCH_CACHE`, else
@@ -56,7 +57,8 @@ _FRA = ("genimind/seq2seq", "4f3f8eb0adde54fcc8b89394336b002e7961244c")
 _WIKI = ("pytorch/examples", "cf74c81ec00256a9511c054aaf0b3f62cd3aa62d")
 _UCI_DIR = "sentiment labelled sentences"
 
-# name -> file; the checksums are those of /work/shared/data/README.md (the reference copies)
+# name -> file; each sha256 is that of the file as the course uses it (for eng-fra: after
+# keeping the first lines), so a copy in $TINYTORCH_DATA_DIR is checked like a download
 REGISTRY: dict[str, DatasetFile] = {
     "tinyshakespeare": DatasetFile(
         "tinyshakespeare/input.txt",

@@ -15,6 +15,7 @@ from .layers import (  # noqa: F401
     Softmax,
     Tanh,
 )
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss  # noqa: F401
 from .module import Module, Parameter  # noqa: F401
 from .rnn import *  # noqa: F401,F403 - RNN, LSTM, GRU and their cells (ch04, ch05)
 from .transformer import *  # noqa: F401,F403 - Transformer layers and stacks (ch06, ch07)

@@ -1,8 +1,9 @@
 """tinytorch.nn.functional: torch.nn.functional's names over tinytorch ops.
 
 Ops with their own gradient live in tinytorch.ops (softmax, log_softmax, the fused
-cross_entropy, embedding, dropout); the compositions here (linear, layer_norm, the losses) are
-written with differentiable tensor ops, so autograd derives their backward.
+CrossEntropy Function, embedding, dropout); the compositions here (linear, layer_norm, the
+other losses) are written with differentiable tensor ops, so autograd derives their backward.
+cross_entropy is defined here only: its checks and reshaping, then the fused op.
 
 Shapes: N is the batch, C the number of classes, (d1, ...) optional extra dims, as in PyTorch.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import warnings
 
 from .. import ops
-from ..ops import cross_entropy as _fused_cross_entropy
 from ..ops import (  # noqa: F401 - re-exported under torch.nn.functional's names
     dropout,
     embedding,
@@ -22,6 +22,7 @@ from ..ops import (  # noqa: F401 - re-exported under torch.nn.functional's name
     softmax,
     tanh,
 )
+from ..ops.nn import CrossEntropy
 from ..tensor import Tensor
 
 
@@ -36,7 +37,7 @@ def linear(input, weight, bias=None):
     # (B, T, in) @ (in, out) runs as one (B*T, in) product: matmul folds the leading dims of
     # an operand against a 2-D weight, in the forward and in both products of the backward
     x = input
-    # BEGIN EXERCISE ch03: out = x @ weight^T, plus bias when there is one (x is (*, in))
+    # BEGIN EXERCISE ch03: linear - out = x @ weight^T, plus bias when there is one (x is (*, in))
     out = ops.matmul(x, ops.transpose(weight, 0, 1))
     if bias is not None:
         out = out + bias
@@ -84,8 +85,9 @@ def _check_reduction(name, reduction):
         raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
-def _rows(input, target, name):
-    """(N, C) / (C,) / (N, C, d1, ...) input and class-index target -> (M, C), (M,)."""
+def _rows(input, target, ignore_index, name):
+    """(N, C) / (C,) / (N, C, d1, ...) input and class-index target -> (M, C), (M,), with
+    every target checked: a class index in 0..C-1, or ignore_index."""
     if not isinstance(target, Tensor) or target.dtype.kind not in "iu":
         got = target.dtype if isinstance(target, Tensor) else type(target).__name__
         raise TypeError(
@@ -103,6 +105,13 @@ def _rows(input, target, name):
             f"{name}: target shape {tuple(target.shape)} does not match input "
             f"shape {tuple(input.shape)} (expected target shape {expected})"
         )
+    c, tgt = x.shape[1], t.data
+    bad = (tgt != ignore_index) & ((tgt < 0) | (tgt >= c))
+    if bool(bad.any()):
+        raise IndexError(
+            f"{name}: target {int(tgt[bad][0])} is out of range for {c} classes "
+            f"(expected 0..{c - 1} or ignore_index={ignore_index})"
+        )
     return x, t
 
 
@@ -111,28 +120,38 @@ def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: st
     log-probabilities `input` (N, C), (C,) or (N, C, d1, ...) and int64 `target`.
     'mean' divides by the summed weights of the targets that are not ignore_index."""
     _check_reduction("nll_loss", reduction)
-    x, t = _rows(input, target, "nll_loss")
+    x, t = _rows(input, target, ignore_index, "nll_loss")
     xp, (m, c) = x.xp, x.shape
     tgt = t.data
     keep = tgt != ignore_index
-    bad = keep & ((tgt < 0) | (tgt >= c))
-    if bool(bad.any()):
-        raise IndexError(
-            f"nll_loss: target {int(tgt[bad][0])} is out of range for {c} classes "
-            f"(expected 0..{c - 1} or ignore_index={ignore_index})"
-        )
     safe = xp.where(keep, tgt, 0)
     w = keep.astype(x.dtype)
-    if weight is not None:
-        if tuple(weight.shape) != (c,):
-            raise ValueError(f"nll_loss: weight must have shape ({c},), got {tuple(weight.shape)}")
-        w = w * weight.data.astype(x.dtype)[safe]
+    wc = _class_weight(weight, input, c, "nll_loss")
+    if wc is not None:
+        w = w * wc.astype(x.dtype)[safe]
     loss = -ops.getitem(x, (xp.arange(m), safe)) * Tensor._wrap(w)
     if reduction == "none":
         return ops.reshape(loss, target.shape)
     if reduction == "sum":
         return ops.sum(loss)
     return ops.sum(loss) / Tensor._wrap(xp.asarray(w.sum(), dtype=x.dtype))  # 0/0: nan, as torch
+
+
+def _class_weight(weight, input, c, name):
+    """The raw (C,) array of class weights, or None; weights are constants (no gradient)."""
+    if weight is None:
+        return None
+    if not isinstance(weight, Tensor) or tuple(weight.shape) != (c,):
+        got = tuple(weight.shape) if hasattr(weight, "shape") else type(weight).__name__
+        raise ValueError(
+            f"{name}: weight must be a tensor of shape ({c},), one per class, got {got}"
+        )
+    if weight.device != input.device:
+        raise RuntimeError(
+            f"{name}: weight is on {weight.device} but the input is on {input.device}; "
+            "expected both on the same device"
+        )
+    return weight.data
 
 
 def cross_entropy(
@@ -146,29 +165,30 @@ def cross_entropy(
     """torch.nn.functional.cross_entropy: log_softmax over dim 1 (C), then the negative log
     likelihood of the targets.
 
-    target is either int64 class indices ((N,), (), or (N, d1, ...)) or class probabilities
-    of the input's shape. Index targets without per-class `weight` use the fused op
-    (its gradient is simply softmax - onehot).
+    input: (N, C) logits, (C,) for one example, or (N, C, d1, ...).
+    target: int64 class indices of shape (N,), () or (N, d1, ...) (entries equal to
+    ignore_index contribute nothing), or class probabilities of the input's shape.
+    weight: (C,) per-class weights: a row's loss is scaled by weight[target], and 'mean'
+    divides by the summed weights of the rows not ignored (PyTorch's semantics, with label
+    smoothing too). Index targets go through the fused op (its gradient is softmax - onehot).
     """
     _check_reduction("cross_entropy", reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
     cdim = 1 if input.ndim > 1 else 0
+    w = _class_weight(weight, input, input.shape[cdim], "cross_entropy")
     if isinstance(target, Tensor) and target.dtype.kind == "f":
         return _soft_cross_entropy(input, target, weight, reduction, label_smoothing, cdim)
-    if weight is None:
-        return _fused_cross_entropy(
-            input,
-            target,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            label_smoothing=label_smoothing,
-        )
-    if label_smoothing:
-        raise NotImplementedError(
-            "cross_entropy: weight together with label_smoothing is not supported"
-        )
-    return nll_loss(log_softmax(input, cdim), target, weight, ignore_index, reduction)
+    x, t = _rows(input, target, ignore_index, "cross_entropy")
+    out = CrossEntropy.apply(
+        x,
+        t.data,
+        weight=w,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        eps=label_smoothing,
+    )
+    return ops.reshape(out, target.shape) if reduction == "none" else out
 
 
 def _soft_cross_entropy(input, target, weight, reduction, label_smoothing, cdim):

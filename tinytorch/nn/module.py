@@ -47,16 +47,21 @@ class Module:
 
     # ---- registration -----------------------------------------------------------------
     def __setattr__(self, name, value):
+        """`self.name = value` registers what the module owns, as PyTorch does: a Parameter
+        goes into self._parameters, a Module into self._modules (and is removed from the
+        other registries and from the plain attributes); a Tensor or None assigned to the
+        name of a buffer replaces the buffer; anything else is a plain attribute."""
         if "_parameters" not in self.__dict__:
             raise AttributeError(
                 f"cannot assign {name!r} before Module.__init__() is called; call "
                 "super().__init__() first in your module's __init__"
             )
+        # BEGIN EXERCISE ch03: module_setattr - Parameter into _parameters, Module into _modules
         if name in self._buffers and (value is None or isinstance(value, Tensor)):
             self._buffers[name] = value  # assigning to a buffer keeps it a buffer, as in torch
             return
         for reg in (self._parameters, self._buffers, self._modules):
-            reg.pop(name, None)
+            reg.pop(name, None)  # a name lives in one place: the new value replaces the old
         if isinstance(value, Parameter):
             self._parameters[name] = value
         elif isinstance(value, Module):
@@ -64,7 +69,8 @@ class Module:
         else:
             object.__setattr__(self, name, value)
             return
-        self.__dict__.pop(name, None)
+        self.__dict__.pop(name, None)  # else the plain attribute would hide the registry
+        # END EXERCISE
 
     def __getattr__(self, name):  # only called when normal lookup fails
         d = self.__dict__
@@ -131,14 +137,19 @@ class Module:
             yield m
 
     def named_parameters(self, prefix: str = "", recurse: bool = True):
+        """(dotted name, Parameter): each module's own parameters in registration order, the
+        modules in named_modules' order ("0.weight", "0.bias", "2.weight", ...); a parameter
+        shared by two modules (tied weights) is listed once, under its first name."""
         seen = set()
         mods = self.named_modules(prefix) if recurse else [(prefix, self)]
+        # BEGIN EXERCISE ch03: named_parameters - yield (dotted name, p), each Parameter once
         for mname, mod in mods:
             for pname, p in mod._parameters.items():
                 if p is None or id(p) in seen:  # shared (tied) weights appear once
                     continue
                 seen.add(id(p))
                 yield (f"{mname}.{pname}" if mname else pname), p
+        # END EXERCISE
 
     def parameters(self, recurse: bool = True):
         for _, p in self.named_parameters(recurse=recurse):

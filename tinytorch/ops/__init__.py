@@ -6,7 +6,8 @@ reduce       sum mean var std max min argmax argmin topk
 shape        reshape/view permute transpose expand squeeze unsqueeze flatten cat stack split
              chunk getitem
 linalg       matmul
-nn           softmax masked_softmax log_softmax cross_entropy embedding dropout
+nn           softmax masked_softmax log_softmax embedding dropout CrossEntropy (the op;
+             users call nn.functional.cross_entropy)
 misc         device/dtype moves, clone/contiguous, comparisons, all/any
 
 Tensor's methods and operators are these functions, attached by the table at the bottom of
@@ -34,14 +35,7 @@ from .elementwise import (  # noqa: F401
 )
 from .linalg import matmul  # noqa: F401
 from .misc import clone, contiguous, eq, ge, gt, le, logical_not, lt, ne  # noqa: F401
-from .nn import (  # noqa: F401
-    cross_entropy,
-    dropout,
-    embedding,
-    log_softmax,
-    masked_softmax,
-    softmax,
-)
+from .nn import dropout, embedding, log_softmax, masked_softmax, softmax  # noqa: F401
 from .reduce import (  # noqa: F401
     argmax,
     argmin,

@@ -1,8 +1,10 @@
-"""Neural-network ops: softmax (masked_softmax), log_softmax, cross_entropy, embedding, dropout.
+"""Neural-network ops: softmax (masked_softmax), log_softmax, the fused CrossEntropy, embedding,
+dropout.
 
 softmax and log_softmax subtract the row maximum first, so logits of magnitude 1e4 neither
-overflow nor lose the answer. cross_entropy is fused (log_softmax + pick + mean in one
-Function) because its gradient is simply softmax(x) - onehot(target).
+overflow nor lose the answer. CrossEntropy is fused (log_softmax + pick + weight + reduce in
+one Function) because its gradient is simply softmax(x) - onehot(target); the function users
+call, with its checks, is nn.functional.cross_entropy.
 """
 
 from __future__ import annotations
@@ -67,44 +69,63 @@ class LogSoftmax(Function):
 
 
 class CrossEntropy(Function):
-    """Mean/sum/none of -log softmax(x)[target] over rows of x (N, C), with ignore_index and
-    label smoothing (the target distribution is (1-eps) onehot + eps/C, as in PyTorch)."""
+    """-log softmax(x)[target] per row of x (N, C), fused: log_softmax, pick, weight, reduce.
 
-    def forward(self, x, target, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    PyTorch's semantics for class-index targets (the checks, and the reshaping of (C,) and
+    (N, C, d1, ...) inputs, are done once, in nn.functional.cross_entropy). With w the class
+    weights (ones when none are given), eps the label smoothing and logp = log_softmax(x):
+
+        loss_n = (1 - eps) w[t_n] (-logp[n, t_n]) + (eps / C) sum_c w[c] (-logp[n, c])
+
+    Rows whose target is ignore_index give 0; 'mean' divides the sum by sum_n w[t_n] over the
+    rows that are not ignored (nan when every target is ignored, as in PyTorch). The gradient
+    needs no softmax backward: with p = softmax(x) and W = sum_c w[c],
+
+        d loss_n / d x[n] = ((1 - eps) w[t_n] + eps W / C) p - (1 - eps) w[t_n] onehot(t_n)
+                            - (eps / C) w
+
+    (without weights: p minus the smoothed one-hot target).
+    """
+
+    def forward(self, x, target, weight=None, ignore_index=-100, reduction="mean", eps=0.0):
+        """x (N, C) logits, target (N,) int64, weight (C,) or None -> (N,) or a scalar."""
         xp = backend.xp_of(x)
         n, c = x.shape
-        logp = _log_softmax(x, 1)
         keep = target != ignore_index
-        safe = xp.where(keep, target, 0)
-        rows = xp.arange(n)
-        loss = -logp[rows, safe]
-        if label_smoothing:
-            loss = (1 - label_smoothing) * loss - label_smoothing * logp.mean(axis=1)
-        loss = loss * keep
-        self.logp, self.safe, self.keep, self.eps = logp, safe, keep, label_smoothing
-        self.reduction = reduction
+        safe = xp.where(keep, target, 0)  # ignored rows pick class 0, then count for nothing
+        w = xp.ones(c, dtype=x.dtype) if weight is None else weight.astype(x.dtype, copy=False)
+        # BEGIN EXERCISE ch03: cross_entropy_forward - self.logp, self.wt = w[safe] * keep, loss
+        logp = _log_softmax(x, 1)  # the row max is subtracted first, so exp never overflows
+        wt = w[safe] * keep  # each row's weight w[t_n]; 0 where the target is ignored
+        loss = -(1 - eps) * logp[xp.arange(n), safe] * wt
+        if eps:
+            loss -= (eps / c) * (logp * w).sum(axis=1) * keep
+        self.logp, self.wt = logp, wt
+        # END EXERCISE
+        self.safe, self.keep, self.w, self.eps = safe, keep, w, eps
+        self.weighted, self.reduction = weight is not None, reduction
         if reduction == "none":
             return loss
         if reduction == "sum":
             return loss.sum()
-        self.count = keep.sum().astype(x.dtype)  # keeps float32 float32 (a 0-d array on GPU)
-        return loss.sum() / self.count  # nan when every target is ignored, as PyTorch
+        self.total = wt.sum()  # 0-d, of x's dtype (stays on the GPU: no sync here)
+        return loss.sum() / self.total
 
     def backward(self, g):
+        """g: the upstream gradient, (N,) for 'none', a scalar otherwise -> dL/dx (N, C)."""
         xp = backend.xp_of(g)
         n, c = self.logp.shape
-        grad = xp.exp(self.logp)
-        grad[xp.arange(n), self.safe] -= 1 - self.eps
-        if self.eps:
-            grad -= self.eps / c
-        w = self.keep.astype(grad.dtype)
-        if self.reduction == "none":
-            w = w * g
-        elif self.reduction == "sum":
-            w = w * g
-        else:
-            w = w * (g / self.count)
-        grad *= w[:, None]
+        eps, wt = self.eps, self.wt
+        # BEGIN EXERCISE ch03: cross_entropy_backward - dL/dx (N, C) times the upstream g
+        grad = xp.exp(self.logp)  # p = softmax(x)
+        if self.weighted:  # without weights this row factor is 1
+            grad *= ((1 - eps) * wt + (eps / c) * self.w.sum())[:, None]
+        grad[xp.arange(n), self.safe] -= (1 - eps) * wt
+        if eps:
+            grad -= (eps / c) * self.w
+        upstream = g if self.reduction != "mean" else g / self.total
+        grad *= xp.where(self.keep, upstream, 0)[:, None]  # ignored rows: 0 (even when 0/0)
+        # END EXERCISE
         return grad, None
 
 
@@ -148,64 +169,6 @@ def masked_softmax(input, dim: int = -1):
 
 def log_softmax(input, dim: int = -1):
     return LogSoftmax.apply(input, axis=_dim(dim, max(input.ndim, 1), "log_softmax"))
-
-
-def cross_entropy(
-    input,
-    target,
-    weight=None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-):
-    """torch.nn.functional.cross_entropy for class-index targets.
-
-    input: (N, C) logits, (C,) for one example, or (N, C, d1, ...) with target (N, d1, ...).
-    target: int64 class indices; entries equal to ignore_index contribute nothing.
-    """
-    if weight is not None:
-        raise NotImplementedError("cross_entropy: per-class weight is not supported yet")
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(
-            f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}"
-        )
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
-    if not isinstance(target, Tensor) or target.dtype.kind not in "iu":
-        got = target.dtype if isinstance(target, Tensor) else type(target).__name__
-        raise TypeError(
-            f"cross_entropy: target must be an integer (int64) tensor of class indices, got {got}"
-        )
-    from .shape import permute, reshape
-
-    x, t = input, target
-    if x.ndim == 1:
-        x, t = reshape(x, (1, -1)), reshape(t, (1,))
-    elif x.ndim > 2:  # (N, C, d1, ...) -> (N * d1 * ..., C)
-        c = x.shape[1]
-        x = reshape(permute(x, (0, *range(2, x.ndim), 1)), (-1, c))
-        t = reshape(t, (-1,))
-    if t.shape != (x.shape[0],):
-        raise ValueError(
-            f"cross_entropy: target shape {tuple(target.shape)} does not match "
-            f"input shape {tuple(input.shape)} (expected "
-            f"{(input.shape[0],) + tuple(input.shape[2:]) if input.ndim > 1 else ()})"
-        )
-    c = x.shape[1]
-    tgt = t.data
-    valid = (tgt == ignore_index) | ((tgt >= 0) & (tgt < c))
-    if not bool(valid.all()):
-        bad = int(tgt[~valid].reshape(-1)[0])
-        raise IndexError(
-            f"cross_entropy: target {bad} is out of range for {c} classes "
-            f"(expected 0..{c - 1} or ignore_index={ignore_index})"
-        )
-    out = CrossEntropy.apply(
-        x, tgt, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing
-    )
-    if reduction == "none":
-        out = reshape(out, target.shape)
-    return out
 
 
 def embedding(input, weight, padding_idx=None):

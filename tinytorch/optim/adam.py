@@ -32,9 +32,14 @@ def adam_update(
     eps: float,
     max_exp_avg_sq=None,
 ) -> None:
-    """One Adam update of the raw array `param` in place (moments updated in place too)."""
+    """One Adam update of the raw array `param` in place (moments updated in place too).
+
+    step is t, counted from 1. max_exp_avg_sq is given with amsgrad=True (the optimizer keeps
+    it as state["max_exp_avg_sq"], PyTorch's name): update it in place to the elementwise
+    maximum of itself and the new exp_avg_sq, and use it instead of exp_avg_sq in the
+    denominator, so the step size never grows back (Reddi et al., 2018)."""
     xp = backend.xp_of(param)
-    # BEGIN EXERCISE ch03: update the two moments, bias-correct them, and move param
+    # BEGIN EXERCISE ch03: adam - moments in place, bias corrections, AMSGrad max_exp_avg_sq
     exp_avg *= beta1
     exp_avg += (1 - beta1) * grad
     exp_avg_sq *= beta2

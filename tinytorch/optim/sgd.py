@@ -1,11 +1,16 @@
 """Stochastic gradient descent with momentum, dampening, Nesterov and weight decay.
 
-The update, exactly as torch.optim.SGD (so 20 steps agree to rounding):
+The update, exactly as torch.optim.SGD (so 20 steps agree to rounding), for each parameter p
+whose .grad is set, updating p.data in place:
 
-    g = grad (+ weight_decay * p)              L2 penalty folded into the gradient
+    g = -grad if maximize else grad
+    g = g (+ weight_decay * p)                 L2 penalty folded into the gradient
     b = g on the first step, else momentum * b + (1 - dampening) * g
     g = g + momentum * b  (nesterov)  or  g = b
     p = p - lr * g
+
+With momentum the buffer b is kept per parameter as self.state[p]["momentum_buffer"] (PyTorch's
+name, so optimizer state dicts move between the two), a Tensor holding a copy of g at first.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class SGD(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                # BEGIN EXERCISE ch03: sgd - maximize, weight decay, state["momentum_buffer"], step
                 g = p.grad.data
                 if group["maximize"]:
                     g = -g
@@ -69,4 +75,5 @@ class SGD(Optimizer):
                         buf.data += (1 - dampening) * g
                     g = g + momentum * buf.data if nesterov else buf.data
                 p.data -= lr * g
+                # END EXERCISE
         return loss
