@@ -488,7 +488,7 @@ def test_detach_state_cuts_the_graph_but_keeps_values():
 
 @pytest.mark.exercise("tbptt_loss")
 def test_tbptt_loss_carries_the_state_per_mode_and_restarts():
-    model = CharRNN(10, 4, 6, 1, cell="gru", dtype="float64")
+    model = CharRNN(10, 4, 6, 1, cell="rnn", dtype="float64")
     ids = rng.integers(0, 10, size=200)
     windows = list(TBPTTLoader(ids, 2, 8))
     loss_fn = TBPTTLoss()
