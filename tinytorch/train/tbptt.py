@@ -45,7 +45,7 @@ class TBPTTLoss:
     def __call__(self, model, batch):
         x, y, first = batch
         mode = model.training
-        # BEGIN EXERCISE ch04: tbptt_loss - logits, self.state[mode] = model(x, state None or detached)
+        # BEGIN EXERCISE ch04: tbptt_loss - logits, self.state[mode] = model(x, None or kept state)
         state = None if first else detach_state(self.state[mode])
         logits, self.state[mode] = model(x, state)
         # END EXERCISE
