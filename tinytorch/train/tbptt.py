@@ -45,7 +45,7 @@ class TBPTTLoss:
     def __call__(self, model, batch):
         x, y, first = batch
         mode = model.training
-        # BEGIN EXERCISE ch04: tbptt_loss - logits, self.state[mode] = model(x, None or kept state)
+        # BEGIN EXERCISE ch04: tbptt_loss - model(x, None if first else the kept state detached)
         state = None if first else detach_state(self.state[mode])
         logits, self.state[mode] = model(x, state)
         # END EXERCISE
