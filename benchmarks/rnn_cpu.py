@@ -1,13 +1,14 @@
 """Training a 2-layer character LSTM on CPU: tinytorch against PyTorch's nn.LSTM.
 
-    python benchmarks/rnn_cpu.py            # 500 steps each (a few minutes on 2 cores)
-    python benchmarks/rnn_cpu.py --quick    # 30 steps: checks that it runs
-    python benchmarks/rnn_cpu.py --threads 1   # both libraries on one thread (busy machines)
+    python -m benchmarks.rnn_cpu               # 500 steps each (a few minutes on 2 cores)
+    python -m benchmarks.rnn_cpu --quick       # 30 steps: checks that it runs
+    python -m benchmarks.rnn_cpu --threads 1   # both libraries on one thread (busy machines)
 
 The model is CharRNN (Embedding 65 -> 64, LSTM 64 -> 256 x 2 layers, Linear 256 -> 65) and
 its twin written with torch.nn, starting from the same weights. Both train in the same process
 on the same truncated-BPTT windows (batch 32 x 64 characters, state carried and detached),
-with Adam (lr 2e-3) and clipping at 1.0, alternating one step each. Reported: the median
+with Adam (lr 2e-3) and clipping at 1.0, alternating one step each (ours through
+tinytorch.train.train_step with the TBPTT loss, the chapters' step). Reported: the median
 training step time (forward, backward, clipping and the Adam update) after warm-up, the
 median forward + backward time of the LSTM stack alone, and the validation loss each reaches
 on tinyshakespeare after the same steps. Targets: within 2x of PyTorch's step time and the
@@ -21,7 +22,6 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 # --threads N must reach OpenBLAS before NumPy loads it (on a busy machine, BLAS threads that
 # outnumber free cores spin and slow everything down many times; --threads 1 is robust)
@@ -33,13 +33,15 @@ if "--threads" in sys.argv:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-
 import tinytorch as tt  # noqa: E402
 from tinytorch import optim  # noqa: E402
 from tinytorch.bench import RESULTS, time_cpu, write_results  # noqa: E402
 from tinytorch.data import dataset_path  # noqa: E402
-from tinytorch.models import char_rnn  # noqa: E402
+from tinytorch.data.windows import TBPTTLoader, tbptt_batches  # noqa: E402
+from tinytorch.models.char_rnn import CharRNN  # noqa: E402
+from tinytorch.text import CharTokenizer  # noqa: E402
+from tinytorch.train import evaluate, train_step  # noqa: E402
+from tinytorch.train.tbptt import TBPTTLoss  # noqa: E402
 
 VOCAB_EMBED, HIDDEN, LAYERS, BATCH, SEQ, LR, CLIP = 64, 256, 2, 32, 64, 2e-3, 1.0
 
@@ -72,7 +74,7 @@ def torch_step(model, opt, x, y, state):
 @torch.no_grad()
 def torch_eval(model, ids, max_batches):
     total, n, state = 0.0, 0, None
-    for k, (x, y) in enumerate(char_rnn.tbptt_batches(ids, BATCH, SEQ)):
+    for k, (x, y) in enumerate(tbptt_batches(ids, BATCH, SEQ)):
         if max_batches is not None and k >= max_batches:
             break
         logits, state = model(torch.from_numpy(x.numpy()), state)
@@ -122,12 +124,12 @@ def main():
     torch.manual_seed(args.seed)
 
     text = dataset_path("tinyshakespeare").read_text(encoding="utf-8")
-    encode, _, vocab = char_rnn.char_vocab(text)
-    ids = encode(text)
+    tok = CharTokenizer.from_text(text)
+    ids, vocab = np.array(tok.encode(text), dtype=np.int64), tok.vocab_size
     n = int(0.9 * len(ids))
     train_ids, val_ids = ids[:n], ids[n:]
 
-    ours = char_rnn.CharRNN(vocab, VOCAB_EMBED, HIDDEN, LAYERS, cell="lstm")
+    ours = CharRNN(vocab, VOCAB_EMBED, HIDDEN, LAYERS, cell="lstm")
     theirs = TorchCharLSTM(vocab)
     theirs.load_state_dict(
         {k: torch.from_numpy(v.detach().numpy().copy()) for k, v in ours.state_dict().items()}
@@ -137,17 +139,19 @@ def main():
 
     times = {"tinytorch": [], "torch": []}
     losses = {"tinytorch": [], "torch": []}
-    windows, s_ours, s_theirs = None, None, None
+    loss_fn, loader, windows, s_theirs = TBPTTLoss(), TBPTTLoader(train_ids, BATCH, SEQ), None, None
     t_start = time.perf_counter()
     for step in range(1, args.steps + 1):
         try:
-            x, y = next(windows)
-        except (StopIteration, TypeError):
-            windows, s_ours, s_theirs = char_rnn.tbptt_batches(train_ids, BATCH, SEQ), None, None
-            x, y = next(windows)
+            x, y, first = next(windows)
+        except (StopIteration, TypeError):  # start (again) from the top: fresh states
+            windows = iter(loader)
+            x, y, first = next(windows)
+        if first:
+            s_theirs = None
         xt, yt = torch.from_numpy(x.numpy()), torch.from_numpy(y.numpy())
         t0 = time.perf_counter()
-        loss, s_ours, _ = char_rnn.train_step(ours, opt, x, y, s_ours, clip=CLIP)
+        loss = train_step(ours, opt, (x, y, first), loss_fn=loss_fn, clip_grad_norm=CLIP)
         t1 = time.perf_counter()
         tloss, s_theirs = torch_step(theirs, topt, xt, yt, s_theirs)
         t2 = time.perf_counter()
@@ -163,7 +167,7 @@ def main():
                 flush=True,
             )
 
-    val_ours = char_rnn.evaluate(ours, val_ids, BATCH, SEQ, max_batches=args.eval_batches)
+    val_ours = evaluate(ours, TBPTTLoader(val_ids, BATCH, SEQ), loss_fn, args.eval_batches)
     val_theirs = torch_eval(theirs, val_ids, args.eval_batches)
     warm = min(5, args.steps - 1)
     step_ours = statistics.median(times["tinytorch"][warm:])
@@ -219,9 +223,6 @@ def main():
 
 
 def plot(losses, times, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))

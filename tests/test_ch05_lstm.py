@@ -7,12 +7,20 @@ import numpy as np
 import pytest
 import torch
 from helpers import assert_close
-from test_ch04_rnn import GRID, _grid_id, check_cell, check_stack, run_training_parity
+from test_ch04_rnn import (
+    GRID,
+    _grid_id,
+    check_cell,
+    check_layer,
+    check_stack,
+    layer_gradcheck,
+    run_training_parity,
+)
 
 import tinytorch as tt
 from tinytorch import nn
 from tinytorch.gradcheck import gradcheck
-from tinytorch.models import char_rnn
+from tinytorch.models.char_rnn import CharRNN
 
 pytestmark = pytest.mark.ch05
 
@@ -41,8 +49,75 @@ def test_stack_matches_torch_float32(mode, T, bidirectional, device):
     )
 
 
+# ---- the cells --------------------------------------------------------------------------------
+CELLS = [
+    pytest.param("LSTMCell", marks=pytest.mark.exercise("lstm_cell")),
+    pytest.param("GRUCell", marks=pytest.mark.exercise("gru_cell")),
+]
+
+
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("with_state", [True, False])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("mode", CELLS)
+def test_cell_matches_torch(mode, batched, with_state, dtype, device):
+    check_cell(mode, batched=batched, with_state=with_state, dtype=dtype, device=device)
+    check_cell(mode, batched=batched, with_state=with_state, dtype=dtype, device=device, bias=False)
+
+
+@pytest.mark.parametrize("mode", CELLS)
+def test_cell_gradcheck(mode):
+    cell = getattr(nn, mode)(3, 2, dtype="float64")
+    x = tt.randn(2, 3, dtype="float64", requires_grad=True)
+    h = tt.randn(2, 2, dtype="float64", requires_grad=True)
+    c = tt.randn(2, 2, dtype="float64", requires_grad=True)
+    if mode == "LSTMCell":
+        gradcheck(lambda x, h, c, *ps: cell(x, (h, c)), (x, h, c, *cell.parameters()))
+    else:
+        gradcheck(lambda x, h, *ps: cell(x, h), (x, h, *cell.parameters()))
+
+
+# ---- one layer over time: the readable loop and the fused layers --------------------------------
+@pytest.mark.exercise("lstm_time_loop")
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lstm_time_loop_matches_torch(reverse):
+    check_layer("loop", "LSTM", reverse=reverse)
+    check_layer("loop", "LSTM", reverse=reverse, bias=False, T=1)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gru_time_loop_matches_torch(reverse):
+    check_layer("loop", "GRU", reverse=reverse)
+
+
+@pytest.mark.exercise("fused_lstm_forward")
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fused_lstm_forward_matches_torch(reverse):
+    check_layer("fused", "LSTM", reverse=reverse, grads=False)
+    check_layer("fused", "LSTM", reverse=reverse, grads=False, bias=False, T=1)
+
+
+@pytest.mark.exercise("fused_lstm_backward")
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fused_lstm_backward_matches_torch_and_finite_differences(reverse):
+    check_layer("fused", "LSTM", reverse=reverse)
+    check_layer("fused", "LSTM", reverse=reverse, bias=False, T=1)
+    layer_gradcheck("LSTM", reverse)
+
+
+@pytest.mark.exercise("fused_gru_backward")
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fused_gru_backward_matches_torch_and_finite_differences(reverse):
+    check_layer("fused", "GRU", reverse=reverse)
+    check_layer("fused", "GRU", reverse=reverse, bias=False, T=1)
+    layer_gradcheck("GRU", reverse)
+
+
+# ---- the stacks ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "mode", [pytest.param("LSTM", marks=pytest.mark.exercise("lstm_time_loop")), "GRU"]
+)
 @pytest.mark.parametrize("T", [1, 50])
-@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
 def test_step_by_step_path_matches_torch(mode, T):
     # fused=False runs lstm_cell / gru_cell once per step; autograd does BPTT
     check_stack(mode, layers=2, bidirectional=True, with_state=True, T=T, fused=False)
@@ -56,35 +131,28 @@ def test_unbatched_and_no_bias_match_torch(mode, with_state):
     check_stack(mode, layers=2, bidirectional=True, with_state=with_state, T=7, bias=False)
 
 
-@pytest.mark.parametrize("batched", [True, False])
-@pytest.mark.parametrize("with_state", [True, False])
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("mode", ["LSTMCell", "GRUCell"])
-def test_cell_matches_torch(mode, batched, with_state, dtype, device):
-    check_cell(mode, batched=batched, with_state=with_state, dtype=dtype, device=device)
-    check_cell(mode, batched=batched, with_state=with_state, dtype=dtype, device=device, bias=False)
-
-
-@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
-def test_cell_and_layer_gradcheck(mode):
-    cell = getattr(nn, mode + "Cell")(3, 2, dtype="float64")
-    x = tt.randn(2, 3, dtype="float64", requires_grad=True)
-    h = tt.randn(2, 2, dtype="float64", requires_grad=True)
-    c = tt.randn(2, 2, dtype="float64", requires_grad=True)
-    if mode == "LSTM":
-        gradcheck(lambda x, h, c, *ps: cell(x, (h, c)), (x, h, c, *cell.parameters()))
-    else:
-        gradcheck(lambda x, h, *ps: cell(x, h), (x, h, *cell.parameters()))
-    # the hand-written BPTT of the fused layers, both directions, 2 layers
-    stack = getattr(nn, mode)(3, 2, num_layers=2, bidirectional=True, dtype="float64")
-    x = tt.randn(5, 2, 3, dtype="float64", requires_grad=True)
-    h0 = tt.randn(4, 2, 2, dtype="float64", requires_grad=True)
-    c0 = tt.randn(4, 2, 2, dtype="float64", requires_grad=True)
-    ps = list(stack.parameters())
-    if mode == "LSTM":
-        gradcheck(lambda x, h0, c0, *ps: stack(x, (h0, c0)), (x, h0, c0, *ps))
-    else:
-        gradcheck(lambda x, h0, *ps: stack(x, h0), (x, h0, *ps))
+@pytest.mark.exercise("dropout_between_layers")
+@pytest.mark.parametrize("mode", ["RNN", "LSTM", "GRU"])
+def test_dropout_between_layers_only_in_training(mode):
+    stack = getattr(nn, mode)(4, 6, num_layers=2, dropout=0.5)
+    x = tt.randn(5, 2, 4)
+    tt.manual_seed(1)
+    out, state = stack(x)
+    # the same computation by hand: layer 0, dropout with the same random draws, layer 1
+    l0, l1 = getattr(nn, mode)(4, 6), getattr(nn, mode)(6, 6)
+    sd = stack.state_dict()
+    l0.load_state_dict({k[:-1] + "0": v for k, v in sd.items() if k.endswith("0")})
+    l1.load_state_dict({k[:-1] + "0": v for k, v in sd.items() if k.endswith("1")})
+    tt.manual_seed(1)
+    mid, s0 = l0(x)
+    ref, s1 = l1(nn.functional.dropout(mid, 0.5, True))
+    assert_close(out, ref)
+    h_n = state[0] if mode == "LSTM" else state
+    h0, h1 = (s0[0], s1[0]) if mode == "LSTM" else (s0, s1)
+    assert_close(h_n, tt.cat([h0, h1], 0))
+    assert not np.allclose(out.detach().numpy(), l1(mid)[0].detach().numpy())  # dropout acted
+    stack.eval()  # no dropout: equals the undropped composition
+    assert_close(stack(x)[0], l1(l0(x)[0])[0])
 
 
 @pytest.mark.parametrize("mode", ["LSTM", "GRU"])
@@ -119,9 +187,9 @@ def test_other_cells_train_like_torch(cell):
 def test_hidden_grad_norms_agree_with_the_fused_path(cell):
     # the probe measurement runs the cell functions; its last-step gradient must equal what
     # the fused layers give for dL_T/dh_T (the same loss, differentiated through the stack)
-    model = char_rnn.CharRNN(10, 4, 6, 1, cell=cell, dtype="float64")
+    model = CharRNN(10, 4, 6, 1, cell=cell, dtype="float64")
     x, y = tt.randint(0, 10, (3, 9)), tt.randint(0, 10, (3, 9))
-    norms = char_rnn.hidden_grad_norms(model, x, y)
+    norms = model.hidden_grad_norms(x, y)
     out, _ = model.rnn(model.embedding(x))
     last = out[:, -1].detach().requires_grad_()
     nn.functional.cross_entropy(model.head(last), y[:, -1]).backward()

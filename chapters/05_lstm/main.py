@@ -13,178 +13,173 @@ initialization and after training), samples.txt and metrics.json.
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import json
 import os
-import shutil
-import sys
-from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-sys.path.insert(0, str(ROOT))
-
-# chapter 04's loop, data and plots (one copy of the TBPTT training loop for both chapters)
-_spec = importlib.util.spec_from_file_location("ch04_main", ROOT / "chapters/04_rnn/main.py")
-ch04 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ch04)
-
-import matplotlib.pyplot as plt  # noqa: E402 - the Agg backend was chosen by ch04's module
-
-import tinytorch as tt  # noqa: E402
-from tinytorch.models import char_rnn  # noqa: E402
+import tinytorch as tt
+from tinytorch import optim
+from tinytorch.bench import record
+from tinytorch.chapter import chapter_args
+from tinytorch.data import dataset_path
+from tinytorch.data.windows import TBPTTLoader, spread_windows
+from tinytorch.models.char_rnn import CharRNN, sample
+from tinytorch.text import CharTokenizer
+from tinytorch.train import train
+from tinytorch.train.tbptt import TBPTTLoss
 
 CELLS = ("rnn", "lstm", "gru")
 
+# ---- config ------------------------------------------------------------------------------------
+p = chapter_args(__file__, "Chapter 05: RNN vs LSTM vs GRU on tinyshakespeare")
+p.add_argument("--steps", type=int, default=1500)
+p.add_argument("--hidden", type=int, default=192)
+p.add_argument("--embed", type=int, default=64)
+p.add_argument("--batch-size", type=int, default=32)
+p.add_argument("--seq-len", type=int, default=64)
+p.add_argument("--lr", type=float, default=3e-3)
+p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping (0: none)")
+p.add_argument("--eval-every", type=int, default=150)
+p.add_argument("--eval-batches", type=int, default=None, help="cap on validation windows")
+p.add_argument("--grad-len", type=int, default=200, help="window for the gradient norms")
+args = p.parse_args()
+if args.quick:
+    args.steps, args.hidden, args.eval_every, args.eval_batches = 40, 48, 20, 4
+    args.grad_len = 40
+out = args.out
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a tiny run for CI (well under a minute)")
-    p.add_argument("--out", default=str(HERE / "out"), help="output folder")
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--hidden", type=int, default=192)
-    p.add_argument("--embed", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--clip", type=float, default=1.0)
-    p.add_argument("--eval-every", type=int, default=150)
-    p.add_argument("--eval-batches", type=int, default=None, help="cap on validation windows")
-    p.add_argument("--grad-len", type=int, default=200, help="window for the gradient norms")
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument(
-        "--record",
-        action="store_true",
-        help="write benchmarks/results/ch05_lstm_cpu.{md,json} from this run",
+# ---- data: the first 90% of tinyshakespeare trains, the last 10% validates ----------------------
+text = dataset_path("tinyshakespeare").read_text(encoding="utf-8")
+tok = CharTokenizer.from_text(text)
+ids = np.array(tok.encode(text), dtype=np.int64)
+train_ids, val_ids = ids[: int(0.9 * len(ids))], ids[int(0.9 * len(ids)) :]
+print(
+    f"tinyshakespeare: {len(train_ids):,} training and {len(val_ids):,} validation "
+    f"characters; {args.steps} steps of {args.batch_size}x{args.seq_len} for each model"
+)
+
+# ---- the three models, the same budget ----------------------------------------------------------
+models, inits, hists, n_params = {}, {}, {}, {}
+for cell in CELLS:
+    tt.manual_seed(args.seed)  # each model starts from its own, reproducible, draw
+    m = CharRNN(tok.vocab_size, args.embed, args.hidden, num_layers=1, cell=cell)
+    inits[cell] = CharRNN(tok.vocab_size, args.embed, args.hidden, num_layers=1, cell=cell)
+    inits[cell].load_state_dict(m.state_dict())
+    n_params[cell] = sum(q.numel() for q in m.parameters())
+    print(f"\n== {cell.upper()}: hidden {args.hidden}, {n_params[cell]:,} parameters ==")
+    hists[cell] = train(
+        m,
+        optim.Adam(m.parameters(), lr=args.lr),
+        TBPTTLoader(train_ids, args.batch_size, args.seq_len),
+        args.steps,
+        loss_fn=TBPTTLoss(),
+        val_data=TBPTTLoader(val_ids, args.batch_size, args.seq_len),
+        eval_every=args.eval_every,
+        eval_batches=args.eval_batches,
+        clip_grad_norm=args.clip or None,
+        log_every=args.eval_every,
+        print_fn=lambda line, cell=cell: print(f"{cell:>4} {line}", flush=True),
     )
-    args = p.parse_args(argv)
-    if args.quick:
-        args.steps, args.hidden, args.eval_every, args.eval_batches = 40, 48, 20, 4
-        args.grad_len = 40
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    models[cell] = m
 
-    train_ids, val_ids, encode, decode, vocab = ch04.prepare(args)
-    print(
-        f"tinyshakespeare: {len(train_ids):,} training and {len(val_ids):,} validation "
-        f"characters; {args.steps} steps of {args.batch_size}x{args.seq_len} for each model"
+fig, ax = plt.subplots(figsize=(7, 4.5))
+for cell in CELLS:
+    h = hists[cell]
+    ax.plot(
+        h.val_steps,
+        h.val_loss,
+        "o-",
+        ms=3,
+        label=f"{cell.upper()} ({n_params[cell] / 1e3:.0f}k params, "
+        f"{h.seconds:.0f}s): {h.val_loss[-1]:.3f}",
     )
-    models, inits, hists = {}, {}, {}
-    for cell in CELLS:
-        tt.manual_seed(args.seed)  # each model starts from its own, reproducible, draw
-        m = char_rnn.CharRNN(vocab, args.embed, args.hidden, num_layers=1, cell=cell)
-        inits[cell] = char_rnn.CharRNN(vocab, args.embed, args.hidden, num_layers=1, cell=cell)
-        inits[cell].load_state_dict(m.state_dict())
-        n_params = sum(q.numel() for q in m.parameters())
-        print(f"\n== {cell.upper()}: hidden {args.hidden}, {n_params:,} parameters ==")
-        hists[cell] = ch04.train(m, train_ids, val_ids, args, label=f"{cell:>4} ")
-        hists[cell]["parameters"] = n_params
-        models[cell] = m
+ax.set_xlabel("step")
+ax.set_ylabel("validation cross-entropy (nats/char)")
+ax.set_title(f"same budget: hidden {args.hidden}, {args.steps} steps, same batches")
+ax.grid(True, alpha=0.3)
+ax.legend()
+fig.tight_layout()
+fig.savefig(out / "val_loss.png", dpi=120)
+plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for cell in CELLS:
-        h = hists[cell]
-        ax.plot(
-            h["val_step"],
-            h["val_loss"],
-            "o-",
-            ms=3,
-            label=f"{cell.upper()} ({h['parameters'] / 1e3:.0f}k params, "
-            f"{h['seconds']:.0f}s): {h['val_loss'][-1]:.3f}",
-        )
-    ax.set_xlabel("step")
-    ax.set_ylabel("validation cross-entropy (nats/char)")
-    ax.set_title(f"same budget: hidden {args.hidden}, {args.steps} steps, same batches")
-    ax.grid(True, alpha=0.3)
+# ---- how far back does the loss still reach? the same validation windows for every model -------
+x, y = spread_windows(val_ids, 16, args.grad_len)
+at_init = {c.upper(): inits[c].hidden_grad_norms(x, y)[-1] for c in CELLS}
+trained = {c.upper(): models[c].hidden_grad_norms(x, y)[-1] for c in CELLS}
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+for ax, curves, title in (
+    (axes[0], at_init, "at initialization"),
+    (axes[1], trained, "after training"),
+):
+    for name, norms in curves.items():
+        ax.semilogy(np.arange(len(norms))[::-1], norms, label=name)
+    ax.set_title(f"||dL_T/dh_t||, T = {args.grad_len}, {title}")
+    ax.set_xlabel("steps back from the loss (T-1-t)")
+    ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "val_loss.png", dpi=120)
-    plt.close(fig)
+axes[0].set_ylabel("gradient norm")
+fig.tight_layout()
+fig.savefig(out / "grad_norms.png", dpi=120)
+plt.close(fig)
 
-    # how far back does the loss still reach? the same validation windows for every model
-    at_init = ch04.grad_norm_curves({c.upper(): inits[c] for c in CELLS}, val_ids, args.grad_len)
-    trained = ch04.grad_norm_curves({c.upper(): models[c] for c in CELLS}, val_ids, args.grad_len)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
-    for ax, curves, title in (
-        (axes[0], at_init, "at initialization"),
-        (axes[1], trained, "after training"),
-    ):
-        for name, norms in curves.items():
-            ax.semilogy(np.arange(len(norms))[::-1], norms, label=name)
-        ax.set_title(f"||dL_T/dh_t||, T = {args.grad_len}, {title}")
-        ax.set_xlabel("steps back from the loss (T-1-t)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    axes[0].set_ylabel("gradient norm")
-    fig.tight_layout()
-    fig.savefig(out / "grad_norms.png", dpi=120)
-    plt.close(fig)
+# ---- samples -------------------------------------------------------------------------------------
+prompt = np.array(tok.encode("ROMEO:\n"))[None]
+samples = {}
+for cell in CELLS:
+    tt.manual_seed(args.seed)
+    ids = sample(models[cell], prompt, 300 if not args.quick else 80, temperature=0.7)
+    samples[cell] = tok.decode(ids.numpy()[0])
+    print(f"\n--- {cell.upper()} sample (temperature 0.7) ---\n{samples[cell]}")
+(out / "samples.txt").write_text(
+    "".join(f"--- {c.upper()} (temperature 0.7) ---\n{s}\n\n" for c, s in samples.items()),
+    encoding="utf-8",
+)
 
-    prompt = encode("ROMEO:\n")[None]
-    samples = {}
-    for cell in CELLS:
-        tt.manual_seed(args.seed)
-        ids = char_rnn.sample(models[cell], prompt, 300 if not args.quick else 80, temperature=0.7)
-        samples[cell] = decode(ids.numpy()[0])
-        print(f"\n--- {cell.upper()} sample (temperature 0.7) ---\n{samples[cell]}")
-    (out / "samples.txt").write_text(
-        "".join(f"--- {c.upper()} (temperature 0.7) ---\n{s}\n\n" for c, s in samples.items()),
-        encoding="utf-8",
-    )
 
-    def reach(curves):  # gradient left after 50 and after grad_len-1 steps, relative to step 0
-        k = min(50, args.grad_len - 1)
-        return {
-            n: {"50_back": float(c[-1 - k] / c[-1]), "all_back": float(c[0] / c[-1])}
-            for n, c in curves.items()
-        }
-
-    metrics = {
-        "config": {k: v for k, v in vars(args).items() if k != "out"},
-        "models": {
-            c: {
-                "parameters": hists[c]["parameters"],
-                "seconds": hists[c]["seconds"],
-                "final_val_loss": hists[c]["val_loss"][-1],
-                "final_train_loss": float(np.mean(hists[c]["loss"][-50:])),
-                "val_curve": list(zip(hists[c]["val_step"], hists[c]["val_loss"])),
-            }
-            for c in CELLS
-        },
-        "grad_norm_ratio_at_init": reach(at_init),
-        "grad_norm_ratio_trained": reach(trained),
-        "grad_norms_trained": {n: c.tolist() for n, c in trained.items()},
-        "grad_norms_at_init": {n: c.tolist() for n, c in at_init.items()},
-        "samples": samples,
+# ---- results ------------------------------------------------------------------------------------
+def reach(curves):  # gradient left after 50 and after grad_len-1 steps, relative to step 0
+    k = min(50, args.grad_len - 1)
+    return {
+        n: {"50_back": float(c[-1 - k] / c[-1]), "all_back": float(c[0] / c[-1])}
+        for n, c in curves.items()
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
-    print()
-    for c in CELLS:
-        r0, r1 = (
-            metrics["grad_norm_ratio_at_init"][c.upper()],
-            metrics["grad_norm_ratio_trained"][c.upper()],
-        )
-        print(
-            f"{c.upper():>4}: val {hists[c]['val_loss'][-1]:.4f}  ({hists[c]['seconds']:.0f}s)"
-            f"  ||dL_T/dh_(T-{args.grad_len})|| / ||dL_T/dh_T||: at init {r0['all_back']:.2g},"
-            f" trained {r1['all_back']:.2g}"
-        )
-    print(f"wrote {out}/val_loss.png, grad_norms.png, samples.txt, metrics.json")
-    if args.record:
-        record(metrics, args, out)
 
 
-def record(metrics, args, out):
-    """benchmarks/results/ch05_lstm_cpu.{md,json} and the two figures, for the README."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from common import RESULTS, write_results
+metrics = {
+    "config": {k: v for k, v in vars(args).items() if k != "out"},
+    "models": {
+        c: {
+            "parameters": n_params[c],
+            "seconds": hists[c].seconds,
+            "final_val_loss": hists[c].val_loss[-1],
+            "final_train_loss": float(np.mean(hists[c].train_loss[-50:])),
+            "val_curve": list(zip(hists[c].val_steps, hists[c].val_loss)),
+        }
+        for c in CELLS
+    },
+    "grad_norm_ratio_at_init": reach(at_init),
+    "grad_norm_ratio_trained": reach(trained),
+    "grad_norms_trained": {n: c.tolist() for n, c in trained.items()},
+    "grad_norms_at_init": {n: c.tolist() for n, c in at_init.items()},
+    "samples": samples,
+}
+(out / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
+print()
+for c in CELLS:
+    r0, r1 = (
+        metrics["grad_norm_ratio_at_init"][c.upper()],
+        metrics["grad_norm_ratio_trained"][c.upper()],
+    )
+    print(
+        f"{c.upper():>4}: val {hists[c].val_loss[-1]:.4f}  ({hists[c].seconds:.0f}s)"
+        f"  ||dL_T/dh_(T-{args.grad_len})|| / ||dL_T/dh_T||: at init {r0['all_back']:.2g},"
+        f" trained {r1['all_back']:.2g}"
+    )
+print(f"wrote {out}/val_loss.png, grad_norms.png, samples.txt, metrics.json")
 
-    for name in ("val_loss", "grad_norms"):
-        shutil.copyfile(out / f"{name}.png", RESULTS / f"ch05_lstm_{name}.png")
-
+if args.record:  # benchmarks/results/ch05_lstm_cpu.{md,json} and the two figures, for the README
     rows, ratio = [], metrics["grad_norm_ratio_trained"]
     for c in CELLS:
         m = metrics["models"][c]
@@ -199,6 +194,7 @@ def record(metrics, args, out):
                 f"grad_ratio_{args.grad_len - 1}_back": f"{ratio[c.upper()]['all_back']:.2g}",
             }
         )
+    threads = {k: v for k, v in os.environ.items() if k.endswith("_NUM_THREADS")}
     notes = (
         f"Same budget for the three: embedding {args.embed}, hidden {args.hidden}, 1 layer, "
         f"Adam lr {args.lr}, clip {args.clip}, {args.steps} steps of {args.batch_size} x "
@@ -206,15 +202,17 @@ def record(metrics, args, out):
         f"val_loss: on the last 10% of tinyshakespeare after the last step (nats/char). "
         f"grad_ratio_k_back: ||dL_T/dh_(T-1-k)|| / ||dL_T/dh_(T-1)|| for the trained model "
         f"on {args.grad_len}-character validation windows. Thread settings: "
-        f"{ {k: v for k, v in os.environ.items() if k.endswith('_NUM_THREADS')} or 'defaults' }."
-        f"\n\n"
+        f"{threads or 'defaults'}.\n\n"
         + "\n".join(
-            f"{c.upper()} sample (temperature 0.7):\n\n```\n{s}\n```\n"
-            for c, s in metrics["samples"].items()
+            f"{c.upper()} sample (temperature 0.7):\n\n```\n{s}\n```\n" for c, s in samples.items()
         )
     )
-    write_results("ch05_lstm", "cpu", list(rows[0]), rows, notes=notes, extra=metrics)
-
-
-if __name__ == "__main__":
-    main()
+    record(
+        "ch05_lstm",
+        "cpu",
+        list(rows[0]),
+        rows,
+        notes=notes,
+        extra=metrics,
+        figures=[out / "val_loss.png", out / "grad_norms.png"],
+    )

@@ -1,11 +1,10 @@
-"""A character-level language model on a recurrent stack, and how to train and sample it.
+"""A character-level language model on a recurrent stack (chapters 04 and 05).
 
     ids (B, T) -> Embedding -> RNN | LSTM | GRU (batch_first) -> Linear -> logits (B, T, V)
 
-Training uses truncated backpropagation through time (TBPTT): the text is cut into B long
-streams read left to right, `tbptt_batches` yields consecutive windows of T characters, and
-the hidden state at the end of one window starts the next one, detached, so the model sees
-context older than T while backward never runs further back than T steps.
+It is trained with truncated backpropagation through time: `tinytorch.data.windows` cuts the
+text into consecutive windows and `tinytorch.train.TBPTTLoss` carries the state from one window
+to the next; `hidden_grad_norms` measures how far back through time the gradient reaches.
 """
 
 from __future__ import annotations
@@ -17,18 +16,10 @@ import numpy as np
 from .. import backend, nn
 from ..autograd import no_grad
 from ..nn import functional as F
+from ..nn.rnn_cells import gru_cell, lstm_cell, rnn_cell
 from ..tensor import Tensor
 
-__all__ = [
-    "CharRNN",
-    "detach_state",
-    "tbptt_batches",
-    "train_step",
-    "evaluate",
-    "sample",
-    "hidden_grad_norms",
-    "char_vocab",
-]
+__all__ = ["CharRNN", "sample"]
 
 _STACKS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -81,80 +72,55 @@ class CharRNN(nn.Module):
         # the head on (B*T, H) rows: one 2-D matmul (and one for its weight gradient)
         return self.head(out.reshape(B * T, H)).reshape(B, T, -1), state
 
+    def hidden_grad_norms(self, x, y):
+        """||dL_T / dh_t|| for every step t and layer: how much the loss at the LAST step still
+        depends on the hidden state t steps earlier (the vanishing/exploding gradient picture).
 
-def detach_state(state):
-    """Truncated BPTT: keep the state's values, cut the graph behind them (None stays None)."""
-    if state is None:
-        return None
-    # BEGIN EXERCISE ch04: return the state (a tensor, or a tuple (h, c)) detached from the graph
-    if isinstance(state, tuple | list):
-        return tuple(s.detach() for s in state)
-    return state.detach()
-    # END EXERCISE
+        Runs float64 copies of the model's weights (so that norms of 1e-40 do not underflow to
+        zero, as they would in float32) through the step-by-step cell functions, adding a zero
+        "probe" leaf to each h_t so that backward leaves dL_T/dh_t in probe.grad. The model itself
+        is not touched. x, y: (B, T) ids and targets. Returns a NumPy array (num_layers, T).
+        """
+        rnn = self.rnn
+        if rnn.bidirectional:
+            raise ValueError("hidden_grad_norms: unidirectional models only")
 
+        def f64(p):
+            return None if p is None else Tensor._wrap(p.data.astype(np.float64))
 
-def tbptt_batches(ids, batch_size: int, seq_len: int, device="cpu"):
-    """Consecutive (x, y) windows (B, T) over B parallel streams of the int array `ids`.
-
-    Row b of window k+1 continues row b of window k, which is what lets the hidden state carry
-    over; y is x shifted by one character.
-    """
-    ids = np.asarray(ids, dtype=np.int64)
-    n = (len(ids) - 1) // batch_size  # characters per stream
-    if n < seq_len:
-        raise ValueError(
-            f"tbptt_batches: {len(ids)} tokens are too few for {batch_size} "
-            f"streams of at least seq_len={seq_len}"
-        )
-    xs = ids[: n * batch_size].reshape(batch_size, n)
-    ys = ids[1 : n * batch_size + 1].reshape(batch_size, n)
-    xp = backend.get_xp(device)
-    for s in range(0, n - seq_len + 1, seq_len):
-        yield (
-            Tensor._wrap(xp.asarray(xs[:, s : s + seq_len])),
-            Tensor._wrap(xp.asarray(ys[:, s : s + seq_len])),
-        )
-
-
-def train_step(model, optimizer, x, y, state=None, clip: float | None = 1.0):
-    """One TBPTT step: forward from the carried state (detached), backward, clip, update.
-
-    Returns (loss, state, grad_norm): the loss as a float, the state to carry into the next
-    window, and the total gradient norm before clipping (what clipping looked at).
-    """
-    logits, state = model(x, detach_state(state))
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-    optimizer.zero_grad()
-    loss.backward()
-    if clip:
-        norm = nn.clip_grad_norm_(model.parameters(), clip).item()
-    else:
-        norm = math.sqrt(
-            sum(
-                float((p.grad.data.astype(np.float64) ** 2).sum())
-                for p in model.parameters()
-                if p.grad is not None
-            )
-        )
-    optimizer.step()
-    return loss.item(), state, norm
-
-
-@no_grad()
-def evaluate(model, ids, batch_size: int = 32, seq_len: int = 64, max_batches=None) -> float:
-    """Mean cross-entropy (nats per character) over `ids`, carrying the state across windows."""
-    was_training = model.training
-    model.eval()
-    device = model.head.weight.device
-    total, count, state = 0.0, 0, None
-    for k, (x, y) in enumerate(tbptt_batches(ids, batch_size, seq_len, device)):
-        if max_batches is not None and k >= max_batches:
-            break
-        logits, state = model(x, state)
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).item()
-        count += 1
-    model.train(was_training)
-    return total / max(count, 1)
+        h_in = F.embedding(x, f64(self.embedding.weight))  # (B, T, E)
+        B, T = x.shape
+        zeros = h_in.xp.zeros((B, rnn.hidden_size), dtype=np.float64)
+        probes = [
+            [Tensor._wrap(zeros.copy(), requires_grad=True) for _ in range(T)]
+            for _ in range(rnn.num_layers)
+        ]
+        states = [
+            (Tensor._wrap(zeros), Tensor._wrap(zeros))
+            if rnn.mode == "LSTM"
+            else Tensor._wrap(zeros)
+            for _ in range(rnn.num_layers)
+        ]
+        weights = [
+            [f64(w) for w in rnn._layer_weights(layer, 0)] for layer in range(rnn.num_layers)
+        ]
+        for t in range(T):
+            inp = h_in[:, t]
+            for layer, w in enumerate(weights):
+                if rnn.mode == "LSTM":
+                    h, c = lstm_cell(inp, states[layer], *w)
+                    h = h + probes[layer][t]
+                    states[layer] = (h, c)
+                elif rnn.mode == "GRU":
+                    h = states[layer] = gru_cell(inp, states[layer], *w) + probes[layer][t]
+                else:
+                    nl = "relu" if rnn.mode == "RNN_RELU" else "tanh"
+                    h = rnn_cell(inp, states[layer], *w, nonlinearity=nl) + probes[layer][t]
+                    states[layer] = h
+                inp = h
+        logits = F.linear(inp, f64(self.head.weight), f64(self.head.bias))
+        F.cross_entropy(logits, y[:, T - 1]).backward()
+        return np.array([[math.sqrt(float((p.grad.data**2).sum())) for p in row] for row in probes])
 
 
 @no_grad()
@@ -194,72 +160,3 @@ def sample(model, prompt_ids, max_new_tokens: int, temperature: float = 1.0, top
         logits, state = model(Tensor._wrap(nxt), state)
     model.train(was_training)
     return Tensor._wrap(xp.concatenate(out, axis=1))
-
-
-def hidden_grad_norms(model, x, y):
-    """||dL_T / dh_t|| for every step t and layer: how much the loss at the LAST step still
-    depends on the hidden state t steps earlier (the vanishing/exploding gradient picture).
-
-    Runs float64 copies of the model's weights (so that norms of 1e-40 do not underflow to
-    zero, as they would in float32) through the step-by-step cell functions, adding a zero
-    "probe" leaf to each h_t so that backward leaves dL_T/dh_t in probe.grad. The model itself
-    is not touched. x, y: (B, T) ids and targets. Returns a NumPy array (num_layers, T).
-    """
-    rnn = model.rnn
-    if rnn.bidirectional:
-        raise ValueError("hidden_grad_norms: unidirectional models only")
-
-    def f64(p):
-        return None if p is None else Tensor._wrap(p.data.astype(np.float64))
-
-    h_in = F.embedding(x, f64(model.embedding.weight))  # (B, T, E)
-    B, T = x.shape
-    zeros = h_in.xp.zeros((B, rnn.hidden_size), dtype=np.float64)
-    probes = [
-        [Tensor._wrap(zeros.copy(), requires_grad=True) for _ in range(T)]
-        for _ in range(rnn.num_layers)
-    ]
-    states = [
-        (Tensor._wrap(zeros), Tensor._wrap(zeros)) if rnn.mode == "LSTM" else Tensor._wrap(zeros)
-        for _ in range(rnn.num_layers)
-    ]
-    weights = [[f64(w) for w in rnn._layer_weights(layer, 0)] for layer in range(rnn.num_layers)]
-    for t in range(T):
-        inp = h_in[:, t]
-        for layer, w in enumerate(weights):
-            if rnn.mode == "LSTM":
-                h, c = nn.lstm_cell(inp, states[layer], *w)
-                h = h + probes[layer][t]
-                states[layer] = (h, c)
-            elif rnn.mode == "GRU":
-                h = states[layer] = nn.gru_cell(inp, states[layer], *w) + probes[layer][t]
-            else:
-                nl = "relu" if rnn.mode == "RNN_RELU" else "tanh"
-                h = nn.rnn_cell(inp, states[layer], *w, nonlinearity=nl) + probes[layer][t]
-                states[layer] = h
-            inp = h
-    logits = F.linear(inp, f64(model.head.weight), f64(model.head.bias))
-    F.cross_entropy(logits, y[:, T - 1]).backward()
-    return np.array([[math.sqrt(float((p.grad.data**2).sum())) for p in row] for row in probes])
-
-
-def char_vocab(text: str):
-    """The sorted characters of `text` -> (encode: str -> int64 array, decode: ids -> str,
-    vocabulary size)."""
-    chars = sorted(set(text))
-    stoi = {c: i for i, c in enumerate(chars)}
-    lut = np.full(max(map(ord, chars)) + 1, -1, dtype=np.int64)
-    for c, i in stoi.items():
-        lut[ord(c)] = i
-
-    def encode(s: str) -> np.ndarray:
-        codes = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-        if len(codes) and (codes.max() >= len(lut) or (lut[codes] < 0).any()):
-            bad = next(c for c in s if c not in stoi)
-            raise KeyError(f"char_vocab: character {bad!r} is not in the vocabulary")
-        return lut[codes]
-
-    def decode(ids) -> str:
-        return "".join(chars[int(i)] for i in np.asarray(ids).reshape(-1))
-
-    return encode, decode, len(chars)

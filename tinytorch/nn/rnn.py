@@ -1,84 +1,68 @@
-"""Recurrent layers: RNN, LSTM, GRU and their cells, twins of PyTorch's.
+"""The recurrent stacks RNN, LSTM and GRU: layers x directions of a cell run over time.
 
-Same constructor arguments, parameter names (`weight_ih_l0`, `bias_hh_l1_reverse`, ...),
-shapes, gate order (LSTM: i, f, g, o; GRU: r, z, n), initialization U(-1/sqrt(H), 1/sqrt(H))
-and return values (`output, h_n` and `output, (h_n, c_n)`), so weights move between the two
-with a state_dict.
+Twins of PyTorch's: the same constructor arguments, parameter names (`weight_ih_l0`,
+`bias_hh_l1_reverse`, ...), shapes, gate order (LSTM: i, f, g, o; GRU: r, z, n),
+initialization U(-1/sqrt(H), 1/sqrt(H)) and return values (`output, h_n` and
+`output, (h_n, c_n)`), so weights move between the two with a state_dict.
 
-The same math runs two ways:
+One layer and direction over a whole sequence runs two ways:
 
-- `rnn_cell`, `lstm_cell`, `gru_cell`: one time step written with tensor ops, so every gate
-  is visible and autograd derives the backward. The cells (RNNCell, ...) use them, and so do
-  the stacks when `module.fused = False`.
-- `FusedRNNLayer`, `FusedLSTMLayer`, `FusedGRULayer` (tinytorch/nn/rnn_fused.py): one whole
-  sequence of one layer and direction as a single Function on raw arrays, with the input
-  projection of all steps in one matmul and backpropagation through time written by hand.
-  The stacks run these by default (fused=True): the same numbers, faster.
+- `fused = True` (the default): `FusedRNNLayer`, `FusedLSTMLayer`, `FusedGRULayer`
+  (rnn_fused.py), the sequence as a single Function on raw arrays, with the input projection of
+  all steps in one matmul and backpropagation through time written by hand. Fast.
+- `fused = False`: the readable loop, one cell function (rnn_cells.py) per time step, with
+  autograd doing BPTT. The same numbers; the tests check both against PyTorch.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 
 from .. import creation, ops
 from ..tensor import Tensor
 from . import functional as F
-from . import init
 from .module import Module, Parameter
+from .rnn_cells import gru_cell, lstm_cell, reset_uniform_, rnn_cell
 from .rnn_fused import FusedGRULayer, FusedLSTMLayer, FusedRNNLayer
 
-__all__ = [
-    "RNNCell",
-    "LSTMCell",
-    "GRUCell",
-    "RNN",
-    "LSTM",
-    "GRU",
-    "RNNBase",
-    "rnn_cell",
-    "lstm_cell",
-    "gru_cell",
-]
+__all__ = ["RNN", "LSTM", "GRU", "RNNBase"]
 
-
-# ---- one time step, from tensor ops (what the chapters show) --------------------------------
-def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity: str = "tanh"):
-    """Elman RNN step: h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh). x (B, I), h (B, H)."""
-    # BEGIN EXERCISE ch04: one RNN step, h' = tanh or relu of (x W_ih^T + b_ih + h W_hh^T + b_hh)
-    pre = F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh)
-    return ops.tanh(pre) if nonlinearity == "tanh" else ops.relu(pre)
-    # END EXERCISE
-
-
-def lstm_cell(x, state, w_ih, w_hh, b_ih=None, b_hh=None):
-    """LSTM step. x (B, I), state (h, c) each (B, H) -> (h', c'); weights stack the gates
-    (4H, .) in PyTorch's order i, f, g, o."""
-    h, c = state
-    # BEGIN EXERCISE ch05: the LSTM gates i, f, g, o and the new cell state c' and output h'
-    gates = F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh)  # (B, 4H)
-    i, f, g, o = ops.chunk(gates, 4, dim=1)
-    i, f, g, o = ops.sigmoid(i), ops.sigmoid(f), ops.tanh(g), ops.sigmoid(o)
-    c = f * c + i * g  # forget part of the old memory, write part of the candidate
-    h = o * ops.tanh(c)  # expose part of the memory
-    # END EXERCISE
-    return h, c
-
-
-def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
-    """GRU step. x (B, I), h (B, H) -> h'; weights stack the gates (3H, .) as r, z, n."""
-    # BEGIN EXERCISE ch05: the GRU gates r, z, candidate n and h' = (1 - z) * n + z * h
-    xr, xz, xn = ops.chunk(F.linear(x, w_ih, b_ih), 3, dim=1)
-    hr, hz, hn = ops.chunk(F.linear(h, w_hh, b_hh), 3, dim=1)
-    r = ops.sigmoid(xr + hr)  # reset: how much of h feeds the candidate
-    z = ops.sigmoid(xz + hz)  # update: keep the old h (z=1) or take the candidate (z=0)
-    n = ops.tanh(xn + r * hn)
-    return (1 - z) * n + z * h
-    # END EXERCISE
-
-
-# ---- the stacks ------------------------------------------------------------------------------
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+
+
+# ---- one layer, one direction, step by step (the readable path) -----------------------------
+def _steps(T, reverse):
+    return reversed(range(T)) if reverse else range(T)
+
+
+def run_rnn(x, h, weights, reverse=False, nonlinearity="tanh"):
+    """rnn_cell over x (T, B, I) from h (B, H) -> outputs (T, B, H), h_T. With reverse=True the
+    sequence is read from the end; each output stays at its time position."""
+    # BEGIN EXERCISE ch04: rnn_time_loop - rnn_cell at every t, outputs stacked (T, B, H)
+    outs = [None] * len(x)
+    for t in _steps(len(x), reverse):
+        h = outs[t] = rnn_cell(x[t], h, *weights, nonlinearity=nonlinearity)
+    return ops.stack(outs, 0), h
+    # END EXERCISE
+
+
+def run_gru(x, h, weights, reverse=False):
+    """gru_cell over x (T, B, I) from h (B, H) -> outputs (T, B, H), h_T."""
+    outs = [None] * len(x)
+    for t in _steps(len(x), reverse):
+        h = outs[t] = gru_cell(x[t], h, *weights)
+    return ops.stack(outs, 0), h
+
+
+def run_lstm(x, state, weights, reverse=False):
+    """lstm_cell over x (T, B, I) from state (h, c) -> outputs h_t (T, B, H), (h_T, c_T)."""
+    # BEGIN EXERCISE ch05: lstm_time_loop - lstm_cell at every t, carrying (h, c)
+    outs = [None] * len(x)
+    for t in _steps(len(x), reverse):
+        state = lstm_cell(x[t], state, *weights)
+        outs[t] = state[0]
+    return ops.stack(outs, 0), state
+    # END EXERCISE
 
 
 class RNNBase(Module):
@@ -137,10 +121,7 @@ class RNNBase(Module):
                     )
         self.reset_parameters()
 
-    def reset_parameters(self):
-        k = 1.0 / math.sqrt(self.hidden_size)
-        for p in self.parameters():
-            init.uniform_(p, -k, k)
+    reset_parameters = reset_uniform_
 
     def flatten_parameters(self):  # PyTorch's cuDNN hint; nothing to do here
         pass
@@ -212,11 +193,16 @@ class RNNBase(Module):
             raise ValueError(
                 f"{type(self).__name__}: the input sequence is empty (shape {tuple(input.shape)})"
             )
+        D = self.num_directions
         h_n, c_n = [], []
         for layer in range(self.num_layers):
+            # direction d of this layer starts from hx[layer * D + d] (zeros (B, H) if hx is None;
+            # the LSTM takes both h and c); its final states go to h_n (c_n), and the next layer
+            # reads the directions' outputs concatenated on the feature dimension
+            # BEGIN EXERCISE ch04: stack_layers - every direction from its h_0, outputs concatenated
             outs = []
-            for d in range(self.num_directions):
-                k = layer * self.num_directions + d
+            for d in range(D):
+                k = layer * D + d
                 if hx is None:
                     z = x.xp.zeros((x.shape[1], self.hidden_size), dtype=x.dtype)
                     state = (z, z) if lstm else z
@@ -227,8 +213,11 @@ class RNNBase(Module):
                 h_n.append(h)
                 c_n.append(c)
             x = outs[0] if len(outs) == 1 else ops.cat(outs, dim=2)
+            # END EXERCISE
             if self.dropout and self.training and layer < self.num_layers - 1:
+                # BEGIN EXERCISE ch05: dropout_between_layers - F.dropout on x
                 x = F.dropout(x, self.dropout, True)
+                # END EXERCISE
         output, h_n = x, ops.stack(h_n, 0)
         c_n = ops.stack(c_n, 0) if lstm else None
         if not batched:
@@ -239,7 +228,8 @@ class RNNBase(Module):
         return (output, (h_n, c_n)) if lstm else (output, h_n)
 
     def _layer(self, x, state, weights, reverse):
-        """One layer, one direction over x (T, B, I) -> outputs (T, B, H), h_T, c_T (or None)."""
+        """One layer, one direction over x (T, B, I) -> outputs (T, B, H), h_T, c_T (or None).
+        The initial state may be a raw array (zeros) or a Tensor."""
         T = x.shape[0]
         last = 0 if reverse else T - 1
         if self.fused:
@@ -253,25 +243,17 @@ class RNNBase(Module):
                     x, state, *weights, reverse=reverse, relu=self.mode == "RNN_RELU"
                 )
             return out, out[last], None
-        # the readable path: the cell functions, one step at a time; autograd does BPTT
-        state = (
-            tuple(s if isinstance(s, Tensor) else Tensor._wrap(s) for s in state)
-            if (self.mode == "LSTM")
-            else (state if isinstance(state, Tensor) else Tensor._wrap(state))
-        )
-        outs = [None] * T
-        for t in reversed(range(T)) if reverse else range(T):
-            if self.mode == "LSTM":
-                state = lstm_cell(x[t], state, *weights)
-                outs[t] = state[0]
-            elif self.mode == "GRU":
-                state = outs[t] = gru_cell(x[t], state, *weights)
-            else:
-                nl = "relu" if self.mode == "RNN_RELU" else "tanh"
-                state = outs[t] = rnn_cell(x[t], state, *weights, nonlinearity=nl)
         if self.mode == "LSTM":
-            return ops.stack(outs, 0), state[0], state[1]
-        return ops.stack(outs, 0), state, None
+            state = tuple(s if isinstance(s, Tensor) else Tensor._wrap(s) for s in state)
+            out, (h, c) = run_lstm(x, state, weights, reverse)
+            return out, h, c
+        state = state if isinstance(state, Tensor) else Tensor._wrap(state)
+        if self.mode == "GRU":
+            out, h = run_gru(x, state, weights, reverse)
+        else:
+            nl = "relu" if self.mode == "RNN_RELU" else "tanh"
+            out, h = run_rnn(x, state, weights, reverse, nl)
+        return out, h, None
 
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
@@ -385,99 +367,3 @@ class GRU(RNNBase):
             device,
             dtype,
         )
-
-
-# ---- the cells: one step, for loops you write yourself ---------------------------------------
-class _CellBase(Module):
-    def __init__(self, input_size, hidden_size, bias, gates, device=None, dtype=None):
-        super().__init__()
-        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
-        dev = device or "cpu"
-        self.weight_ih = Parameter(
-            creation.empty(gates * hidden_size, input_size, dtype=dtype, device=dev)
-        )
-        self.weight_hh = Parameter(
-            creation.empty(gates * hidden_size, hidden_size, dtype=dtype, device=dev)
-        )
-        self.bias_ih = self.bias_hh = None
-        if bias:
-            self.bias_ih = Parameter(creation.empty(gates * hidden_size, dtype=dtype, device=dev))
-            self.bias_hh = Parameter(creation.empty(gates * hidden_size, dtype=dtype, device=dev))
-        self.reset_parameters()
-
-    reset_parameters = RNNBase.reset_parameters
-
-    def _prepare(self, input, states):
-        """Check shapes; add a batch dim to unbatched (I,) inputs; zeros for missing states."""
-        name = type(self).__name__
-        if not isinstance(input, Tensor) or input.ndim not in (1, 2):
-            shape = tuple(input.shape) if hasattr(input, "shape") else type(input).__name__
-            raise ValueError(
-                f"{name}: expected input of shape (B, {self.input_size}) or "
-                f"({self.input_size},), got shape {shape}"
-            )
-        if input.shape[-1] != self.input_size:
-            raise ValueError(
-                f"{name}: input has {input.shape[-1]} features (shape "
-                f"{tuple(input.shape)}), expected input_size={self.input_size}"
-            )
-        batched = input.ndim == 2
-        want = (input.shape[0], self.hidden_size) if batched else (self.hidden_size,)
-        out = []
-        for s in states:
-            if s is None:
-                s = creation.zeros(*want, dtype=input.dtype, device=input.device)
-            elif not isinstance(s, Tensor) or tuple(s.shape) != want:
-                got = tuple(s.shape) if hasattr(s, "shape") else type(s).__name__
-                raise ValueError(
-                    f"{name}: expected hidden state of shape {want} for input of "
-                    f"shape {tuple(input.shape)}, got {got}"
-                )
-            out.append(s if batched else ops.unsqueeze(s, 0))
-        x = input if batched else ops.unsqueeze(input, 0)
-        return x, out, (lambda t: t) if batched else (lambda t: ops.squeeze(t, 0))
-
-    def _w(self):
-        return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
-
-    def extra_repr(self):
-        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
-
-
-class RNNCell(_CellBase):
-    """One Elman step: input (B, I) or (I,), hx (B, H) or None -> h' (B, H)."""
-
-    def __init__(
-        self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None, dtype=None
-    ):
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"RNNCell: unknown nonlinearity {nonlinearity!r}")
-        super().__init__(input_size, hidden_size, bias, 1, device, dtype)
-        self.nonlinearity = nonlinearity
-
-    def forward(self, input, hx=None):
-        x, (h,), back = self._prepare(input, (hx,))
-        return back(rnn_cell(x, h, *self._w(), nonlinearity=self.nonlinearity))
-
-
-class LSTMCell(_CellBase):
-    """One LSTM step: input (B, I), hx = (h, c) each (B, H) or None -> (h', c')."""
-
-    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
-        super().__init__(input_size, hidden_size, bias, 4, device, dtype)
-
-    def forward(self, input, hx=None):
-        x, (h, c), back = self._prepare(input, (None, None) if hx is None else tuple(hx))
-        h, c = lstm_cell(x, (h, c), *self._w())
-        return back(h), back(c)
-
-
-class GRUCell(_CellBase):
-    """One GRU step: input (B, I), hx (B, H) or None -> h' (B, H)."""
-
-    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
-        super().__init__(input_size, hidden_size, bias, 3, device, dtype)
-
-    def forward(self, input, hx=None):
-        x, (h,), back = self._prepare(input, (hx,))
-        return back(gru_cell(x, h, *self._w()))

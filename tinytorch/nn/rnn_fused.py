@@ -22,25 +22,11 @@ time positions.
 
 from __future__ import annotations
 
-import numpy as np
-
 from .. import backend
 from ..autograd import Function
+from ..ops.activations import sigmoid_array
 
 __all__ = ["FusedRNNLayer", "FusedLSTMLayer", "FusedGRULayer"]
-
-
-def _sigmoid_(a):
-    """sigmoid(a) = 1 / (1 + exp(-a)), in place. Four vectorized passes beat scipy's expit
-    (exact too, but an unvectorized loop) about 3x on CPU; exp(-a) overflowing to inf for very
-    negative a gives the right limit 0, so that warning is silenced."""
-    xp = backend.xp_of(a)
-    with np.errstate(over="ignore"):
-        xp.negative(a, out=a)
-        xp.exp(a, out=a)
-        a += 1
-        xp.reciprocal(a, out=a)
-    return a
 
 
 def _in_proj(x, w_ih, *biases):
@@ -82,9 +68,11 @@ class FusedRNNLayer(Function):
         h = h0
         w_hh_t = xp.ascontiguousarray(w_hh.T)  # (H, G): BLAS runs faster on it
         for t in reversed(range(len(x))) if reverse else range(len(x)):
+            # BEGIN EXERCISE ch04: fused_rnn_forward - out[t] += h W_hh^T, tanh or relu in place
             a = out[t]
             a += h @ w_hh_t
             h = xp.maximum(a, 0, out=a) if relu else xp.tanh(a, out=a)
+            # END EXERCISE
         self.saved = (x, h0, w_ih, w_hh, out, reverse, relu, b_ih is not None)
         return out
 
@@ -94,9 +82,11 @@ class FusedRNNLayer(Function):
         d = xp.empty_like(out)  # gradient at each step's pre-activation
         dh = xp.zeros_like(h0)
         for t in range(len(x)) if reverse else reversed(range(len(x))):
+            # BEGIN EXERCISE ch04: fused_rnn_backward - d[t] = dL/da_t, then dh for the step before
             dh = dh + g[t]
             d[t] = dh * (out[t] > 0) if relu else dh * (1 - out[t] * out[t])
             dh = d[t] @ w_hh
+            # END EXERCISE
         dx = (d.reshape(-1, d.shape[2]) @ w_ih).reshape(x.shape)
         dws = _weight_grads(x, _h_prev(out, h0, reverse), d, d, with_bias)
         return (dx, dh) + dws
@@ -115,15 +105,17 @@ class FusedLSTMLayer(Function):
         h, c = h0, c0
         w_hh_t = xp.ascontiguousarray(w_hh.T)  # (H, G): BLAS runs faster on it
         for t in reversed(range(T)) if reverse else range(T):
+            # BEGIN EXERCISE ch05: fused_lstm_forward - gates in acts[t], c in cs[t], h in out[t]
             a = acts[t]
             a += h @ w_hh_t
             xp.tanh(a[:, 2 * H : 3 * H], out=a[:, 2 * H : 3 * H])  # g
-            _sigmoid_(a[:, : 2 * H])  # i, f
-            _sigmoid_(a[:, 3 * H :])  # o
+            sigmoid_array(a[:, : 2 * H])  # i, f
+            sigmoid_array(a[:, 3 * H :])  # o
             i, f, gg, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
             c = xp.multiply(f, c, out=cs[t])  # c_t = f c_{t-1} + i g, written in place
             c += i * gg
             h = xp.multiply(o, xp.tanh(c, out=tcs[t]), out=out[t])  # h_t = o tanh(c_t)
+            # END EXERCISE
         out[T] = c
         self.saved = (x, h0, c0, w_ih, w_hh, acts, cs, tcs, out, reverse, b_ih is not None)
         return out
@@ -146,6 +138,7 @@ class FusedLSTMLayer(Function):
         dc_dh = o * (1 - tcs * tcs)
         dh, dc = xp.zeros_like(h0), g[T].copy()
         for t in range(T) if reverse else reversed(range(T)):
+            # BEGIN EXERCISE ch05: fused_lstm_backward - scale d[t] by dc and dh; dc and dh for t-1
             dh += g[t]  # from the output at t (the part from t+1 is already in dh)
             dc += dh * dc_dh[t]
             dt = d[t]
@@ -153,6 +146,7 @@ class FusedLSTMLayer(Function):
             dt[:, 3] *= dh
             dc *= f[t]  # what reaches c_{t-1}
             dh = dt.reshape(B, 4 * H) @ w_hh  # what reaches h_{t-1}
+            # END EXERCISE
         d = d.reshape(T, B, 4 * H)
         dx = (d.reshape(-1, 4 * H) @ w_ih).reshape(x.shape)
         dws = _weight_grads(x, _h_prev(out[:T], h0, reverse), d, d, with_bias)
@@ -177,7 +171,7 @@ class FusedGRULayer(Function):
                 hw += b_hh
             a = acts[t]
             a[:, : 2 * H] += hw[:, : 2 * H]
-            r, z = _sigmoid_(a[:, : 2 * H])[:, :H], a[:, H : 2 * H]
+            r, z = sigmoid_array(a[:, : 2 * H])[:, :H], a[:, H : 2 * H]
             hns[t] = hw[:, 2 * H :]
             a[:, 2 * H :] += r * hns[t]
             n = xp.tanh(a[:, 2 * H :], out=a[:, 2 * H :])
@@ -205,10 +199,12 @@ class FusedGRULayer(Function):
         dhs = xp.empty((T, B, H), dtype=x.dtype)
         dh = xp.zeros_like(h0)
         for t in range(T) if reverse else reversed(range(T)):
+            # BEGIN EXERCISE ch05: fused_gru_backward - dhs[t], d_hh[t] scaled by it, dh for t-1
             dh = dhs[t] = dh + g[t]
             dt = d_hh[t]
             dt *= dh[:, None]
             dh = dh * z[t] + dt.reshape(B, 3 * H) @ w_hh  # the direct path z, and via W_hh
+            # END EXERCISE
         d_in = (fac * dhs[:, :, None]).reshape(T, B, 3 * H)  # at x W_ih^T + b_ih
         d_hh = d_hh.reshape(T, B, 3 * H)
         dx = (d_in.reshape(-1, 3 * H) @ w_ih).reshape(x.shape)
