@@ -10,8 +10,10 @@ twin) and see the same batches in the same order. Each trains in its own child p
 after the other, so that each one's peak memory (ru_maxrss) is its own; the parent compares
 them and writes benchmarks/results/gpt_cpu_cpu.{md,json,png}.
 
-    python benchmarks/gpt_cpu.py                 # 2000 iterations each (several minutes)
-    python benchmarks/gpt_cpu.py --iters 200     # shorter
+    python -m benchmarks.gpt_cpu                 # 2000 iterations each (several minutes)
+    python -m benchmarks.gpt_cpu --iters 200 --name gpt_cpu_short   # shorter, its own files
+
+tinytorch's step is tinytorch.train.train_step, the one every chapter trains with.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+from tinytorch.bench import RESULTS, ROOT, write_results
+from tinytorch.chapter import smooth
 
 RECIPE = dict(
     n_layer=4,
@@ -92,8 +95,8 @@ def peak_rss_mb() -> float:
 def train_tinytorch(cfg, init_state, train, val, offsets, val_offsets, eval_every):
     import tinytorch as tt
     from tinytorch.models import GPT, GPTConfig
-    from tinytorch.nn.utils import clip_grad_norm_
     from tinytorch.optim import AdamW
+    from tinytorch.train import train_step
 
     model = GPT(GPTConfig(**cfg))
     model.load_state_dict(init_state)
@@ -116,24 +119,19 @@ def train_tinytorch(cfg, init_state, train, val, offsets, val_offsets, eval_ever
         model.train()
         return out
 
-    return _loop(
-        len(offsets),
-        lambda it: _tt_step(model, opt, train, offsets[it], it, len(offsets), clip_grad_norm_, tt),
-        evaluate,
-        eval_every,
-    )
+    def step(it):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(it, len(offsets))
+        batch = tuple(tt.tensor(a) for a in make_batch(train, offsets[it]))
+        return train_step(model, opt, batch, loss_fn=gpt_loss, clip_grad_norm=RECIPE["grad_clip"])
+
+    return _loop(len(offsets), step, evaluate, eval_every)
 
 
-def _tt_step(model, opt, train, offs, it, iters, clip, tt):
-    for g in opt.param_groups:
-        g["lr"] = lr_at(it, iters)
-    x, y = (tt.tensor(a) for a in make_batch(train, offs))
-    _, loss = model(x, y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    clip(model.parameters(), RECIPE["grad_clip"])
-    opt.step()
-    return loss.item()
+def gpt_loss(model, batch):
+    """The loss GPT.forward(x, targets=y) returns (nanoGPT's (logits, loss))."""
+    x, y = batch
+    return model(x, y)[1]
 
 
 def torch_gpt(vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias):
@@ -340,14 +338,19 @@ def main(argv=None) -> int:
         np.savez(Path(work) / "init.npz", **init)
         (Path(work) / "spec.json").write_text(json.dumps(spec))
         names = ("tinytorch", "torch")
-        cmds = {n: [sys.executable, __file__, "--worker", n, "--workdir", work] for n in names}
+        cmds = {
+            n: [sys.executable, "-m", "benchmarks.gpt_cpu", "--worker", n, "--workdir", work]
+            for n in names
+        }
         if args.threads:  # BLAS/OpenMP pools of both frameworks (read when they start)
             for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
                 os.environ[var] = str(args.threads)
         if args.cpus:  # both at once, each pinned to its own cores (a many-core machine)
             sets = [{int(c) for c in part.split(",")} for part in args.cpus.split(":")]
             procs = [
-                subprocess.Popen(cmds[n], preexec_fn=lambda c=cpus: os.sched_setaffinity(0, c))
+                subprocess.Popen(
+                    cmds[n], cwd=ROOT, preexec_fn=lambda c=cpus: os.sched_setaffinity(0, c)
+                )
                 for n, cpus in zip(names, sets)
             ]
             if any(p.wait() for p in procs):
@@ -355,7 +358,7 @@ def main(argv=None) -> int:
         else:  # one after the other on the same cores
             for n in names:
                 print(f"{n}: {args.iters} iterations", flush=True)
-                subprocess.run(cmds[n], check=True)
+                subprocess.run(cmds[n], cwd=ROOT, check=True)
         for n in names:
             results[n] = json.loads((Path(work) / f"{n}.json").read_text())
     report(args, results)
@@ -363,8 +366,6 @@ def main(argv=None) -> int:
 
 
 def report(args, results) -> None:
-    from tinytorch.bench import write_results
-
     skip = min(10, args.iters // 10)  # the first steps warm caches and allocators
     ms = {k: 1000 * statistics.median(r["times"][skip:]) for k, r in results.items()}
     rows = []
@@ -413,13 +414,10 @@ def report(args, results) -> None:
             }
         },
     )
-    plot(results, HERE / "results" / f"{args.name}_cpu.png")
+    plot(results, RESULTS / f"{args.name}_cpu.png")
 
 
 def plot(results, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
@@ -427,10 +425,10 @@ def plot(results, path) -> None:
     for name, r in results.items():
         losses = np.array(r["losses"])
         k = min(25, len(losses))
-        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+        curve = smooth(losses, k)
         a.plot(
-            np.arange(len(smooth)) + k - 1,
-            smooth,
+            np.arange(len(curve)) + k - 1,
+            curve,
             label=f"{name} train (avg of {k})",
             **style.get(name, {}),
         )

@@ -18,7 +18,7 @@ import tinytorch as tt
 from tinytorch import nn
 from tinytorch.gradcheck import gradcheck
 from tinytorch.nn import functional as F
-from tinytorch.nn.functional_attention import attention_with_weights
+from tinytorch.nn.functional_attention import attention_with_weights, causal_mask
 
 pytestmark = [pytest.mark.ch06, pytest.mark.filterwarnings("ignore:Support for mismatched")]
 
@@ -53,6 +53,7 @@ def _masks(rng, L, S, dtype):
     }
 
 
+@pytest.mark.exercise("sdpa")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "kind",
@@ -88,6 +89,7 @@ def test_sdpa_matches_torch(kind, dtype, device):
         assert_close(a.grad, b.grad, msg=f"grad {name}", **tol(dtype))
 
 
+@pytest.mark.exercise("sdpa")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_sdpa_broadcast_batch_scale_and_mask_gradient(dtype, device):
     """Leading dims broadcast (one key/value set for every query batch), a custom scale, and
@@ -108,6 +110,7 @@ def test_sdpa_broadcast_batch_scale_and_mask_gradient(dtype, device):
         assert_close(a.grad, b.grad, **tol(dtype))
 
 
+@pytest.mark.exercise("sdpa")
 def test_sdpa_gradcheck_finite_differences():
     rng = np.random.default_rng()
     q, k, v = (tt.tensor(rng.standard_normal((2, 3, 4)), requires_grad=True) for _ in range(3))
@@ -120,6 +123,7 @@ def test_sdpa_gradcheck_finite_differences():
     )
 
 
+@pytest.mark.exercise("sdpa")
 def test_sdpa_dropout_zeroes_and_rescales_weights(device):
     """With dropout each attention weight is either dropped (0) or scaled by 1/(1-p), and the
     output is exactly those weights times V."""
@@ -179,6 +183,7 @@ def _mha_check(ours, ref, inputs, device, dtype, masks=None, **call):
         assert_close(mine[name].grad, p.grad, msg=name, **tol(dtype))
 
 
+@pytest.mark.exercise("split_merge_heads")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch_first", [True, False])
 @pytest.mark.parametrize("kdim", [None, 5])
@@ -199,6 +204,7 @@ def test_mha_matches_torch(batch_first, kdim, dtype, device):
     _mha_check(ours, ref, inputs, device, dtype)
 
 
+@pytest.mark.exercise("mha_masks")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "masks",
@@ -235,6 +241,7 @@ def test_mha_masks_match_torch(masks, dtype, device):
     _mha_check(ours, ref, [x], device, dtype, masks=chosen, **call)
 
 
+@pytest.mark.exercise("split_merge_heads")
 def test_mha_heads_unbatched_and_need_weights_false(device):
     E, h, L = 6, 3, 4
     ours, ref = _mha_pair(E, h, np.float64, device)
@@ -244,6 +251,7 @@ def test_mha_heads_unbatched_and_need_weights_false(device):
     _mha_check(ours, ref, [q, kv, kv], device, np.float64, need_weights=False)
 
 
+@pytest.mark.exercise("mha_masks")
 def test_mha_is_causal_without_mask_applies_the_causal_mask():
     E, L = 4, 5
     m = nn.MultiheadAttention(E, 2, batch_first=True).double()
@@ -281,33 +289,130 @@ def _paper_table(max_len, d):
     return pe
 
 
+@pytest.mark.exercise("sinusoidal_table")
 @pytest.mark.parametrize("max_len, d", [(50, 16), (7, 5)])
 def test_sinusoidal_encoding_formula(max_len, d):
     pe = nn.sinusoidal_positional_encoding(max_len, d, dtype="float64")
     assert_close(pe, _paper_table(max_len, d))
 
 
-def test_positional_modules_add_positions_and_check_length(device):
+@pytest.mark.exercise("sinusoidal_table")
+def test_sinusoidal_module_adds_the_table_and_checks_length(device):
     B, T, d = 2, 6, 8
     x = tt.randn(B, T, d, device=device, requires_grad=True)
     sin = nn.SinusoidalPositionalEncoding(d, max_len=10).to(device)
-    table = to_numpy(nn.sinusoidal_positional_encoding(10, d))
-    assert_close(sin(x), to_numpy(x.detach()) + table[:T])
-    assert_close(sin(x, offset=3), to_numpy(x.detach()) + table[3 : 3 + T])
+    table = _paper_table(10, d)
+    assert_close(sin(x), to_numpy(x.detach()) + table[:T], rtol=1e-5, atol=1e-6)
+    assert_close(sin(x, offset=3), to_numpy(x.detach()) + table[3 : 3 + T], rtol=1e-5, atol=1e-6)
     assert "pe" not in sin.state_dict()  # recomputed, not saved
     seq_first = nn.SinusoidalPositionalEncoding(d, max_len=10, batch_first=False).to(device)
     xt = tt.randn(T, B, d, device=device)
-    assert_close(seq_first(xt), to_numpy(xt) + table[:T, None])
+    assert_close(seq_first(xt), to_numpy(xt) + table[:T, None], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="12 positions.*max_len=10"):
+        sin(tt.randn(1, 12, d, device=device))
 
+
+@pytest.mark.exercise("learned_positions")
+def test_learned_positions_add_rows_of_the_table_and_check_length(device):
+    B, T, d = 2, 6, 8
+    x = tt.randn(B, T, d, device=device, requires_grad=True)
     learned = nn.LearnedPositionalEmbedding(10, d).to(device)
+    table = to_numpy(learned.weight.detach())
     y = learned(x)
-    assert_close(y, to_numpy(x.detach()) + to_numpy(learned.weight.detach())[:T])
+    assert_close(y, to_numpy(x.detach()) + table[:T])
+    assert_close(learned(x, offset=4), to_numpy(x.detach()) + table[4 : 4 + T])
     y.sum().backward()
     grad = to_numpy(learned.weight.grad)
-    assert_close(grad[:T], np.full((T, d), float(B)))
+    assert_close(grad[:T], np.full((T, d), float(B)))  # each row is used once per sequence
     assert not grad[T:].any()
+    assert_close(x.grad, np.ones((B, T, d)))
     assert list(learned.state_dict()) == ["weight"]
     with pytest.raises(ValueError, match="12 positions but the table holds only max_len=10"):
         learned(tt.randn(1, 12, d, device=device))
-    with pytest.raises(ValueError, match="12 positions.*max_len=10"):
-        sin(tt.randn(1, 12, d, device=device))
+
+
+@pytest.mark.exercise("causal_mask")
+@pytest.mark.parametrize("L, S", [(1, 1), (4, 4), (3, 6), (5, 2)])
+def test_causal_mask_is_the_lower_triangle(L, S, device):
+    mask = causal_mask(L, S, device)
+    expected = np.array([[j <= i for j in range(S)] for i in range(L)])
+    assert mask.dtype == np.bool_ and tuple(mask.shape) == (L, S)
+    assert np.array_equal(to_numpy(mask), expected)
+    square = np.tril(np.ones((L, L), dtype=bool))  # S defaults to L
+    assert np.array_equal(to_numpy(causal_mask(L, device=device)), square)
+
+
+@pytest.mark.exercise("causal_mask")
+def test_is_causal_hides_the_future(device):
+    """Changing a later key or value never changes an earlier query's output."""
+    rng = np.random.default_rng()
+    q, k, v = (rng.standard_normal((2, 5, 4)) for _ in range(3))
+    out = to_numpy(
+        attention_with_weights(*(tt.tensor(a, device=device) for a in (q, k, v)), is_causal=True)[0]
+    )
+    k2, v2 = k.copy(), v.copy()
+    k2[:, 3:], v2[:, 3:] = 10.0, -10.0  # the future of queries 0..2
+    out2 = to_numpy(
+        attention_with_weights(*(tt.tensor(a, device=device) for a in (q, k2, v2)), is_causal=True)[
+            0
+        ]
+    )
+    assert_close(out2[:, :3], out[:, :3])
+    assert not np.allclose(out2[:, 3:], out[:, 3:])
+
+
+@pytest.mark.exercise("sdpa")
+@pytest.mark.parametrize("kind", ["none", "bool_LS", "bool_fully_masked_row", "float_broadcast"])
+def test_composed_attention_and_its_weights_match_torch(kind, device):
+    """attention_with_weights, the composed path itself (no fused kernel can take the call):
+    output, weights = softmax(scores + mask) and the gradients of q, k, v."""
+    rng = np.random.default_rng()
+    L, S = 4, 6
+    q, k, v = (rng.standard_normal((2, 3, n, 5)) for n in (L, S, S))
+    kw = _masks(rng, L, S, np.float64)[kind]
+    (tq, pq), (tk, pk), (tv, pv) = (_pair(a, device) for a in (q, k, v))
+    mask = kw.get("attn_mask")
+    out, w = attention_with_weights(
+        tq, tk, tv, None if mask is None else tt.tensor(mask, device=device)
+    )
+    pm = None if mask is None else torch.tensor(mask)
+    scores = pq @ pk.transpose(-2, -1) / math.sqrt(5)
+    if pm is not None:
+        scores = scores.masked_fill(~pm, -math.inf) if pm.dtype == torch.bool else scores + pm
+    ref_w = torch.nan_to_num(torch.softmax(scores, -1))  # a fully masked row: weights 0
+    ref = ref_w @ pv
+    assert_close(w, ref_w.detach())
+    assert_close(out, ref.detach())
+    g = rng.standard_normal(ref.shape)
+    out.backward(tt.tensor(g, device=device))
+    ref.backward(torch.tensor(g))
+    for name, a, b in (("q", tq, pq), ("k", tk, pk), ("v", tv, pv)):
+        assert_close(a.grad, b.grad, msg=f"grad {name}")
+
+
+@pytest.mark.exercise("in_projections")
+@pytest.mark.parametrize("kdim", [None, 5])
+def test_mha_in_projections_are_x_w_transposed_plus_b(kdim, device):
+    """q = query W_q^T + b_q etc., with W_q, W_k, W_v the three row blocks of in_proj_weight
+    (or q_proj_weight, k_proj_weight, v_proj_weight when kdim/vdim differ)."""
+    E, N, L, S = 6, 2, 3, 4
+    m = nn.MultiheadAttention(E, 2, kdim=kdim, vdim=kdim, batch_first=True).double().to(device)
+    with tt.no_grad():
+        m.in_proj_bias.normal_(0.0, 1.0)
+    rng = np.random.default_rng()
+    x = rng.standard_normal((N, L, E))
+    kv = rng.standard_normal((N, S, kdim or E))
+    b = to_numpy(m.in_proj_bias.detach())
+    if kdim is None:
+        w = to_numpy(m.in_proj_weight.detach())
+        ws = [w[:E], w[E : 2 * E], w[2 * E :]]
+    else:
+        ws = [to_numpy(getattr(m, f"{n}_proj_weight").detach()) for n in "qkv"]
+    inputs = [x, kv, kv]
+    got = m._projections(*(tt.tensor(a, device=device) for a in inputs))
+    for i, (out, a, w) in enumerate(zip(got, inputs, ws)):
+        assert_close(out, a @ w.T + b[i * E : (i + 1) * E], msg="qkv"[i])
+    if kdim is None:  # self-attention: the same tensor three times
+        xt = tt.tensor(x, device=device)
+        for i, out in enumerate(m._projections(xt, xt, xt)):
+            assert_close(out, x @ ws[i].T + b[i * E : (i + 1) * E], msg="self " + "qkv"[i])

@@ -7,7 +7,14 @@ import pytest
 from helpers import assert_close, to_numpy
 
 import tinytorch as tt
-from tinytorch.generate import generate, logits_to_probs, sample, top_k_filter, top_p_filter
+from tinytorch.generate import (
+    generate,
+    logits_to_probs,
+    sample,
+    sample_from_probs,
+    top_k_filter,
+    top_p_filter,
+)
 from tinytorch.models import GPT, GPTConfig
 
 pytestmark = pytest.mark.ch07
@@ -26,6 +33,7 @@ def _model(device="cpu", block_size=12, dtype="float64"):
     return model.eval()
 
 
+@pytest.mark.exercise("kv_cache")
 def test_kv_cache_gives_the_full_forwards_logits_at_every_step(device):
     model = _model(device)
     idx = tt.randint(0, V, (3, 12), device=device)
@@ -41,6 +49,7 @@ def test_kv_cache_gives_the_full_forwards_logits_at_every_step(device):
             model(idx[:, :1], cache=cache)
 
 
+@pytest.mark.exercise("generate_loop")
 def test_generation_with_and_without_cache_agree_past_block_size(device):
     model = _model(device, block_size=8)
     prompt = tt.randint(0, V, (2, 5), device=device)
@@ -52,6 +61,7 @@ def test_generation_with_and_without_cache_agree_past_block_size(device):
     assert np.array_equal(to_numpy(a)[:, :5], to_numpy(prompt))
 
 
+@pytest.mark.exercise("generate_loop")
 def test_greedy_is_argmax_and_low_temperature_is_greedy():
     model = _model()
     prompt = tt.randint(0, V, (2, 3))
@@ -83,6 +93,7 @@ def test_same_seed_same_text_and_num_return_sequences():
     assert np.array_equal(to_numpy(d), to_numpy(generate(model, prompt, 10)))
 
 
+@pytest.mark.exercise("temperature_top_k")
 def test_top_k_never_samples_outside_the_top_k():
     rng = np.random.default_rng()
     logits = rng.standard_normal((4, 50))
@@ -94,12 +105,13 @@ def test_top_k_never_samples_outside_the_top_k():
     np.testing.assert_allclose(probs.sum(1), 1.0)
     gen = np.random.default_rng()
     for _ in range(200):
-        ids = sample(probs, gen)
+        ids = sample_from_probs(probs, gen)
         assert all(i in top5[r] for r, i in enumerate(ids))
     kept = np.isfinite(top_k_filter(logits, 5))
     assert (kept.sum(1) == 5).all()
 
 
+@pytest.mark.exercise("top_p")
 def test_top_p_keeps_the_smallest_set_with_mass_p():
     rng = np.random.default_rng()
     logits = rng.standard_normal((5, 40)) * 2
@@ -115,7 +127,7 @@ def test_top_p_keeps_the_smallest_set_with_mass_p():
         assert not probs[~kept].any()
         gen = np.random.default_rng()
         for _ in range(50):
-            assert kept[np.arange(5), sample(probs, gen)].all()
+            assert kept[np.arange(5), sample_from_probs(probs, gen)].all()
     one_hot = np.full((1, 6), -np.inf)
     one_hot[0, 2] = 0.0
     assert np.isfinite(top_p_filter(one_hot, 0.5)).sum() == 1
@@ -124,7 +136,7 @@ def test_top_p_keeps_the_smallest_set_with_mass_p():
 def test_sampling_follows_the_distribution():
     probs = np.array([[0.1, 0.0, 0.6, 0.3]])
     gen = np.random.default_rng()
-    draws = np.array([sample(probs, gen)[0] for _ in range(4000)])
+    draws = np.array([sample_from_probs(probs, gen)[0] for _ in range(4000)])
     freq = np.bincount(draws, minlength=4) / len(draws)
     assert freq[1] == 0
     np.testing.assert_allclose(freq, probs[0], atol=0.03)
@@ -150,3 +162,59 @@ def test_eos_stops_and_pads_and_mode_is_restored():
     assert model.training
     with pytest.raises(ValueError, match="temperature must be > 0"):
         logits_to_probs(np.zeros((1, 3)), temperature=-1.0)
+
+
+@pytest.mark.exercise("temperature_top_k")
+def test_temperature_divides_the_logits_before_the_softmax():
+    logits = np.random.default_rng().standard_normal((3, 9)) * 3
+    for t in (0.3, 1.0, 2.5):
+        e = np.exp(logits / t - (logits / t).max(1, keepdims=True))
+        assert_close(logits_to_probs(logits, temperature=t), e / e.sum(1, keepdims=True))
+    cold, hot = logits_to_probs(logits, 0.1), logits_to_probs(logits, 10.0)
+    assert (cold.max(1) > hot.max(1)).all()  # T < 1 sharpens, T > 1 flattens
+
+
+@pytest.mark.exercise("temperature_top_k")
+def test_sample_is_argmax_at_temperature_0_and_follows_top_k():
+    rng = np.random.default_rng()
+    logits = rng.standard_normal((4, 20))
+    assert np.array_equal(sample(logits, temperature=0), logits.argmax(1))
+    assert np.array_equal(sample(tt.tensor(logits), top_k=1), logits.argmax(1))
+    top3 = np.argsort(-logits, axis=1)[:, :3]
+    gen = np.random.default_rng(0)
+    for _ in range(100):
+        ids = sample(logits, temperature=1.5, top_k=3, generator=gen)
+        assert ids.shape == (4,) and all(i in top3[r] for r, i in enumerate(ids))
+    a = sample(logits, generator=np.random.default_rng(5))
+    assert np.array_equal(a, sample(logits, generator=np.random.default_rng(5)))
+
+
+class _Counter(tt.nn.Module):
+    """A fake language model: the next token is (last token + 1) mod V, for sure. It records
+    the length of every input it is given, and has a block_size of 4."""
+
+    class config:
+        block_size = 4
+
+    def __init__(self):
+        super().__init__()
+        self.lengths = []
+
+    def forward(self, idx):
+        self.lengths.append(idx.shape[1])
+        ids = to_numpy(idx)
+        logits = np.full((*ids.shape, V), -30.0)
+        np.put_along_axis(logits, ((ids + 1) % V)[..., None], 30.0, axis=-1)
+        return tt.tensor(logits), None
+
+
+@pytest.mark.exercise("generate_loop")
+def test_generate_loop_appends_and_crops_to_block_size():
+    model = _Counter()
+    prompt = tt.tensor([[0, 1], [5, 6]])
+    out = to_numpy(generate(model, prompt, 7, do_sample=False))
+    expected = np.array([[(a + i) % V for i in range(9)] for a in (0, 5)])
+    assert np.array_equal(out, expected)
+    assert model.lengths == [2, 3, 4, 4, 4, 4, 4]  # never more than block_size tokens
+    sampled = to_numpy(generate(model, prompt, 5, temperature=1.0, seed=0))
+    assert np.array_equal(sampled, expected[:, :7])  # the distribution is one-hot here

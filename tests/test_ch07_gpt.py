@@ -17,6 +17,7 @@ from helpers import assert_close, to_numpy
 
 import tinytorch as tt
 from tinytorch.models import GPT, GPTConfig
+from tinytorch.models.gpt import Block, CausalSelfAttention, KVCache
 
 pytestmark = pytest.mark.ch07
 
@@ -105,6 +106,7 @@ def _pair(bias, dtype, device):
     return config, ours.to(device), ref
 
 
+@pytest.mark.exercise("gpt_forward")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("bias", [True, False])
 def test_gpt_matches_torch_twin(bias, dtype, device):
@@ -154,6 +156,7 @@ def test_state_dict_keys_are_nanogpts():
         assert list(model.state_dict()) == list(TorchGPT(model.config).state_dict())  # order
 
 
+@pytest.mark.exercise("gpt_forward")
 def test_weight_tying_and_gpt2_init():
     config = GPTConfig(block_size=64, vocab_size=300, n_layer=3, n_head=4, n_embd=64, bias=True)
     model = GPT(config)
@@ -198,3 +201,94 @@ def test_loads_a_nanogpt_checkpoint_dict():
     logits, _ = model(tt.tensor(idx))
     ref_logits, _ = ref(torch.tensor(idx), torch.tensor(idx))
     assert_close(logits, ref_logits, rtol=1e-4, atol=1e-5)
+
+
+def _module_pair(ours, ref, dtype, device):
+    """Random non-trivial torch weights, copied into ours (same names)."""
+    ref = ref.to({np.float64: torch.float64, np.float32: torch.float32}[dtype])
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.normal_(0.0, 0.3)
+    ours = ours.to(dtype)
+    ours.load_state_dict(ref.state_dict())
+    return ours.to(device), ref
+
+
+def _compare_module(ours, ref, x, device):
+    """Output, the input's gradient and every parameter's, float64 at the suite's tolerance."""
+    tx = tt.tensor(x, device=device, requires_grad=True)
+    px = torch.tensor(x, requires_grad=True)
+    out, ref_out = ours(tx), ref(px)
+    assert_close(out, ref_out.detach())
+    g = np.random.default_rng().standard_normal(x.shape)
+    out.backward(tt.tensor(g, device=device))
+    ref_out.backward(torch.tensor(g))
+    assert_close(tx.grad, px.grad, msg="input")
+    mine = dict(ours.named_parameters())
+    for name, p in ref.named_parameters():
+        assert_close(mine[name].grad, p.grad, msg=name)
+
+
+@pytest.mark.exercise("causal_self_attention")
+@pytest.mark.parametrize("bias", [True, False])
+def test_causal_self_attention_matches_torch(bias, device):
+    config = GPTConfig(block_size=12, vocab_size=17, n_layer=1, n_head=2, n_embd=8, bias=bias)
+    ours, ref = _module_pair(
+        CausalSelfAttention(config), TorchAttention(config), np.float64, device
+    )
+    x = np.random.default_rng().standard_normal((3, 7, 8))
+    _compare_module(ours, ref, x, device)
+
+
+@pytest.mark.exercise("causal_self_attention")
+def test_causal_self_attention_does_not_look_ahead(device):
+    config = GPTConfig(block_size=12, vocab_size=17, n_layer=1, n_head=2, n_embd=8)
+    attn = CausalSelfAttention(config).double().to(device)
+    x = np.random.default_rng().standard_normal((2, 6, 8))
+    y = to_numpy(attn(tt.tensor(x, device=device)).detach())
+    x[:, 4:] += 5.0  # change the future of positions 0..3
+    y2 = to_numpy(attn(tt.tensor(x, device=device)).detach())
+    assert_close(y2[:, :4], y[:, :4])
+    assert not np.allclose(y2[:, 4:], y[:, 4:])
+
+
+@pytest.mark.exercise("block_residuals")
+@pytest.mark.parametrize("bias", [True, False])
+def test_block_matches_torch(bias, device):
+    config = GPTConfig(block_size=12, vocab_size=17, n_layer=1, n_head=2, n_embd=8, bias=bias)
+    ours, ref = _module_pair(Block(config), TorchBlock(config), np.float64, device)
+    x = np.random.default_rng().standard_normal((2, 5, 8))
+    _compare_module(ours, ref, x, device)
+
+
+@pytest.mark.exercise("kv_cache")
+def test_kv_cache_update_stores_and_returns_everything_so_far(device):
+    config = GPTConfig(block_size=6, vocab_size=5, n_layer=2, n_head=2, n_embd=4)
+    cache = KVCache(config, 3, np.float64, device)
+    rng = np.random.default_rng()
+    k1, v1 = rng.standard_normal((3, 2, 4, 2)), rng.standard_normal((3, 2, 4, 2))
+    k, v = cache.update(1, tt.tensor(k1, device=device), tt.tensor(v1, device=device))
+    assert_close(k, k1)
+    assert_close(v, v1)
+    cache.pos = 4  # GPT.forward advances pos once every layer has stored its keys
+    k2, v2 = rng.standard_normal((3, 2, 1, 2)), rng.standard_normal((3, 2, 1, 2))
+    k, v = cache.update(1, tt.tensor(k2, device=device), tt.tensor(v2, device=device))
+    assert_close(k, np.concatenate([k1, k2], axis=2))
+    assert_close(v, np.concatenate([v1, v2], axis=2))
+    assert not to_numpy(tt.tensor(cache.k[0])).any()  # layer 0 untouched
+
+
+@pytest.mark.exercise("kv_cache")
+def test_attention_with_a_cache_equals_the_full_causal_attention(device):
+    """Feeding positions in pieces (a prompt, single tokens, a chunk) through the cache gives,
+    for each new position, what the full causal attention gives it."""
+    config = GPTConfig(block_size=10, vocab_size=5, n_layer=1, n_head=2, n_embd=8)
+    attn = CausalSelfAttention(config).double().to(device).eval()
+    x = np.random.default_rng().standard_normal((2, 10, 8))
+    with tt.no_grad():
+        full = to_numpy(attn(tt.tensor(x, device=device)))
+        cache = KVCache(config, 2, np.float64, device)
+        for a, b in [(0, 3), (3, 4), (4, 5), (5, 9), (9, 10)]:
+            y = attn(tt.tensor(x[:, a:b], device=device), cache)
+            cache.pos += b - a
+            assert_close(y, full[:, a:b], msg=f"positions {a}..{b}")

@@ -96,6 +96,7 @@ CONFIGS = [  # (norm_first, activation, batch_first)
 ]
 
 
+@pytest.mark.exercise("residual_norms")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize(
     "kind", ["encoder_layer", "decoder_layer", "encoder", "decoder", "transformer"]
@@ -116,6 +117,7 @@ def test_matches_torch(kind, norm_first, activation, batch_first, dtype, device)
     _compare(ours, ref, inputs, dtype, device)
 
 
+@pytest.mark.exercise("residual_norms")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_masks_match_torch(norm_first, dtype, device):

@@ -16,6 +16,9 @@ The sampling itself runs on the CPU in float64 (one (B, vocab) row per step), fr
 generator seeded by `seed` (or tinytorch.manual_seed), so the same seed gives the same text
 on either device.
 
+`sample(logits, temperature, top_k, top_p, generator)` is that choice for one step (every
+sampler in tinytorch goes through it); `generate` is the loop around it.
+
 A model that offers `make_kv_cache(batch_size)` and accepts `cache=` (tinytorch.models.GPT)
 is fed only the new token at each step; others are re-run on the whole (cropped) context.
 """
@@ -28,7 +31,14 @@ from . import backend, creation
 from .autograd import no_grad
 from .tensor import Tensor
 
-__all__ = ["generate", "logits_to_probs", "top_k_filter", "top_p_filter", "sample"]
+__all__ = [
+    "generate",
+    "sample",
+    "logits_to_probs",
+    "top_k_filter",
+    "top_p_filter",
+    "sample_from_probs",
+]
 
 
 def _host(logits) -> np.ndarray:
@@ -43,8 +53,11 @@ def top_k_filter(logits, k: int) -> np.ndarray:
     if not 1 <= k:
         raise ValueError(f"top_k must be a positive integer, got {k}")
     k = min(k, x.shape[-1])
-    kth = np.partition(x, -k, axis=-1)[..., -k, None]
-    return np.where(x < kth, -np.inf, x)
+    # BEGIN EXERCISE ch07: temperature_top_k - top-k: -inf below each row's k-th largest
+    kth = np.partition(x, -k, axis=-1)[..., -k, None]  # the k-th largest of each row, (B, 1)
+    out = np.where(x < kth, -np.inf, x)
+    # END EXERCISE
+    return out
 
 
 def top_p_filter(logits, p: float) -> np.ndarray:
@@ -53,7 +66,7 @@ def top_p_filter(logits, p: float) -> np.ndarray:
     if not 0.0 < p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {p}")
     x = _host(logits)
-    # BEGIN EXERCISE ch07: top-p filtering: keep the most likely tokens until their mass reaches p
+    # BEGIN EXERCISE ch07: top_p - keep the most likely tokens until their mass reaches p
     order = np.argsort(-x, axis=-1, kind="stable")  # most likely first
     probs = _softmax(np.take_along_axis(x, order, axis=-1))
     before = np.cumsum(probs, axis=-1) - probs  # mass of the tokens ranked above each one
@@ -78,20 +91,37 @@ def logits_to_probs(logits, temperature: float = 1.0, top_k=None, top_p=None) ->
             f"temperature must be > 0 for sampling, got {temperature} (use "
             "do_sample=False for greedy decoding)"
         )
+    # BEGIN EXERCISE ch07: temperature_top_k - divide by the temperature, then top-k, then top-p
     x = _host(logits) / temperature
     if top_k is not None:
         x = top_k_filter(x, top_k)
     if top_p is not None and top_p < 1.0:
         x = top_p_filter(x, top_p)
+    # END EXERCISE
     return _softmax(x)
 
 
-def sample(probs: np.ndarray, gen: np.random.Generator) -> np.ndarray:
+def sample_from_probs(probs: np.ndarray, generator: np.random.Generator) -> np.ndarray:
     """One token id per row of probs (B, V), by inverting each row's cumulative sum."""
     cdf = np.cumsum(probs, axis=-1)
-    u = gen.random(probs.shape[0]) * cdf[:, -1]
+    u = generator.random(probs.shape[0]) * cdf[:, -1]
     ids = (cdf <= u[:, None]).sum(axis=-1)  # first index whose cdf exceeds u
     return np.minimum(ids, probs.shape[-1] - 1)
+
+
+def sample(logits, temperature: float = 1.0, top_k=None, top_p=None, generator=None):
+    """The next token of each row: logits (B, V) (a Tensor or an array, any device) -> ids (B,)
+    int64, a NumPy array.
+
+    temperature == 0 is greedy (each row's argmax); otherwise one draw from
+    logits_to_probs(logits, temperature, top_k, top_p). `generator` is a
+    numpy.random.Generator (default: tinytorch's seeded CPU generator, tinytorch.manual_seed).
+    Every sampler in tinytorch (generate, CharRNN's sample) picks its tokens here.
+    """
+    if temperature == 0:
+        return _host(logits).argmax(axis=-1)
+    gen = generator if generator is not None else backend.rng("cpu")
+    return sample_from_probs(logits_to_probs(logits, temperature, top_k, top_p), gen)
 
 
 def _logits_of(out):
@@ -133,7 +163,7 @@ def generate(
             f"generate: max_new_tokens must be >= 0 and num_return_sequences >= 1, "
             f"got {max_new_tokens} and {num_return_sequences}"
         )
-    greedy = not do_sample or temperature == 0
+    temperature = 0.0 if not do_sample else temperature  # 0: greedy
     gen = np.random.default_rng(seed) if seed is not None else backend.rng("cpu")
     device = idx.device
     tokens = np.repeat(_host(idx).astype(np.int64), num_return_sequences, axis=0)  # (B', T)
@@ -147,21 +177,20 @@ def generate(
     try:
         with no_grad():
             for _ in range(max_new_tokens):
+                # BEGIN EXERCISE ch07: generate_loop - crop to block_size, run the model, sample
                 n = tokens.shape[1]
                 if cache is not None and n <= block:  # feed only what the cache lacks
                     feed = tokens[:, cache.pos :]
                 elif cache is not None:  # the window slides: positions shift, recompute
                     cache.reset()
                     feed = tokens[:, -block:]
-                else:
+                else:  # the model reads at most block_size tokens: keep the last ones
                     feed = tokens if block is None else tokens[:, -block:]
                 feed_t = Tensor._wrap(backend.to_device(np.ascontiguousarray(feed), device))
                 out = model(feed_t, cache=cache) if cache is not None else model(feed_t)
-                last = _logits_of(out)[:, -1, :]  # (B', V)
-                if greedy:
-                    nxt = _host(last).argmax(axis=-1)
-                else:
-                    nxt = sample(logits_to_probs(last, temperature, top_k, top_p), gen)
+                last = _logits_of(out)[:, -1, :]  # (B', V): the next token's logits
+                nxt = sample(last, temperature, top_k, top_p, gen)
+                # END EXERCISE
                 if eos_token_id is not None:
                     nxt = np.where(finished, eos_token_id, nxt)
                     finished |= nxt == eos_token_id

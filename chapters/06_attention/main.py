@@ -6,13 +6,14 @@
 
 The task: read 8 random digits and output them reversed. Each output position i must copy the
 digit at position 7 - i, a pure "where to look" problem that one attention layer solves: the
-query of position i must match the key of position 7 - i. The model is an embedding plus
-learned positional embeddings, one nn.MultiheadAttention (2 heads), a residual MLP and a
-linear head. Written into --out (default chapters/06_attention/out/):
+query of position i must match the key of position 7 - i. The task and the model (an embedding
+plus learned positional embeddings, one nn.MultiheadAttention with 2 heads, a residual MLP and
+a linear head) are in reverser.py, next to this file. Written into --out (default
+chapters/06_attention/out/):
 
-- attention_heads.png: the attention weights of each head on test sequences (the
-  anti-diagonal appears as the model learns);
-- attention_during_training.png: head-averaged weights at several points of training;
+- heads.png: the attention weights of each head on test sequences (the anti-diagonal appears
+  as the model learns);
+- during_training.png: head-averaged weights at several points of training;
 - positional_encoding.png: the sinusoidal table of "Attention Is All You Need" and the
   dot products between its rows (nearby positions look alike);
 - masks.png: a causal mask and a padding mask, as the boolean matrices attention sees;
@@ -21,72 +22,22 @@ linear head. Written into --out (default chapters/06_attention/out/):
 
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
-import sys
 import time
-from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
+from reverser import Reverser, accuracy, batch, loss_fn
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import this checkout's tinytorch
-
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-import tinytorch as tt  # noqa: E402
-from tinytorch import nn, optim  # noqa: E402
-from tinytorch.nn import functional as F  # noqa: E402
-from tinytorch.nn.functional_attention import causal_mask  # noqa: E402
-
-N_DIGITS = 10
+import tinytorch as tt
+from tinytorch import nn, optim
+from tinytorch.bench import record
+from tinytorch.chapter import chapter_args
+from tinytorch.nn.functional_attention import causal_mask
+from tinytorch.train import train_step
 
 
-class Reverser(nn.Module):
-    """tokens (B, T) -> logits (B, T, 10); also returns the attention weights (B, h, T, T)."""
-
-    def __init__(self, seq_len: int, d_model: int = 32, heads: int = 2):
-        super().__init__()
-        self.tok = nn.Embedding(N_DIGITS, d_model)
-        self.pos = nn.LearnedPositionalEmbedding(seq_len, d_model)
-        self.attn = nn.MultiheadAttention(d_model, heads, batch_first=True)
-        self.ln = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(
-            nn.Linear(d_model, 4 * d_model), nn.ReLU(), nn.Linear(4 * d_model, d_model)
-        )
-        self.head = nn.Linear(d_model, N_DIGITS)
-
-    def forward(self, tokens):
-        x = self.pos(self.tok(tokens))  # what each digit is + where it is
-        a, weights = self.attn(x, x, x, need_weights=True, average_attn_weights=False)
-        x = x + a  # the residual keeps the position signal next to what was gathered
-        x = x + self.mlp(self.ln(x))
-        return self.head(x), weights
-
-
-def batch(rng, n, seq_len):
-    x = rng.integers(0, N_DIGITS, (n, seq_len))
-    return tt.tensor(x), tt.tensor(x[:, ::-1].copy())
-
-
-def accuracy(model, rng, seq_len, n=1000):
-    model.eval()
-    with tt.no_grad():
-        x, y = batch(rng, n, seq_len)
-        logits, _ = model(x)
-        pred = logits.argmax(-1).numpy()
-    model.train()
-    tok = (pred == y.numpy()).mean()
-    seq = (pred == y.numpy()).all(axis=1).mean()
-    return float(tok), float(seq)
-
-
-def train(args, out):
+def train(args):
     rng = np.random.default_rng(args.seed)
     tt.manual_seed(args.seed)
     model = Reverser(args.seq_len)
@@ -104,14 +55,9 @@ def train(args, out):
             hist["snapshots"].append((step, w))
         if step == args.steps:
             break
-        x, y = batch(rng, args.batch_size, args.seq_len)
-        logits, _ = model(x)
-        loss = F.cross_entropy(logits.reshape(-1, N_DIGITS), y.reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss = train_step(model, opt, batch(rng, args.batch_size, args.seq_len), loss_fn)
         hist["step"].append(step)
-        hist["loss"].append(loss.item())
+        hist["loss"].append(loss)
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             tok, seq = accuracy(model, rng, args.seq_len)
             hist["acc_step"].append(step + 1)
@@ -146,7 +92,7 @@ def plot_heads(model, args, out):
             ax.set_title(f"example {e + 1}, head {h + 1}", fontsize=9)
     fig.suptitle("Attention weights after training (rows sum to 1)")
     fig.tight_layout()
-    fig.savefig(out / "attention_heads.png", dpi=100)
+    fig.savefig(out / "heads.png", dpi=100)
     plt.close(fig)
     lines = [
         f"input {''.join(map(str, a))}  ->  predicted {''.join(map(str, b))}"
@@ -166,7 +112,7 @@ def plot_training(hist, out):
         ax.set_ylabel("query position")
     fig.suptitle("Head-averaged attention on one sequence during training")
     fig.tight_layout()
-    fig.savefig(out / "attention_during_training.png", dpi=100)
+    fig.savefig(out / "during_training.png", dpi=100)
     plt.close(fig)
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -214,31 +160,22 @@ def plot_encodings_and_masks(out):
     plt.close(fig)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Chapter 06: attention on sequence reversal")
-    p.add_argument("--quick", action="store_true", help="a smoke run (a few seconds)")
-    p.add_argument("--out", default=str(HERE / "out"), help="output folder")
+def main() -> int:
+    p = chapter_args(__file__, "Chapter 06: attention learns to reverse digits", seed=0)
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--seq-len", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--record",
-        action="store_true",
-        help="write benchmarks/results/gpt_ch06_attention_cpu.{md,json}",
-    )
-    args = p.parse_args(argv)
+    args = p.parse_args()
     if args.quick:
         args.steps, args.eval_every = 200, 50
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = args.out
     print(
         f"chapter 06: reversing {args.seq_len} digits with one attention layer, "
         f"{args.steps} steps -> {out}"
     )
-    model, hist = train(args, out)
+    model, hist = train(args)
     plot_heads(model, args, out)
     plot_training(hist, out)
     plot_encodings_and_masks(out)
@@ -259,36 +196,30 @@ def main(argv=None) -> int:
         f"({hist['seconds']:.1f}s); figures in {out}"
     )
     if args.record:
-        record(metrics, args, out)
+        rows = [
+            {
+                "steps": metrics["steps"],
+                "token accuracy": metrics["token_accuracy"],
+                "sequence accuracy": metrics["sequence_accuracy"],
+                "first eval step with token accuracy >= 0.99": metrics["first_step_token_acc_99"],
+                "final train loss": metrics["final_loss"],
+                "seconds": metrics["seconds"],
+            }
+        ]
+        figures = ["heads", "during_training", "loss", "positional_encoding", "masks"]
+        record(
+            "gpt_ch06_attention",
+            "cpu",
+            list(rows[0]),
+            rows,
+            extra=metrics,
+            notes="chapters/06_attention/main.py: one MultiheadAttention layer (2 heads, "
+            f"d_model 32) reversing {args.seq_len} digits, seed {args.seed}; "
+            "accuracy on 5000 fresh sequences.",
+            figures=[out / f"{name}.png" for name in figures],
+        )
     return 0
 
 
-def record(metrics, args, out):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from common import RESULTS, write_results
-
-    rows = [
-        {
-            "steps": metrics["steps"],
-            "token accuracy": metrics["token_accuracy"],
-            "sequence accuracy": metrics["sequence_accuracy"],
-            "first eval step with token accuracy >= 0.99": metrics["first_step_token_acc_99"],
-            "final train loss": metrics["final_loss"],
-            "seconds": metrics["seconds"],
-        }
-    ]
-    write_results(
-        "gpt_ch06_attention",
-        "cpu",
-        list(rows[0]),
-        rows,
-        extra=metrics,
-        notes="chapters/06_attention/main.py: one MultiheadAttention layer (2 heads, "
-        f"d_model 32) reversing {args.seq_len} digits, seed {args.seed}; "
-        "accuracy on 5000 fresh sequences.",
-    )
-    shutil.copy(out / "attention_heads.png", RESULTS / "gpt_ch06_attention_heads.png")
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -17,33 +17,25 @@ temperature, top-k and top-p samples, and the KV cache's speed-up), metrics.json
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import os
-import shutil
-import sys
+import statistics
 import time
-from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import this checkout's tinytorch
-
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-import tinytorch as tt  # noqa: E402
-from tinytorch.data import dataset_path  # noqa: E402
-from tinytorch.generate import generate  # noqa: E402
-from tinytorch.models import GPT, GPTConfig  # noqa: E402
-from tinytorch.nn.utils import clip_grad_norm_  # noqa: E402
-from tinytorch.optim import AdamW  # noqa: E402
-from tinytorch.optim.lr_scheduler import WarmupCosineLR  # noqa: E402
-from tinytorch.text import CharTokenizer  # noqa: E402
+import tinytorch as tt
+from tinytorch.bench import record, time_cpu
+from tinytorch.chapter import chapter_args, smooth
+from tinytorch.data import dataset_path
+from tinytorch.generate import generate
+from tinytorch.models import GPT, GPTConfig
+from tinytorch.optim import AdamW
+from tinytorch.optim.lr_scheduler import WarmupCosineLR
+from tinytorch.text import CharTokenizer
+from tinytorch.train import train_step
 
 NANOGPT_VAL = 1.88  # nanoGPT's README, this recipe on a CPU
 
@@ -77,6 +69,12 @@ def estimate_loss(model, splits, args, device, it, n_batches=None):
     return out
 
 
+def gpt_loss(model, batch):
+    """The loss GPT.forward(x, targets=y) returns (train_step's loss_fn)."""
+    x, y = batch
+    return model(x, y)[1]
+
+
 def train(model, splits, args, device):
     opt = AdamW(model.optimizer_groups(args.weight_decay), lr=args.lr, betas=(0.9, 0.99))
     sched = WarmupCosineLR(
@@ -95,14 +93,11 @@ def train(model, splits, args, device):
         if it == args.iters:
             break
         t0 = time.perf_counter()
-        x, y = get_batch(splits["train"], rng, args, device)
-        _, loss = model(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_grad_norm_(model.parameters(), args.grad_clip)
-        opt.step()
+        batch = get_batch(splits["train"], rng, args, device)
+        # the GPT computes its own loss (nanoGPT's forward(idx, targets) -> (logits, loss));
+        # train_step's loss.item() also waits for the GPU, so the time below is the step's
+        lossf = train_step(model, opt, batch, loss_fn=gpt_loss, clip_grad_norm=args.grad_clip)
         sched.step()
-        lossf = loss.item()  # also waits for the GPU, so the time below is the step's
         hist["ms"].append(1000 * (time.perf_counter() - t0))
         hist["iter"].append(it)
         hist["loss"].append(lossf)
@@ -132,27 +127,36 @@ def samples(model, tok, args, device):
         parts.append(f"=== {title} ===\n{text}\n")
         print(parts[-1], flush=True)
     m = min(args.block_size - 1, n)  # within one context window the cache reuses everything
-    times = {}
+    # One generation is a few hundred ms: time each way after a warm-up call, several times,
+    # alternating, and compare medians (a single cold timing swings by 50x from run to run).
+    repeats = 3 if args.quick else 7
+    times = {True: [], False: []}
     for use_cache in (True, False):
-        t0 = time.perf_counter()
-        generate(model, prompt, m, seed=0, use_cache=use_cache)
-        times[use_cache] = time.perf_counter() - t0
+        generate(model, prompt, m, seed=0, use_cache=use_cache)  # warm-up
+    for _ in range(repeats):
+        for use_cache in (True, False):
+            run = functools.partial(generate, model, prompt, m, seed=0, use_cache=use_cache)
+            times[use_cache].append(time_cpu(run, warmup=0, repeat=1))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratios = sorted(b / a for a, b in zip(times[True], times[False]))
     speed = (
-        f"=== KV cache ===\n{m} tokens from a 1-token prompt: {times[True]:.3f}s with the "
-        f"cache, {times[False]:.3f}s re-running the whole context at each step "
-        f"({times[False] / times[True]:.1f}x)\n"
+        f"=== KV cache ===\n{m} tokens from a 1-token prompt, median of {repeats} after a "
+        f"warm-up: {med[True]:.3f}s with the cache, {med[False]:.3f}s re-running the whole "
+        f"context at each step: {med[False] / med[True]:.1f}x (per repeat "
+        f"{ratios[0]:.1f}x to {ratios[-1]:.1f}x)\n"
     )
     print(speed)
     parts.append(speed)
-    return "\n".join(parts), times
+    return "\n".join(parts), {"median": med, "ratios": ratios, "tokens": m}
 
 
 def plot(hist, out):
     fig, ax = plt.subplots(figsize=(7, 4))
     k = min(25, len(hist["loss"]))
-    smooth = np.convolve(hist["loss"], np.ones(k) / k, mode="valid")
     ax.plot(hist["iter"], hist["loss"], lw=0.4, alpha=0.4, color="C0")
-    ax.plot(hist["iter"][k - 1 :], smooth, color="C0", label=f"train (batch, mean of {k})")
+    ax.plot(
+        hist["iter"][k - 1 :], smooth(hist["loss"], k), color="C0", label=f"train (mean of {k})"
+    )
     ev = hist["evals"]
     ax.plot(
         [e["iter"] for e in ev],
@@ -176,10 +180,8 @@ def plot(hist, out):
     plt.close(fig)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Chapter 07: train a character-level GPT")
-    p.add_argument("--quick", action="store_true", help="a smoke run: 30 iterations")
-    p.add_argument("--out", default=str(HERE / "out"))
+def main() -> int:
+    p = chapter_args(__file__, "Chapter 07: train a character-level GPT", seed=1337)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--iters", type=int, default=2000)
     p.add_argument("--eval-interval", type=int, default=250)
@@ -198,19 +200,12 @@ def main(argv=None) -> int:
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--sample-tokens", type=int, default=300)
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument(
-        "--record",
-        action="store_true",
-        help="write benchmarks/results/gpt_ch07_shakespeare_<device>.{md,json}",
-    )
-    args = p.parse_args(argv)
-    if args.quick:
+    args = p.parse_args()
+    if args.quick:  # 30 iterations
         args.iters, args.eval_interval, args.eval_iters = 30, 15, 2
         args.final_eval_iters = 4
         args.log_interval, args.warmup, args.sample_tokens = 10, 10, 40
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = args.out
 
     text = dataset_path("tinyshakespeare").read_text(encoding="utf-8")
     tok = CharTokenizer.from_text(text)
@@ -260,7 +255,12 @@ def main(argv=None) -> int:
         "device": args.device,
         "params": model.get_num_params(),
         "evals": hist["evals"],
-        "generate_seconds": {"kv_cache": gen_times[True], "no_cache": gen_times[False]},
+        "generate_seconds": {
+            "tokens": gen_times["tokens"],
+            "kv_cache_median": gen_times["median"][True],
+            "no_cache_median": gen_times["median"][False],
+            "speedup_per_repeat": gen_times["ratios"],
+        },
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(
@@ -269,14 +269,11 @@ def main(argv=None) -> int:
         f"{seconds:.0f}s in all. Outputs in {out}"
     )
     if args.record:
-        record(metrics, args, out)
+        record_results(metrics, args, out)
     return 0
 
 
-def record(metrics, args, out):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from common import RESULTS, write_results
-
+def record_results(metrics, args, out):
     gen = metrics["generate_seconds"]
     rows = [
         {
@@ -287,12 +284,12 @@ def record(metrics, args, out):
             "train loss (20 batches)": metrics["train_loss"],
             "ms/iter (median)": metrics["ms_per_iter_median"],
             "total s": metrics["seconds_total"],
-            "KV cache speed-up (63 tokens)": gen["no_cache"] / gen["kv_cache"],
+            f"KV cache speed-up ({gen['tokens']} tokens, median)": gen["no_cache_median"]
+            / gen["kv_cache_median"],
         }
     ]
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    name = f"gpt_ch07_shakespeare_{args.device}"
-    write_results(
+    record(
         "gpt_ch07_shakespeare",
         args.device,
         list(rows[0]),
@@ -305,10 +302,9 @@ def record(metrics, args, out):
         "was shared and the times are inflated). Threads: OMP_NUM_THREADS="
         f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, OPENBLAS_NUM_THREADS="
         f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}.",
+        figures=[out / "loss.png", out / "samples.txt"],
     )
-    shutil.copy(out / "loss.png", RESULTS / f"{name}.png")
-    shutil.copy(out / "samples.txt", RESULTS / f"{name}_samples.txt")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import backend, nn
 from ..autograd import no_grad
+from ..generate import sample as sample_next
 from ..nn import functional as F
 from ..nn.rnn_cells import gru_cell, lstm_cell, rnn_cell
 from ..tensor import Tensor
@@ -129,7 +130,8 @@ def sample(model, prompt_ids, max_new_tokens: int, temperature: float = 1.0, top
 
     The prompt is read once to build the state, then one character at a time is drawn from
     softmax(logits / temperature) (greedy argmax when temperature == 0), restricted to the
-    top_k most likely characters if given. Uses tinytorch's seeded generator.
+    top_k most likely characters if given: tinytorch.generate.sample, with tinytorch's seeded
+    generator.
     """
     was_training = model.training
     model.eval()
@@ -143,19 +145,8 @@ def sample(model, prompt_ids, max_new_tokens: int, temperature: float = 1.0, top
     out = [idx.data]
     logits, state = model(idx)
     for _ in range(max_new_tokens):
-        last = logits.data[:, -1, :].astype(np.float64)
-        if temperature == 0:
-            nxt = last.argmax(-1)
-        else:
-            last = last / temperature
-            if top_k is not None and top_k < last.shape[-1]:
-                kth = xp.sort(last, axis=-1)[:, -top_k][:, None]
-                last = xp.where(last < kth, -xp.inf, last)
-            p = xp.exp(last - last.max(-1, keepdims=True))
-            cdf = xp.cumsum(p / p.sum(-1, keepdims=True), -1)
-            u = xp.asarray(backend.rng(device).random((len(cdf), 1)))
-            nxt = xp.minimum((cdf < u).sum(-1), last.shape[-1] - 1)
-        nxt = nxt.astype(np.int64)[:, None]
+        nxt = sample_next(logits.data[:, -1, :], temperature, top_k)  # (B,) on the CPU
+        nxt = xp.asarray(nxt.astype(np.int64)[:, None])
         out.append(nxt)
         logits, state = model(Tensor._wrap(nxt), state)
     model.train(was_training)

@@ -57,10 +57,13 @@ class KVCache:
 
     def update(self, layer: int, k: Tensor, v: Tensor):
         """Store the new keys/values (B, nh, T, hs) at pos..pos+T; return all of them so far."""
+        # BEGIN EXERCISE ch07: kv_cache - write k, v at pos..pos+T of layer's arrays, return 0..end
         end = self.pos + k.shape[2]
         self.k[layer][:, :, self.pos : end] = k.data
         self.v[layer][:, :, self.pos : end] = v.data
-        return (Tensor._wrap(self.k[layer][:, :, :end]), Tensor._wrap(self.v[layer][:, :, :end]))
+        out = Tensor._wrap(self.k[layer][:, :, :end]), Tensor._wrap(self.v[layer][:, :, :end])
+        # END EXERCISE
+        return out
 
 
 class CausalSelfAttention(Module):
@@ -78,23 +81,35 @@ class CausalSelfAttention(Module):
         self.layer = layer
 
     def forward(self, x, cache: KVCache | None = None):
+        """x (B, T, C) -> (B, T, C); with a cache, x holds the new positions only."""
         B, T, C = x.shape
         nh = self.n_head
+        p = self.dropout if self.training else 0.0
+        # BEGIN EXERCISE ch07: causal_self_attention - c_attn, split heads, causal SDPA, merge
         q, k, v = self.c_attn(x).split(C, dim=2)  # each (B, T, C)
         q, k, v = (ops.transpose(t.reshape(B, T, nh, C // nh), 1, 2) for t in (q, k, v))
-        p = self.dropout if self.training else 0.0
         if cache is None:  # training and full forwards: the cached causal mask
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
         else:
-            start = cache.pos
-            k, v = cache.update(self.layer, k, v)  # (B, nh, start + T, hs)
-            mask = None
-            if T > 1:  # new query i sits at position start + i: it sees keys 0..start + i
-                xp = x.xp
-                mask = Tensor._wrap(xp.tril(xp.ones((T, start + T), dtype=bool), k=start))
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+            y = self._attend_cached(q, k, v, cache, p)
         y = ops.transpose(y, 1, 2).reshape(B, T, C)  # heads side by side again
+        # END EXERCISE
         return self.resid_dropout(self.c_proj(y))
+
+    def _attend_cached(self, q, k, v, cache: KVCache, p: float):
+        """The new positions' q, k, v (B, nh, T, hs) -> y (B, nh, T, hs): their keys and values
+        join the cache, and each new query attends over every cached position up to its own."""
+        T = q.shape[2]
+        # BEGIN EXERCISE ch07: kv_cache - cache.update(self.layer, k, v), then SDPA with a mask
+        start = cache.pos
+        k, v = cache.update(self.layer, k, v)  # (B, nh, start + T, hs)
+        mask = None
+        if T > 1:  # new query i sits at position start + i: it sees keys 0..start + i
+            xp = q.xp
+            mask = Tensor._wrap(xp.tril(xp.ones((T, start + T), dtype=bool), k=start))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        # END EXERCISE
+        return y
 
 
 class MLP(Module):
@@ -120,7 +135,7 @@ class Block(Module):
         self.mlp = MLP(config)
 
     def forward(self, x, cache: KVCache | None = None):
-        # BEGIN EXERCISE ch07: the block's two residual connections (pre-norm: normalize first)
+        # BEGIN EXERCISE ch07: block_residuals - x + attn(ln_1(x)), then x + mlp(ln_2(x))
         x = x + self.attn(self.ln_1(x), cache)
         x = x + self.mlp(self.ln_2(x))
         # END EXERCISE
@@ -152,7 +167,9 @@ class GPT(Module):
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         # Weight tying (Press & Wolf 2017): reading a token in and writing it out share one
         # (vocab, C) matrix; it saves parameters and helps small models.
+        # BEGIN EXERCISE ch07: gpt_forward - tie the weights: wte.weight is lm_head.weight
         self.transformer.wte.weight = self.lm_head.weight
+        # END EXERCISE
         # GPT-2 initialization: N(0, 0.02) everywhere, zero biases, and residual projections
         # scaled by 1/sqrt(2 n_layer) so the residual stream's variance does not grow with depth.
         self.apply(self._init_weights)
@@ -194,16 +211,18 @@ class GPT(Module):
             raise RuntimeError(
                 "GPT: the KV cache is for inference; use model.eval() and tinytorch.no_grad()"
             )
-        pos = creation.arange(start, start + T, device=idx.device)  # (T,)
+        # BEGIN EXERCISE ch07: gpt_forward - wte(idx) + wpe(positions), drop, blocks, ln_f, lm_head
+        pos = creation.arange(start, start + T, device=idx.device)  # (T,): start, ..., start+T-1
         tok_emb = self.transformer.wte(idx)  # (B, T, C)
         pos_emb = self.transformer.wpe(pos)  # (T, C), broadcast over the batch
         x = self.transformer.drop(tok_emb + pos_emb)
         for block in self.transformer.h:
             x = block(x, cache)
         x = self.transformer.ln_f(x)
-        if cache is not None:
-            cache.pos += T
         logits = self.lm_head(x)  # (B, T, vocab)
+        # END EXERCISE
+        if cache is not None:  # every layer has stored this step's keys and values
+            cache.pos += T
         loss = None
         if targets is not None:
             if tuple(targets.shape) != (B, T):

@@ -122,7 +122,9 @@ class MultiheadAttention(Module):
             init.constant_(self.out_proj.bias, 0.0)
 
     def _projections(self, query, key, value):
+        """q (N, L, E), k (N, S, E), v (N, S, E): the three input projections."""
         E = self.embed_dim
+        # BEGIN EXERCISE ch06: in_projections - x W^T + b with the rows of in_proj_weight/bias
         b = self.in_proj_bias
         bq, bk, bv = (None, None, None) if b is None else (b[:E], b[E : 2 * E], b[2 * E :])
         if self._qkv_same_embed_dim:
@@ -134,6 +136,7 @@ class MultiheadAttention(Module):
         else:
             wq, wk, wv = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
         return F.linear(query, wq, bq), F.linear(key, wk, bk), F.linear(value, wv, bv)
+        # END EXERCISE
 
     def _merge_masks(self, attn_mask, key_padding_mask, N, L, S, dtype):
         """One mask for the scores (N, heads, L, S), in SDPA's convention, or None."""
@@ -157,11 +160,14 @@ class MultiheadAttention(Module):
         masks = [m for m in (attn_mask, key_padding_mask) if m is not None]
         if not masks:
             return None
+        # BEGIN EXERCISE ch06: mha_masks - bools (True = blocked) -> SDPA's True = may attend
         if all(m.dtype.kind == "b" for m in masks):  # SDPA's booleans mean "may attend"
             blocked = masks[0].data if len(masks) == 1 else masks[0].data | masks[1].data
             return Tensor._wrap(~blocked)
+        # a float mask among them: everything as additive scores (-inf where blocked)
         add = _as_additive(masks[0], dtype)
         return add if len(masks) == 1 else add + _as_additive(masks[1], dtype)
+        # END EXERCISE
 
     def forward(
         self,
@@ -207,8 +213,10 @@ class MultiheadAttention(Module):
 
         q, k, v = self._projections(query, key, value)
         h, d = self.num_heads, self.head_dim
+        # BEGIN EXERCISE ch06: split_merge_heads - (N, L, E) -> (N, h, L, d) for q, k and v
         # (N, L, E) -> (N, h, L, d): each head attends in its own d-dimensional subspace
         q, k, v = (ops.transpose(t.reshape(N, t.shape[1], h, d), 1, 2) for t in (q, k, v))
+        # END EXERCISE
         causal = False
         if is_causal and attn_mask is None:  # "applies a causal mask" (PyTorch's docs)
             if key_padding_mask is None:
@@ -221,7 +229,9 @@ class MultiheadAttention(Module):
             out, weights = attention_with_weights(q, k, v, mask, p, causal)
         else:
             out, weights = F.scaled_dot_product_attention(q, k, v, mask, p, causal), None
+        # BEGIN EXERCISE ch06: split_merge_heads - (N, h, L, d) -> (N, L, E), then out_proj
         out = self.out_proj(ops.transpose(out, 1, 2).reshape(N, L, E))  # heads side by side
+        # END EXERCISE
         if weights is not None and average_attn_weights:
             weights = ops.mean(weights, 1)
         if unbatched:
@@ -248,7 +258,7 @@ def sinusoidal_positional_encoding(max_len: int, d_model: int, dtype=None, devic
     function of PE[pos]: relative offsets are easy for attention to read.
     """
     pos = np.arange(max_len, dtype=np.float64)[:, None]
-    # BEGIN EXERCISE ch06: the sinusoidal table: sin on even columns, cos on odd ones
+    # BEGIN EXERCISE ch06: sinusoidal_table - pe (max_len, d_model): sin on even columns, cos on odd
     freq = np.exp(-math.log(10000.0) * np.arange(0, d_model, 2, dtype=np.float64) / d_model)
     pe = np.zeros((max_len, d_model))
     pe[:, 0::2] = np.sin(pos * freq)
@@ -314,5 +324,8 @@ class LearnedPositionalEmbedding(Embedding):
     def forward(self, x, offset: int = 0):
         T = x.shape[1]
         _check_len(offset + T, self.max_len, "LearnedPositionalEmbedding")
+        # BEGIN EXERCISE ch06: learned_positions - x + the rows offset .. offset + T - 1 of weight
         pos = creation.arange(offset, offset + T, device=x.device)
-        return x + F.embedding(pos, self.weight)
+        out = x + F.embedding(pos, self.weight)
+        # END EXERCISE
+        return out

@@ -40,7 +40,7 @@ def softmax_rows(scores: Tensor) -> Tensor:
 @functools.lru_cache(maxsize=64)
 def _cached_causal(L: int, S: int, device: str):
     xp = backend.get_xp(device)
-    # BEGIN EXERCISE ch06: the causal mask: (L, S) bool, True where query i may see key j (j <= i)
+    # BEGIN EXERCISE ch06: causal_mask - (L, S) bool, True where query i may see key j <= i
     mask = xp.tril(xp.ones((L, S), dtype=bool))
     # END EXERCISE
     return mask
@@ -132,7 +132,7 @@ def attention_with_weights(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=Fal
     L, S = q.shape[-2], k.shape[-2]
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
-    # BEGIN EXERCISE ch06: scores = Q K^T * scale, then the masks, softmax over keys, dropout, @ V
+    # BEGIN EXERCISE ch06: sdpa - Q K^T * scale, the mask, softmax_rows, dropout, then @ V
     scores = ops.matmul(q, ops.transpose(k, -2, -1)) * scale  # (..., L, S)
     neg_inf = scores.dtype.type(-math.inf)  # a typed scalar keeps float32 float32
     if is_causal:  # hide the future: keep key j only where j <= i

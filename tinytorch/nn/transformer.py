@@ -75,7 +75,7 @@ class _LayerParts:
 
     def _residual(self, x, sublayer, norm):
         """One residual connection, pre-norm or post-norm."""
-        # BEGIN EXERCISE ch07: the residual connection around a sublayer, pre-norm and post-norm
+        # BEGIN EXERCISE ch07: residual_norms - x + sublayer(norm(x)) or norm(x + sublayer(x))
         if self.norm_first:
             return x + sublayer(norm(x))
         return norm(x + sublayer(x))
