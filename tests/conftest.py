@@ -13,6 +13,7 @@ Options for the course CLI (`python -m tinytorch.course test|progress` passes th
   --exercise NAME     run only the tests marked exercise(NAME) (repeatable)
   --lesson-order      order the tests by their exercise's place in the lesson's list
   --course-report F   write {"chNN:NAME": {"passed": n, "failed": n, "skipped": n}} to F
+  --course-inventory F  write [[nodeid, [chapters], [exercises]], ...] of the collected tests
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def pytest_addoption(parser):
                     help="order tests by their exercise's place in the lesson")  # fmt: skip
     group.addoption("--course-report", default=None, metavar="PATH",
                     help="write each exercise's passed/failed/skipped counts as JSON")  # fmt: skip
+    group.addoption("--course-inventory", default=None, metavar="PATH",
+                    help="write every collected test's chapters and exercises as JSON")  # fmt: skip
 
 
 def exercise_names(item) -> list[str]:
@@ -81,6 +84,11 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(
             'an exercise marker takes one name, exercise("NAME"); wrong on:\n  '
             + "\n  ".join(unnamed)
+        )
+    inventory = config.getoption("course_inventory")
+    if inventory:
+        Path(inventory).write_text(
+            json.dumps([[it.nodeid, _chapters(it), exercise_names(it)] for it in items], indent=0)
         )
     wanted = set(config.getoption("exercise"))
     if wanted:

@@ -270,7 +270,8 @@ def main(argv=None) -> int:
     ls = sub.add_parser("list", help="list the chapters")
     ls.add_argument("--workspace", default=None)
     ls.set_defaults(fn=cmd_list)
-    r = sub.add_parser("run", help="run chapter N's main.py (other args go to it)")
+    # add_help=False: `run N --help` shows the chapter's own options
+    r = sub.add_parser("run", help="run chapter N's main.py (other args go to it)", add_help=False)
     r.add_argument("n", type=int)
     r.add_argument("--workspace", default=None)
     r.set_defaults(fn=cmd_run)
