@@ -69,7 +69,8 @@ def course(*args, cwd=None):
 
 
 def solved_workspace(dest: Path) -> Path:
-    """A workspace holding the reference code: a plain copy of the package and kernels."""
+    """A workspace holding the reference code: a plain copy of the package and kernels (the
+    same sources as the repository's, so the kernels come from the same build cache)."""
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO / "tinytorch", dest / "tinytorch", ignore=skip)
     shutil.copytree(REPO / "kernels", dest / "kernels", ignore=skip)

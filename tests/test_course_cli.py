@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -93,6 +95,20 @@ def test_every_marked_region_in_the_library_stubs_to_valid_python():
             new, n = course.stub_exercises(text, ch)
             assert n > 0
             compile(new, str(path), "exec")  # a SyntaxError here would break the workspace
+    for path in sorted((course.ROOT / "kernels").glob("*.c*")):  # C++: opened and closed
+        for r in course.parse_regions(path.read_text(encoding="utf-8"), path):
+            assert course.stub_exercises(path.read_text(encoding="utf-8"), r.chapter)[1] > 0
+
+
+def test_a_workspace_builds_its_own_kernels_only_when_they_differ(tmp_path):
+    shutil.copytree(course.ROOT / "kernels", tmp_path / "kernels")
+    env = course.course_env(tmp_path)
+    assert env["TINYTORCH_KERNEL_SRC"] == str(course.ROOT / "kernels")  # same build, cached
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path)
+    assert env["TINYTORCH_COURSE_ROOT"] == str(course.ROOT)
+    cpp = next((tmp_path / "kernels").glob("*.cpp"))
+    cpp.write_text(cpp.read_text() + "\n// the learner's change\n")
+    assert course.course_env(tmp_path)["TINYTORCH_KERNEL_SRC"] == str(tmp_path / "kernels")
 
 
 def test_lesson_order_reads_the_numbered_list(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 from . import paths
 from .lesson import exercise_order
 from .paths import PACKAGE, chapters, course_root, home_workspace, read_record, title
-from .regions import regions_of
+from .regions import SUFFIXES, regions_of
 from .workspace import AlreadyThere, add_chapter
 
 USAGE = """\
@@ -77,8 +77,19 @@ def course_env(target: Path) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(target), rest]) if rest else str(target)
     env[paths.ROOT_ENV] = str(course_root())
     kernels = target / "kernels"
-    env["TINYTORCH_KERNEL_SRC"] = str(kernels if kernels.is_dir() else course_root() / "kernels")
+    mine = kernels.is_dir() and _differ(kernels, course_root() / "kernels")
+    env["TINYTORCH_KERNEL_SRC"] = str(kernels if mine else course_root() / "kernels")
     return env
+
+
+def _differ(a: Path, b: Path) -> bool:
+    """Whether two kernel source folders differ. The build cache is keyed by the folder too:
+    a workspace whose kernels are the reference's shares the reference's build."""
+
+    def sources(d: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(d.glob("*")) if p.suffix in SUFFIXES}
+
+    return not b.is_dir() or sources(a) != sources(b)
 
 
 def cmd_list(args) -> int:
