@@ -221,12 +221,14 @@ def cmd_progress(args) -> int:
         status = _chapter_status(n, names, ws)
         width = max(len(x) for x in names)
         for i, name in enumerate(names, 1):
-            line = f"  {i:2d}. {name:<{width}}  {status[name]}"
-            if status[name] == "fail":
-                line += f"   (course test {n} --exercise {name})"
-            print(line)
+            print(f"  {i:2d}. {name:<{width}}  {status[name]}")
         passed = sum(s == "pass" for s in status.values())
+        todo = [x for x in names if status[x] != "pass"]
         print(f"  {passed} of {len(names)} pass")
+        if todo:
+            print(
+                f"  next: python -m tinytorch.course test {n} --workspace {ws} --exercise {todo[0]}"
+            )
     return 0
 
 
