@@ -210,6 +210,12 @@ def test_exercise_test_progress_and_adding_a_chapter(demo_root):
     }, out
 
 
+def test_exercise_refuses_to_stub_the_repository_itself(demo_root):
+    rc, out = course(demo_root, "exercise", 1, "--into", demo_root)
+    assert rc != 0 and "is the course repository itself" in out
+    assert (demo_root / "tinytorch" / "demo.py").read_text() == DEMO
+
+
 def test_a_solved_workspace_passes_and_the_reference_is_never_used(demo_root):
     ws = demo_root.parent / "solved"
     shutil.copytree(demo_root / "tinytorch", ws / "tinytorch")

@@ -119,6 +119,8 @@ def cmd_run(args) -> int:
 def cmd_exercise(args) -> int:
     _chapter(args.n)
     ws = Path(args.into).expanduser().resolve()
+    if ws == course_root() or (ws / "chapters").is_dir():
+        raise SystemExit(f"{ws} is the course repository itself; choose another folder")
     ws.mkdir(parents=True, exist_ok=True)
     try:
         log = add_chapter(ws, args.n, course_root())
