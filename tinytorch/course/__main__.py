@@ -1,0 +1,3 @@
+from tinytorch.course.cli import main
+
+raise SystemExit(main())
