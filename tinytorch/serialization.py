@@ -155,6 +155,34 @@ def save(obj, path) -> None:
 
 
 # ---- loading ----------------------------------------------------------------------------
+def _not_safetensors(path: Path, head: bytes, size: int, n):
+    """Raise the CheckpointError that best says what this non-safetensors file is."""
+    if head.startswith(b"PK\x03\x04"):
+        raise CheckpointError(
+            f"{path}: this is a zip archive (torch.save's format), not a safetensors file; "
+            "tinytorch.load reads safetensors only and never unpickles"
+        )
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        raise CheckpointError(
+            f"{path}: this is a Python pickle, not a safetensors file; tinytorch.load "
+            "never unpickles (loading a pickle can run code)"
+        )
+    if n is None:
+        raise CheckpointError(
+            f"{path}: the file has {size} bytes, too short for a safetensors header (truncated?)"
+        )
+    if n > _MAX_HEADER:
+        raise CheckpointError(
+            f"{path}: not a safetensors file (its first 8 bytes give a header length of {n} bytes)"
+        )
+    if 8 + n > size:
+        raise CheckpointError(
+            f"{path}: truncated: the header should be {n} bytes but the file has only "
+            f"{size - 8} after the length field"
+        )
+    raise CheckpointError(f"{path}: not a safetensors file: its header does not start with '{{'")
+
+
 def _read_header(path: Path) -> dict:
     """Check the framing of a safetensors file; return its JSON header or raise
     CheckpointError saying what is wrong."""
@@ -163,33 +191,14 @@ def _read_header(path: Path) -> dict:
         raise CheckpointError(f"{path}: the file is empty (0 bytes), not a safetensors file")
     with open(path, "rb") as f:
         head = f.read(8)
-        if head.startswith(b"PK\x03\x04"):
-            raise CheckpointError(
-                f"{path}: this is a zip archive (torch.save's format), not a safetensors file; "
-                "tinytorch.load reads safetensors only and never unpickles"
-            )
-        if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-            raise CheckpointError(
-                f"{path}: this is a Python pickle, not a safetensors file; tinytorch.load "
-                "never unpickles (loading a pickle can run code)"
-            )
-        if size < 8:
-            raise CheckpointError(
-                f"{path}: the file has {size} bytes, too short for a safetensors header "
-                "(truncated?)"
-            )
-        (n,) = struct.unpack("<Q", head)
-        if n > _MAX_HEADER:
-            raise CheckpointError(
-                f"{path}: not a safetensors file (its first 8 bytes give a header length "
-                f"of {n} bytes)"
-            )
-        if 8 + n > size:
-            raise CheckpointError(
-                f"{path}: truncated: the header should be {n} bytes but the file has only "
-                f"{size - 8} after the length field"
-            )
+        n = struct.unpack("<Q", head)[0] if size >= 8 else None
+        if n is None or n > _MAX_HEADER or 8 + n > size:
+            # the framing is wrong; only now guess what the file is (a valid header length
+            # such as 640 = 0x280 starts with the same bytes as a pickle)
+            _not_safetensors(path, head, size, n)
         raw = f.read(n)
+    if not raw.startswith(b"{"):
+        _not_safetensors(path, head, size, n)
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
