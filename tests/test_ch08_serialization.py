@@ -210,6 +210,8 @@ def test_unsupported_values_are_refused_and_leave_nothing(tmp_path):
     with pytest.raises(TypeError, match="complex"):
         save({"c": np.zeros(2, np.complex64)}, path)
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(FileNotFoundError, match="the folder .* does not exist"):
+        save({"a": 1}, tmp_path / "no" / "such.safetensors")
 
 
 def test_a_failure_during_the_write_keeps_the_previous_file(tmp_path, monkeypatch):

@@ -137,6 +137,8 @@ def save(obj, path) -> None:
     # "format": "pt" is what Hugging Face's loaders look for in a PyTorch weights file
     metadata = {"format": "pt", META_KEY: json.dumps(meta, allow_nan=False)}
     folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot save {path}: the folder {folder} does not exist")
     tmp = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     # O_EXCL: never reuse someone else's temp file; mode 0o666 lets the umask decide, as open()
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
