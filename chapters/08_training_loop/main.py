@@ -121,7 +121,10 @@ print(sample)
 results = {}
 if not args.skip_experiments:
     s = ex.Small(eval_batches=2 if args.quick else 8)
-    n = lambda full, quick: quick if args.quick else full
+
+    def n(full, quick):
+        return quick if args.quick else full
+
     exp = out / "experiments"
     exp.mkdir(exist_ok=True)
     print("experiment: learning-rate sweep", flush=True)
