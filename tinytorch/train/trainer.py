@@ -110,6 +110,7 @@ class Trainer:
         self.history = History()
         self.evals: list[dict] = []  # {"step": s, "val_loss": ..., metric: ...} per evaluation
         self.last_checkpoint_step = None
+        self.progress_file = None  # where the bar / lines go (None: stdout)
 
     # ---- evaluation ----------------------------------------------------------------------
     def evaluate(self) -> dict:
@@ -190,7 +191,7 @@ class Trainer:
             self.load_checkpoint(None if resume is True else resume)
         self.model.train()
         logger = RunLogger(self.run_dir, self.tensorboard, self.step) if self.run_dir else None
-        bar = Progress(self.max_steps, self.step, self.progress_mode)
+        bar = Progress(self.max_steps, self.step, self.progress_mode, file=self.progress_file)
         if resume:
             bar.write(f"resumed from step {self.step} ({self.checkpoints.last})")
         for cb in self.callbacks:
