@@ -70,23 +70,37 @@ def main(argv=None) -> int:
     def bare():
         model, opt, sched = models["bare"]
         it = iter(range(10**9))
-        train(model, opt, lambda: batches[next(it) % len(batches)], args.steps,
-              loss_fn=gpt_loss, scheduler=sched, clip_grad_norm=1.0)
+        train(
+            model,
+            opt,
+            lambda: batches[next(it) % len(batches)],
+            args.steps,
+            loss_fn=gpt_loss,
+            scheduler=sched,
+            clip_grad_norm=1.0,
+        )
 
     def trainer(progress, logs):
         def run():
             model, opt, sched = models["trainer" if logs else "silent"]
             runs["n"] += 1
             t = Trainer(
-                model, opt, batch_fn=lambda i: batches[i % len(batches)], loss_fn=gpt_loss,
-                max_steps=args.steps, clip_grad_norm=1.0, scheduler=sched,
-                run_dir=tmp / f"run{runs['n']}" if logs else None, progress=progress,
+                model,
+                opt,
+                batch_fn=lambda i: batches[i % len(batches)],
+                loss_fn=gpt_loss,
+                max_steps=args.steps,
+                clip_grad_norm=1.0,
+                scheduler=sched,
+                run_dir=tmp / f"run{runs['n']}" if logs else None,
+                progress=progress,
                 tensorboard=None,
             )
             if progress != "off":  # the bar draws into a buffer: its cost, not the terminal's
                 t.progress_file = io.StringIO()
             t.save_checkpoint = lambda is_best=False: None  # checkpointing excluded
             t.fit()
+
         return run
 
     variants = {
@@ -104,12 +118,14 @@ def main(argv=None) -> int:
     rows = []
     for name, ts in times.items():
         ms = 1e3 * statistics.median(ts)
-        rows.append({
-            "variant": name,
-            "ms/step (median)": ms,
-            "min ms/step": 1e3 * min(ts),
-            "overhead vs bare": f"{100 * (statistics.median(ts) / base - 1):+.2f}%",
-        })
+        rows.append(
+            {
+                "variant": name,
+                "ms/step (median)": ms,
+                "min ms/step": 1e3 * min(ts),
+                "overhead vs bare": f"{100 * (statistics.median(ts) / base - 1):+.2f}%",
+            }
+        )
     tb = "on" if tensorboard_available() else "off (tensorboardX not installed)"
     write_results(
         "trainer_cpu",
