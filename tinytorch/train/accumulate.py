@@ -60,7 +60,8 @@ def grad_norm(parameters) -> float:
     total = 0.0
     for p in parameters:
         if p.grad is not None:
-            total += float((p.grad.data.astype("float64") ** 2).sum())
+            g = p.grad.data.reshape(-1)
+            total += float(g @ g)  # a BLAS dot product: no temporary array
     return math.sqrt(total)
 
 
