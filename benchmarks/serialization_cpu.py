@@ -131,8 +131,17 @@ def main() -> None:
         "The safetensors file also stores the tied wte/lm_head matrix twice (both keys of "
         "the state_dict, as safetensors.torch expects them), torch.save once."
     )
+    load_avg = [round(x, 2) for x in os.getloadavg()]  # a shared machine: say how busy it was
+    notes += f" Load average (1, 5, 15 min) when the run ended: {load_avg}."
     columns = list(rows[0])
-    write_results("serialization_cpu", "cpu", columns, rows, notes, {"repeat": args.repeat})
+    write_results(
+        "serialization_cpu",
+        "cpu",
+        columns,
+        rows,
+        notes,
+        {"repeat": args.repeat, "loadavg": load_avg},
+    )
 
 
 if __name__ == "__main__":
