@@ -352,6 +352,9 @@ def test_early_stopping_stops_the_trainer(tmp_path):
     assert t.step == 25 and t.should_stop
     assert "score did not improve" in t.stop_reason and "step 10" in t.stop_reason
     assert int(load(tmp_path / "checkpoints" / "last.safetensors")["step"]) == 25
+    again = _trainer(tmp_path, steps=40, callbacks=[EarlyStopping(monitor="score", patience=3)])
+    again.fit(resume=True)  # an early-stopped run stays stopped
+    assert again.step == 25 and again.stop_reason == t.stop_reason
 
 
 # ---- divergence ---------------------------------------------------------------------------

@@ -138,6 +138,9 @@ class Trainer:
             "best_step": self.best_step,
             "history": self.history.to_dict(),
             "evals": self.evals,
+            # a run that a callback ended (early stopping) stays ended when resumed; a run
+            # merely interrupted (should_stop without a reason) continues
+            "stop_reason": self.stop_reason,
             "callbacks": {
                 self._callback_key(i, cb): cb.state_dict() for i, cb in enumerate(self.callbacks)
             },
@@ -162,6 +165,8 @@ class Trainer:
             seconds=float(h["seconds"]),
         )
         self.evals = [dict(e) for e in t["evals"]]
+        self.stop_reason = str(t.get("stop_reason", ""))
+        self.should_stop = bool(self.stop_reason)
         saved = t["callbacks"]
         for i, cb in enumerate(self.callbacks):
             key = self._callback_key(i, cb)
@@ -193,7 +198,8 @@ class Trainer:
         logger = RunLogger(self.run_dir, self.tensorboard, self.step) if self.run_dir else None
         bar = Progress(self.max_steps, self.step, self.progress_mode, file=self.progress_file)
         if resume:
-            bar.write(f"resumed from step {self.step} ({self.checkpoints.last})")
+            where = self.checkpoints.last if resume is True else resume
+            bar.write(f"resumed from step {self.step} ({where})")
         for cb in self.callbacks:
             cb.on_train_begin(self)
         start = time.perf_counter() - self.history.seconds
