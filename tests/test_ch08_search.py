@@ -162,3 +162,13 @@ def test_optuna_adapter_runs_tpe_and_prunes(tmp_path):
     # TPE concentrates on the optimum after its random start: better than the first trials
     assert min(r["value"] for r in done) < min(r["value"] for r in rows[:2])
     assert len(read_results(tmp_path / "results.csv")) == 16
+
+
+def test_missing_optuna_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    from tinytorch.train import optuna_search
+
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    with pytest.raises(ImportError, match=r"tinytorch\[search\]"):
+        optuna_search(_quadratic, {"lr": LogUniform(1e-3, 1e-1)}, 2, tmp_path)

@@ -462,3 +462,14 @@ def test_train_step_plain_batch_is_unchanged():
     opt = SGD(m.parameters(), lr=0.1)
     loss = train_step(m, opt, (tt.tensor(x), tt.tensor(y)))
     assert type(loss) is float and np.isfinite(loss)
+
+
+def test_missing_tensorboardx_names_the_extra(tmp_path, monkeypatch):
+    from tinytorch.train import RunLogger
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # import fails as if not installed
+    with pytest.raises(ImportError, match=r"tinytorch\[log\]"):
+        RunLogger(tmp_path, tensorboard=True)
+    logger = RunLogger(tmp_path, tensorboard=None)  # optional: JSONL only
+    assert logger.tb is None
+    logger.close()
