@@ -172,3 +172,14 @@ def test_missing_optuna_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)
     with pytest.raises(ImportError, match=r"tinytorch\[search\]"):
         optuna_search(_quadratic, {"lr": LogUniform(1e-3, 1e-1)}, 2, tmp_path)
+
+
+def test_optuna_trials_are_trainer_runs(tmp_path):
+    pytest.importorskip("optuna")
+    from tinytorch.train import optuna_search
+
+    rows = optuna_search(_trainer_objective, {"lr": LogUniform(1e-3, 1.0)}, 4, tmp_path, seed=2)
+    for r in rows:
+        assert (tmp_path / f"trial_{r['trial']:03d}" / "metrics.jsonl").is_file()
+        assert r["last_step"] == 12 or r["status"] == "pruned"
+    assert read_results(tmp_path / "results.csv")[0]["lr"] == pytest.approx(rows[0]["lr"])
