@@ -25,7 +25,7 @@ from .trainer import Trainer, TrainingDiverged  # noqa: F401
 
 
 def optuna_search(*args, **kwargs):
-    """See tinytorch.train.optuna_search (imported on use: Optuna is an optional extra)."""
-    from .optuna_search import optuna_search as run
+    """See tinytorch.train.optuna_adapter (imported on use: Optuna is an optional extra)."""
+    from .optuna_adapter import optuna_search as run
 
     return run(*args, **kwargs)
