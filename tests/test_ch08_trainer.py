@@ -43,7 +43,7 @@ from tinytorch.train import (
 )
 
 pytestmark = pytest.mark.ch08
-ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(tt.__file__).resolve().parent.parent  # the tinytorch under test
 
 
 def _model(seed=0, dropout=0.2, dtype="float32"):
@@ -263,7 +263,7 @@ _KILL_SCRIPT = textwrap.dedent(
 def test_resume_after_kill_9_is_bit_identical(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(_KILL_SCRIPT.format(tests=str(Path(__file__).parent)))
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT))
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, str(script), str(run), "0.05"], env=env)
     last = run / "checkpoints" / "last.safetensors"
