@@ -2,6 +2,7 @@
 
 from . import functional, init  # noqa: F401
 from .attention import *  # noqa: F401,F403 - MultiheadAttention, positional encodings (ch06)
+from .batchnorm import BatchNorm1d, BatchNorm2d  # noqa: F401 - ch08
 from .containers import ModuleDict, ModuleList, Sequential  # noqa: F401
 from .layers import (  # noqa: F401
     GELU,

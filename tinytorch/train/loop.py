@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from ..autograd import no_grad
 from ..nn import functional as F
 from ..nn.utils import clip_grad_norm_
+from .accumulate import MicroBatches, accumulation_step
+from .accumulate import batch_size as _batch_size
 
 
 @dataclass
@@ -52,7 +54,13 @@ def lm_loss(model, batch):
 
 
 def train_step(model, optimizer, batch, loss_fn=lm_loss, clip_grad_norm=None) -> float:
-    """One optimizer step on one batch; returns the batch's loss (before the update)."""
+    """One optimizer step on one batch; returns the batch's loss (before the update).
+
+    `batch` may also be a MicroBatches list of k micro-batches (chapter 08's gradient
+    accumulation, see accumulate.py): the step then equals one on the k batches together
+    and returns a StepLoss, a float that also carries the gradient norm."""
+    if isinstance(batch, MicroBatches):
+        return accumulation_step(model, optimizer, batch, loss_fn, clip_grad_norm)
     # BEGIN EXERCISE ch03: zero the grads, compute the loss, backpropagate, clip if asked, step
     optimizer.zero_grad()
     loss = loss_fn(model, batch)
@@ -106,12 +114,6 @@ def evaluate(model, data, loss_fn=lm_loss, max_batches: int | None = None) -> fl
         return total / count
     finally:
         model.train(was_training)
-
-
-def _batch_size(batch) -> int:
-    first = batch[0] if isinstance(batch, list | tuple) else batch
-    shape = getattr(first, "shape", None)
-    return shape[0] if shape else 1
 
 
 def train(

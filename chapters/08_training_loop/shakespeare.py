@@ -1,0 +1,77 @@
+"""Chapter 08's data and model: tinyshakespeare by character, chapter 07's GPT.
+
+Batches are step-indexed: micro-batch i is drawn from a generator seeded by (seed, i), so the
+data position of a run is one integer and a resumed run sees exactly the batches it would
+have seen (the Trainer's `batch_fn`). Validation and train-subset evaluations use fixed lists
+of batches, so every evaluation of a run scores the same characters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import tinytorch as tt
+from tinytorch.data import dataset_path
+from tinytorch.models import GPT, GPTConfig
+from tinytorch.text import CharTokenizer
+
+
+@dataclass
+class Corpus:
+    train: np.ndarray  # int64 character ids, the first 90% of the text
+    val: np.ndarray  # the last 10%
+    vocab_size: int
+    tokenizer: CharTokenizer
+
+
+def load_corpus() -> Corpus:
+    text = dataset_path("tinyshakespeare").read_text(encoding="utf-8")
+    tok = CharTokenizer.from_text(text)
+    ids = np.asarray(tok.encode(text), dtype=np.int64)
+    n = int(0.9 * len(ids))
+    return Corpus(ids[:n], ids[n:], tok.vocab_size, tok)
+
+
+def window_batch(ids, rng, batch_size: int, block_size: int):
+    """batch_size random windows (B, T) of ids and the same windows shifted by one."""
+    ix = rng.integers(0, len(ids) - block_size - 1, batch_size)
+    x = np.stack([ids[i : i + block_size] for i in ix])
+    y = np.stack([ids[i + 1 : i + 1 + block_size] for i in ix])
+    return tt.tensor(x), tt.tensor(y)
+
+
+def batch_fn(ids, batch_size: int, block_size: int, seed: int):
+    """Micro-batch i, for any i, without state: the Trainer's step-indexed data."""
+
+    def get(i: int):
+        return window_batch(ids, np.random.default_rng([seed, i]), batch_size, block_size)
+
+    return get
+
+
+def fixed_batches(ids, n: int, batch_size: int, block_size: int, seed: int) -> list:
+    """n batches drawn once: an evaluation set that is the same at every evaluation."""
+    rng = np.random.default_rng([seed, 10**9, len(ids)])
+    return [window_batch(ids, rng, batch_size, block_size) for _ in range(n)]
+
+
+def gpt_loss(model, batch):
+    """The Trainer's loss_fn: GPT returns (logits, mean cross-entropy) given targets."""
+    x, y = batch
+    return model(x, y)[1]
+
+
+def make_gpt(vocab_size: int, n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0):
+    """Chapter 07's GPT (no biases, as nanoGPT's CPU recipe)."""
+    config = GPTConfig(
+        block_size=block_size,
+        vocab_size=vocab_size,
+        n_layer=n_layer,
+        n_head=n_head,
+        n_embd=n_embd,
+        dropout=dropout,
+        bias=False,
+    )
+    return GPT(config)
