@@ -1,10 +1,12 @@
 """tinytorch: a deep-learning framework and course, built from scratch on NumPy and CuPy.
 
 `pip install -e .` installs the library; extras:
-  test   the test oracles (pytest, hypothesis, torch==2.13.0 CPU, tiktoken), the kernel
-         build tools
+  test   the test oracles (pytest, hypothesis, torch==2.13.0 CPU, tiktoken, scikit-learn,
+         sacrebleu), the optional extras (tensorboardX, optuna), the kernel build tools
   cuda   the GPU backend (cupy-cuda13x) and the kernel build tools (pybind11, ninja)
   bench  plotting and the reference tokenizer trainer used by the benchmarks
+  log    TensorBoard event files from the Trainer (tensorboardX)
+  search Optuna under tinytorch.train.optuna_search
 
 `python setup.py build_kernels` prebuilds the compiled kernels into the cache (optional: they
 are otherwise built on first use).
@@ -45,6 +47,9 @@ setup(
         "scipy>=1.10",
         "regex>=2023.0",
         "matplotlib>=3.7",
+        # tinytorch.save/load (no pickle), the Trainer's progress bar
+        "safetensors>=0.4",
+        "tqdm>=4.60",
         *KERNEL_TOOLS,
     ],
     extras_require={
@@ -55,8 +60,17 @@ setup(
             "tiktoken>=0.7",
             "ruff>=0.5",
             "tokenizers>=0.15",
+            # oracles for tinytorch.metrics (chapter 08), and the optional extras' tests
+            "scikit-learn>=1.3",
+            "sacrebleu>=2.3",
+            "tensorboardX>=2.6",
+            "optuna>=3.5",
             *KERNEL_TOOLS,
         ],
+        # TensorBoard event files from the Trainer (tinytorch.train.RunLogger)
+        "log": ["tensorboardX>=2.6"],
+        # tinytorch.train.optuna_search
+        "search": ["optuna>=3.5"],
         "cuda": ["cupy-cuda13x>=13.0", *KERNEL_TOOLS],
         "bench": ["matplotlib>=3.7", "tokenizers>=0.15", "tiktoken>=0.7"],
     },

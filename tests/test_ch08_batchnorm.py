@@ -10,7 +10,7 @@ from helpers import assert_close, to_numpy
 
 import tinytorch as tt
 from tinytorch import nn
-from tinytorch.autograd import gradcheck  # the one import of it in this file
+from tinytorch.gradcheck import gradcheck  # the one import of it in this file
 from tinytorch.nn.batchnorm import batch_norm
 
 pytestmark = pytest.mark.ch08

@@ -6,7 +6,7 @@ lists and runs it.
 """
 
 # memory: importing it keeps freed host memory for reuse (fewer page faults; see memory.py)
-from . import data, memory, nn, ops, optim, train  # noqa: F401
+from . import data, memory, metrics, nn, ops, optim, train  # noqa: F401
 from .autograd import enable_grad, is_grad_enabled, no_grad  # noqa: F401
 from .backend import cuda_is_available, manual_seed  # noqa: F401
 from .creation import (  # noqa: F401
@@ -72,6 +72,7 @@ from .ops import (  # noqa: F401
     var,
     where,
 )
+from .serialization import load, save  # noqa: F401 - safetensors files (chapter 08)
 from .tensor import (  # noqa: F401
     Tensor,
     bool_,

@@ -4,6 +4,7 @@ dataset_path("names")                   a checked local copy of a course dataset
 TensorDataset, Subset, random_split     examples and splits
 DataLoader, default_collate             batches (seeded shuffling, drop_last)
 pad_sequence, PadCollate                batches of variable-length sequences
+tbptt_batches, TBPTTLoader              consecutive windows of one long text (truncated BPTT)
 """
 
 from .dataloader import DataLoader, PadCollate, default_collate, pad_sequence  # noqa: F401
@@ -16,3 +17,4 @@ from .datasets import (  # noqa: F401
     dataset_path,
     sha256_of,
 )
+from .windows import TBPTTLoader, spread_windows, tbptt_batches  # noqa: F401

@@ -21,6 +21,7 @@ from .search import (  # noqa: F401
     sample,
 )
 from .stream import BatchStream  # noqa: F401
+from .tbptt import TBPTTLoss, detach_state  # noqa: F401
 from .trainer import Trainer, TrainingDiverged  # noqa: F401
 
 

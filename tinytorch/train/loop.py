@@ -61,7 +61,7 @@ def train_step(model, optimizer, batch, loss_fn=lm_loss, clip_grad_norm=None) ->
     and returns a StepLoss, a float that also carries the gradient norm."""
     if isinstance(batch, MicroBatches):
         return accumulation_step(model, optimizer, batch, loss_fn, clip_grad_norm)
-    # BEGIN EXERCISE ch03: zero the grads, compute the loss, backpropagate, clip if asked, step
+    # BEGIN EXERCISE ch03: train_step - zero grads, loss, backward, clip if asked, step
     optimizer.zero_grad()
     loss = loss_fn(model, batch)
     loss.backward()
