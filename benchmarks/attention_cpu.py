@@ -2,7 +2,7 @@
 
 Three implementations of softmax(Q K^T / sqrt(d) + mask) V, forward and forward + backward, on
 the same float32 inputs (B, H, T, d):
-- fused:    tinytorch.kernels.attention_autograd.attention (kernels/attention.cpp, default
+- fused:    tinytorch.kernels.attention.attention (kernels/attention.cpp, default
             version),
 - composed: tinytorch's composed path (matmul, mask, softmax, matmul on NumPy arrays: what
             F.scaled_dot_product_attention runs with `tinytorch.kernels.composed()`),
@@ -42,7 +42,7 @@ def bench(B, H, T, d, causal, quick):
 
     import tinytorch as tt
     from tinytorch.bench import time_cpu
-    from tinytorch.kernels import attention_autograd as AA
+    from tinytorch.kernels import attention as A
     from tinytorch.nn.functional_attention import attention_with_weights
 
     rng = np.random.default_rng()
@@ -52,7 +52,7 @@ def bench(B, H, T, d, causal, quick):
     gt = tt.tensor(g)
 
     def fused():
-        return AA.attention(*ts, is_causal=causal)
+        return A.attention(*ts, is_causal=causal)
 
     def composed():
         return attention_with_weights(*ts, is_causal=causal)[0]

@@ -11,7 +11,7 @@ v1 (naive, T x T scores in global memory) runs at T = 1k only and v2 (one warp p
 T <= 2k: beyond, they take too long (or, for v1, tens of GB). PyTorch picks its own backend
 (for float32 on Hopper: the memory-efficient kernel, on tensor cores, TF32 split in 3 terms).
 
-    python benchmarks/attention_gpu.py [--quick]
+    python -m benchmarks.attention_gpu [--quick]
 
 Also imported by benchmarks/kernels_gpu.py, which calls run(args). Writes
 benchmarks/results/attention_gpu_<device>.{md,json,png}.
@@ -20,8 +20,9 @@ benchmarks/results/attention_gpu_<device>.{md,json,png}.
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
+
+from tinytorch.bench import time_cuda
 
 HERE = Path(__file__).resolve().parent
 
@@ -34,24 +35,14 @@ def flops(B, H, T, d, causal, backward):
 
 
 def _time(fn, budget_s=0.25, max_repeat=15):
-    """Median seconds of fn() by CUDA events: a warm-up call, then repeats within a time budget
-    (at least 3 samples, or 2 when one call takes longer than the budget)."""
-    import cupy as cp
-
-    def once():
-        start, end = cp.cuda.Event(), cp.cuda.Event()
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return cp.cuda.get_elapsed_time(start, end) / 1e3
-
-    first = once()  # warm-up (and the first sample of the slow ones)
-    samples = [] if first < budget_s else [first]
-    want = 2 if first >= budget_s else int(max(3, min(max_repeat, budget_s / max(first, 1e-6))))
-    while len(samples) < want:
-        samples.append(once())
-    return statistics.median(samples)
+    """Median seconds of fn() by tinytorch.bench.time_cuda (CUDA events): one timed call after a
+    warm-up sizes the repeats to the time budget (at least 3, or 2 when one call takes longer
+    than the budget)."""
+    first = time_cuda(fn, warmup=1, repeat=1)
+    if first >= budget_s:
+        return (first + time_cuda(fn, warmup=0, repeat=1)) / 2  # the median of two
+    repeat = int(max(3, min(max_repeat, budget_s / max(first, 1e-6))))
+    return time_cuda(fn, warmup=0, repeat=repeat)
 
 
 def _peak_extra_mb(fn, base_bytes):
@@ -71,6 +62,7 @@ def bench_shape(T, d, causal, versions, quick):
     import torch
 
     from tinytorch.kernels import attention as A
+    from tinytorch.kernels import build
 
     B, H = TOKENS // T, WIDTH // d
     rng = cp.random.default_rng()
@@ -125,7 +117,7 @@ def bench_shape(T, d, causal, versions, quick):
             return A.backward(q, k, v, o, lse, g, causal, version=ver)
 
         tb = _time(fb, budget)
-        lib = A._lib()
+        lib = build.load()
         lse_mb = B * H * T * 4 / 2**20
         work_f = lib.attention_workspace_floats(B, H, T, T, d, ver, False) * 4 / 2**20
         work_b = lib.attention_workspace_floats(B, H, T, T, d, ver, True) * 4 / 2**20

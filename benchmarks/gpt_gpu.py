@@ -3,11 +3,12 @@
 The configuration of the GPU part 2 issue: n_layer 6, n_head 6, n_embd 384, block 256,
 batch 64, character vocabulary (65), dropout 0, AdamW. Both models start from the same weights;
 each step is forward + backward + AdamW on random token batches (the throughput does not
-depend on the text). Timing: CUDA events around each step after warm-up, the median step;
-tokens/s = batch * block / step time. tinytorch runs twice: with its fused kernels (LayerNorm
-and attention) and with the composed tensor-op path (`tinytorch.kernels.composed()`).
+depend on the text). Timing: tinytorch.bench.time_cuda (CUDA events) around each step after
+warm-up, the median step; tokens/s = batch * block / step time. tinytorch runs twice: with
+its fused kernels (LayerNorm and attention) and with the composed tensor-op path
+(`tinytorch.kernels.composed()`).
 
-    python benchmarks/gpt_gpu.py [--steps 30]
+    python -m benchmarks.gpt_gpu [--steps 30]
 
 Writes benchmarks/results/gpt_gpu_<device>.{md,json}.
 """
@@ -15,15 +16,18 @@ Writes benchmarks/results/gpt_gpu_<device>.{md,json}.
 from __future__ import annotations
 
 import argparse
-import statistics
+import contextlib
 from pathlib import Path
 
 import numpy as np
+
+from tinytorch.bench import time_cuda
 
 HERE = Path(__file__).resolve().parent
 
 CFG = dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.0, bias=False)
 BATCH = 64
+WARMUP = 3  # steps before timing (CuPy's memory pool and the kernel module settle)
 
 
 def batches(n, seed=0):
@@ -44,60 +48,50 @@ def run_tinytorch(init_state, data, fused: bool):
     model.load_state_dict(init_state)
     model.to("cuda")
     opt = tt.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
-    times = []
-    ctx = kernels.composed() if not fused else _null()
+    # the batches on the GPU before timing: a step is forward + backward + AdamW only
+    pairs = iter(
+        [(tt.tensor(d[:, :-1], device="cuda"), tt.tensor(d[:, 1:], device="cuda")) for d in data]
+    )
+    last = {}
+
+    def step():
+        x, y = next(pairs)
+        _, loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        last["loss"] = loss
+
     pool = cp.get_default_memory_pool()
-    with ctx:
-        for i, d in enumerate(data):
-            x = tt.tensor(d[:, :-1], device="cuda")
-            y = tt.tensor(d[:, 1:], device="cuda")
-            start, end = cp.cuda.Event(), cp.cuda.Event()
-            start.record()
-            _, loss = model(x, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            end.record()
-            end.synchronize()
-            if i >= 3:
-                times.append(cp.cuda.get_elapsed_time(start, end) / 1e3)
-    return statistics.median(times), float(loss.item()), pool.total_bytes() / 2**20
+    with kernels.composed() if not fused else contextlib.nullcontext():
+        t = time_cuda(step, warmup=WARMUP, repeat=len(data) - WARMUP)
+    return t, float(last["loss"].item()), pool.total_bytes() / 2**20
 
 
 def run_torch(init_state, data):
     import torch
-    from gpt_cpu import torch_gpt
+
+    from benchmarks.gpt_cpu import torch_gpt
 
     torch.set_default_device("cuda")
     model = torch_gpt(**CFG)
     model.load_state_dict({k: torch.tensor(v) for k, v in init_state.items()})
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
     torch.cuda.reset_peak_memory_stats()
-    times = []
-    for i, d in enumerate(data):
-        x = torch.tensor(d[:, :-1])
-        y = torch.tensor(d[:, 1:])
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
+    pairs = iter([(torch.tensor(d[:, :-1]), torch.tensor(d[:, 1:])) for d in data])
+    last = {}
+
+    def step():  # torch runs on the legacy default stream, the one CuPy's events time
+        x, y = next(pairs)
         _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        end.record()
-        end.synchronize()
-        if i >= 3:
-            times.append(start.elapsed_time(end) / 1e3)
+        last["loss"] = loss
+
+    t = time_cuda(step, warmup=WARMUP, repeat=len(data) - WARMUP)
     torch.set_default_device("cpu")
-    return statistics.median(times), float(loss.item()), torch.cuda.max_memory_allocated() / 2**20
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
+    return t, float(last["loss"].item()), torch.cuda.max_memory_allocated() / 2**20
 
 
 def main():
@@ -110,7 +104,7 @@ def main():
     from tinytorch.models.gpt import GPT, GPTConfig
 
     init = {k: v.detach().numpy().copy() for k, v in GPT(GPTConfig(**CFG)).state_dict().items()}
-    data = batches(args.steps + 3)
+    data = batches(args.steps + WARMUP)
     tokens = BATCH * CFG["block_size"]
     rows = []
     t_torch, l_torch, m_torch = run_torch(init, data)
@@ -138,7 +132,7 @@ def main():
             )
         )
     notes = (
-        f"Config {CFG}, batch {BATCH}; median of {args.steps} steps after 3 warm-up "
+        f"Config {CFG}, batch {BATCH}; median of {args.steps} steps after {WARMUP} warm-up "
         "steps; ratio_to_torch = PyTorch step time / this step time (higher is faster); "
         "memory: tinytorch = CuPy pool total bytes, PyTorch = max_memory_allocated. "
         "Both float32, no TF32 (PyTorch's default for matmul; CuPy's default)."

@@ -5,7 +5,8 @@
 // Same contract as the GPU (see attention.h): q (B, H, Tq, D), k and v (B, H, Tk, D), float32,
 // contiguous; lse (B, H, Tq) natural-log log-sum-exp, +inf for a query with every key masked
 // (its output and gradients are 0); kpm (B, Tk) bool/uint8, 1 = key masked out; causal is
-// top-left aligned (query i sees keys j <= i). Any D here; the Python layer allows 32/64/128.
+// top-left aligned (query i sees keys j <= i). v1 and v2 take any D; v3 is compiled for 32, 64
+// and 128.
 //
 // Versions, the same steps as on the GPU:
 //   v1 naive  per (batch, head): the whole (Tq, Tk) score matrix, a softmax, P V. Backward
@@ -17,11 +18,13 @@
 //             stored transposed), a vectorizable exp2, and O += P V along the head dim.
 //             Backward: one pass per (batch, head) over key tiles and query tiles, recomputing
 //             P from the saved lse, accumulating dK, dV for the key tile and dQ in place.
+// The bindings take raw host pointers and sizes (as the CUDA ones take device pointers): the
+// Python layer (tinytorch/kernels/attention.py) has checked dtypes, shapes, contiguity, the head
+// dim and the version, once; the GIL is released while a kernel runs.
 // Work is split over (batch, head, query block) with OpenMP; each output element is written
 // by one thread (deterministic). The hot loops of v3 are compiled three times, for AVX-512
 // (16-float vectors), AVX2 (8) and plain x86-64 (SSE2, 4), and the CPU picks at the first call
 // (kernels/simd.h; the module's `cpu_isa()` says which).
-#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -34,8 +37,8 @@
 #include <vector>
 
 #include "attention.h"
+#include "common.h"
 #include "simd.h"
-
 
 namespace py = pybind11;
 
@@ -145,11 +148,12 @@ void v1_backward(const Cpu& a, const float* o, const float* lse, const float* do
 }
 
 // ---- v2: one row at a time, online softmax --------------------------------------------------
+// One query row against its keys one at a time, keeping only the running max m (in log2
+// units), the running sum l of 2^(s - m) and the running output acc: never the row of scores.
 void v2_forward(const Cpu& a, float* o, float* lse) {
     const int Tq = a.Tq, Tk = a.Tk, D = a.D;
     const float c = a.scale * kLog2e;
-#pragma omp parallel for if (a.parallel()) schedule(dynamic, 16)
-    for (long row = 0; row < (long)a.B * a.H * Tq; ++row) {
+    parallel_for((long)a.B * a.H * Tq, a.parallel(), 16, [&](long row) {
         long bh = row / Tq;
         int i = (int)(row % Tq);
         const float *q = a.q + row * D, *k = a.k + bh * Tk * D, *v = a.v + bh * Tk * D;
@@ -162,17 +166,19 @@ void v2_forward(const Cpu& a, float* o, float* lse) {
             if (km && km[j]) continue;
             float s = 0.f;
             for (int d = 0; d < D; ++d) s += q[d] * k[(long)j * D + d];
-            s *= c;
+            s *= c;  // the score in log2 units: exp(x) = exp2(x * log2(e))
+            // BEGIN EXERCISE ch11: online_softmax_cpp - fold score s of key j into m, l and acc
             float mn = std::max(m, s);
             float alpha = std::exp2(m - mn), p = std::exp2(s - mn);  // alpha = 0 the first time
             l = l * alpha + p;
             for (int d = 0; d < D; ++d) acc[d] = acc[d] * alpha + p * v[(long)j * D + d];
             m = mn;
+            // END EXERCISE
         }
         float inv = m == -kInf ? 0.f : 1.f / l;
         for (int d = 0; d < D; ++d) acc[d] *= inv;
         lse[row] = m == -kInf ? kInf : (m + std::log2(l)) * kLn2;
-    }
+    });
 }
 
 void v2_backward(const Cpu& a, const float* o, const float* lse, const float* dout, float* dq,
@@ -495,86 +501,18 @@ void v3_backward(const Cpu& a, const float* o, const float* lse, const float* do
 
 constexpr int kCpuVersions = 3;
 
-// ---- bindings -------------------------------------------------------------------------------
-void check_f32(const py::array& x, const char* name, const std::vector<py::ssize_t>& shape,
-               bool writable) {
-    if (!x.dtype().is(py::dtype::of<float>()))
-        throw py::type_error(std::string("attention: ") + name + " must be float32, got " +
-                             std::string(py::str(x.dtype())));
-    if (!(x.flags() & py::array::c_style))
-        throw py::value_error(std::string("attention: ") + name + " must be C-contiguous");
-    if (writable && !x.writeable())
-        throw py::value_error(std::string("attention: ") + name + " must be writable");
-    bool ok = x.ndim() == (py::ssize_t)shape.size();
-    for (std::size_t i = 0; ok && i < shape.size(); ++i) ok = x.shape(i) == shape[i];
-    if (!ok) {
-        std::string got, want;
-        for (py::ssize_t i = 0; i < x.ndim(); ++i) got += std::to_string(x.shape(i)) + ",";
-        for (auto s : shape) want += std::to_string(s) + ",";
-        throw py::value_error(std::string("attention: ") + name + " has shape (" + got +
-                              ") but (" + want + ") was expected");
-    }
+// ---- entry points (the arguments were checked in Python: tinytorch/kernels/attention.py) ------
+void forward_cpu(const Cpu& a, float* o, float* lse, int version) {
+    if (version == 1) v1_forward(a, o, lse);
+    else if (version == 2) v2_forward(a, o, lse);
+    else v3_forward(a, o, lse);
 }
 
-Cpu cpu_args(const py::array& q, const py::array& k, const py::array& v, const py::object& kpm,
-             bool causal, float scale, int version) {
-    if (version < 1 || version > kCpuVersions)
-        throw py::value_error("attention (cpu): version " + std::to_string(version) +
-                              " does not exist; expected 1.." + std::to_string(kCpuVersions));
-    if (q.ndim() != 4) throw py::value_error("attention: q must be 4-D (B, H, Tq, D)");
-    const int B = (int)q.shape(0), H = (int)q.shape(1), Tq = (int)q.shape(2), D = (int)q.shape(3);
-    if (k.ndim() != 4) throw py::value_error("attention: k must be 4-D (B, H, Tk, D)");
-    const int Tk = (int)k.shape(2);
-    check_f32(q, "q", {B, H, Tq, D}, false);
-    check_f32(k, "k", {B, H, Tk, D}, false);
-    check_f32(v, "v", {B, H, Tk, D}, false);
-    if (D != 32 && D != 64 && D != 128)
-        throw py::value_error("attention (cpu): head dim " + std::to_string(D) +
-                              " is not supported; expected 32, 64 or 128");
-    const std::uint8_t* km = nullptr;
-    if (!kpm.is_none()) {
-        py::array m = kpm.cast<py::array>();
-        if (!(m.dtype().is(py::dtype::of<bool>()) || m.dtype().is(py::dtype::of<std::uint8_t>())))
-            throw py::type_error("attention: key_padding_mask must be bool or uint8");
-        if (!(m.flags() & py::array::c_style) || m.ndim() != 2 || m.shape(0) != B || m.shape(1) != Tk)
-            throw py::value_error("attention: key_padding_mask must be a C-contiguous (B, Tk) array");
-        km = static_cast<const std::uint8_t*>(m.data());
-    }
-    return Cpu{static_cast<const float*>(q.data()), static_cast<const float*>(k.data()),
-               static_cast<const float*>(v.data()), km, B, H, Tq, Tk, D, scale, causal};
-}
-
-void forward_cpu(const py::array& q, const py::array& k, const py::array& v, const py::object& kpm,
-                 py::array& o, py::array& lse, bool causal, float scale, int version) {
-    Cpu a = cpu_args(q, k, v, kpm, causal, scale, version);
-    check_f32(o, "out", {a.B, a.H, a.Tq, a.D}, true);
-    check_f32(lse, "lse", {a.B, a.H, a.Tq}, true);
-    float *op = static_cast<float*>(o.mutable_data()), *lp = static_cast<float*>(lse.mutable_data());
-    py::gil_scoped_release release;
-    if (version == 1) v1_forward(a, op, lp);
-    else if (version == 2) v2_forward(a, op, lp);
-    else v3_forward(a, op, lp);
-}
-
-void backward_cpu(const py::array& q, const py::array& k, const py::array& v, const py::object& kpm,
-                  const py::array& o, const py::array& lse, const py::array& dout, py::array& dq,
-                  py::array& dk, py::array& dv, bool causal, float scale, int version) {
-    Cpu a = cpu_args(q, k, v, kpm, causal, scale, version);
-    check_f32(o, "out", {a.B, a.H, a.Tq, a.D}, false);
-    check_f32(lse, "lse", {a.B, a.H, a.Tq}, false);
-    check_f32(dout, "grad_out", {a.B, a.H, a.Tq, a.D}, false);
-    check_f32(dq, "dq", {a.B, a.H, a.Tq, a.D}, true);
-    check_f32(dk, "dk", {a.B, a.H, a.Tk, a.D}, true);
-    check_f32(dv, "dv", {a.B, a.H, a.Tk, a.D}, true);
-    const float *op = static_cast<const float*>(o.data()), *lp = static_cast<const float*>(lse.data());
-    const float* gp = static_cast<const float*>(dout.data());
-    float* dqp = static_cast<float*>(dq.mutable_data());
-    float* dkp = static_cast<float*>(dk.mutable_data());
-    float* dvp = static_cast<float*>(dv.mutable_data());
-    py::gil_scoped_release release;
-    if (version == 1) v1_backward(a, op, lp, gp, dqp, dkp, dvp);
-    else if (version == 2) v2_backward(a, op, lp, gp, dqp, dkp, dvp);
-    else v3_backward(a, op, lp, gp, dqp, dkp, dvp);
+void backward_cpu(const Cpu& a, const float* o, const float* lse, const float* dout, float* dq,
+                  float* dk, float* dv, int version) {
+    if (version == 1) v1_backward(a, o, lse, dout, dq, dk, dv);
+    else if (version == 2) v2_backward(a, o, lse, dout, dq, dk, dv);
+    else v3_backward(a, o, lse, dout, dq, dk, dv);
 }
 
 }  // namespace
@@ -582,17 +520,32 @@ void backward_cpu(const py::array& q, const py::array& k, const py::array& v, co
 
 void register_attention(py::module_& m) {
     using namespace tt;
-    m.def("attention_cpu_versions", [] { return kCpuVersions; });
-    m.def("attention_forward_cpu", &forward_cpu, py::arg("q"), py::arg("k"), py::arg("v"),
-          py::arg("key_padding_mask"), py::arg("out"), py::arg("lse"), py::arg("causal"),
-          py::arg("scale"), py::arg("version"),
-          "Fused attention forward on the CPU: writes out (B, H, Tq, D) and lse (B, H, Tq).");
-    m.def("attention_backward_cpu", &backward_cpu, py::arg("q"), py::arg("k"), py::arg("v"),
-          py::arg("key_padding_mask"), py::arg("out"), py::arg("lse"), py::arg("grad_out"),
-          py::arg("dq"), py::arg("dk"), py::arg("dv"), py::arg("causal"), py::arg("scale"),
-          py::arg("version"), "Fused attention backward on the CPU: writes dq, dk, dv.");
-#ifdef TT_WITH_CUDA
     using u = std::uintptr_t;
+    m.def("attention_cpu_versions", [] { return kCpuVersions; });
+    m.def(
+        "attention_forward_cpu",
+        [](u q, u k, u v, u kpm, u o, u lse, int B, int H, int Tq, int Tk, int D, float scale,
+           bool causal, int version) {
+            Cpu a{ptr_of<const float>(q), ptr_of<const float>(k), ptr_of<const float>(v),
+                  ptr_of<const std::uint8_t>(kpm), B, H, Tq, Tk, D, scale, causal};
+            forward_cpu(a, ptr_of<float>(o), ptr_of<float>(lse), version);
+        },
+        py::call_guard<py::gil_scoped_release>(),
+        "Fused attention forward on the CPU (host pointers as integers; kpm = 0 for no mask): "
+        "writes out (B, H, Tq, D) and lse (B, H, Tq).");
+    m.def(
+        "attention_backward_cpu",
+        [](u q, u k, u v, u kpm, u o, u lse, u dout, u dq, u dk, u dv, int B, int H, int Tq,
+           int Tk, int D, float scale, bool causal, int version) {
+            Cpu a{ptr_of<const float>(q), ptr_of<const float>(k), ptr_of<const float>(v),
+                  ptr_of<const std::uint8_t>(kpm), B, H, Tq, Tk, D, scale, causal};
+            backward_cpu(a, ptr_of<const float>(o), ptr_of<const float>(lse),
+                         ptr_of<const float>(dout), ptr_of<float>(dq), ptr_of<float>(dk),
+                         ptr_of<float>(dv), version);
+        },
+        py::call_guard<py::gil_scoped_release>(),
+        "Fused attention backward on the CPU: writes dq, dk, dv.");
+#ifdef TT_WITH_CUDA
     m.def("attention_cuda_versions", [] { return kAttnCudaVersions; });
     m.def("attention_workspace_floats",
           [](int B, int H, int Tq, int Tk, int D, int version, bool backward) {

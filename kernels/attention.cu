@@ -43,15 +43,9 @@
 #include "attention.h"
 #include "common.h"
 
-// Launch syntax behind a macro, so a host-side emulation used while developing can replace it.
-#ifndef TT_LAUNCH
-#define TT_LAUNCH(kernel, grid, block, smem, stream, ...) \
-    kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
-#endif
-#ifndef TT_DYNAMIC_SMEM
+// The dynamic shared memory of a launch (its size is the launch's third <<<>>> argument).
 extern __shared__ __align__(16) unsigned char tt_attention_smem[];
 #define TT_DYNAMIC_SMEM() reinterpret_cast<float*>(tt_attention_smem)
-#endif
 
 namespace tt {
 namespace {
@@ -113,8 +107,7 @@ __global__ void rowdot_kernel(const float* __restrict__ dout, const float* __res
 void launch_rowdot(const float* dout, const float* o, float* dvec, const AttnShape& s,
                    cudaStream_t st) {
     long rows = (long)s.B * s.H * s.Tq;
-    TT_LAUNCH(rowdot_kernel, dim3((unsigned)((rows + 7) / 8)), dim3(256), 0, st, dout, o, dvec,
-              rows, s.D);
+    rowdot_kernel<<<dim3((unsigned)((rows + 7) / 8)), dim3(256), 0, st>>>(dout, o, dvec, rows, s.D);
     TT_CHECK_LAUNCH("attention rowdot");
 }
 
@@ -138,7 +131,7 @@ __global__ void v1_bmm(const float* __restrict__ A, long sAz, int sar, int sac,
 void v1_matmul(const float* A, long sAz, int sar, int sac, const float* Bm, long sBz, int sbr,
                int sbc, float* C, int Z, int M, int N, int K, float alpha, cudaStream_t st) {
     dim3 block(32, 8), grid((N + 31) / 32, (M + 7) / 8, Z);
-    TT_LAUNCH(v1_bmm, grid, block, 0, st, A, sAz, sar, sac, Bm, sBz, sbr, sbc, C, M, N, K, alpha);
+    v1_bmm<<<grid, block, 0, st>>>(A, sAz, sar, sac, Bm, sBz, sbr, sbc, C, M, N, K, alpha);
     TT_CHECK_LAUNCH("attention v1_bmm");
 }
 
@@ -200,8 +193,8 @@ void v1_forward(const float* q, const float* k, const float* v, const std::uint8
     float* S = work;  // (Z, Tq, Tk)
     v1_matmul(q, (long)Tq * D, D, 1, k, (long)Tk * D, 1, D, S, Z, Tq, Tk, D, s.scale, st);
     long rows = (long)Z * Tq;
-    TT_LAUNCH(v1_softmax, dim3((unsigned)((rows + 7) / 8)), dim3(256), 0, st, S, lse, kpm, rows,
-              s.H, Tq, Tk, s.causal);
+    v1_softmax<<<dim3((unsigned)((rows + 7) / 8)), dim3(256), 0, st>>>(S, lse, kpm, rows, s.H, Tq,
+        Tk, s.causal);
     TT_CHECK_LAUNCH("attention v1_softmax");
     v1_matmul(S, (long)Tq * Tk, Tk, 1, v, (long)Tk * D, D, 1, o, Z, Tq, D, Tk, 1.f, st);
 }
@@ -215,10 +208,10 @@ void v1_backward(const float* q, const float* k, const float* v, const std::uint
     float* dS = work + n;
     unsigned blocks = (unsigned)((n + 255) / 256);
     v1_matmul(q, (long)Tq * D, D, 1, k, (long)Tk * D, 1, D, P, Z, Tq, Tk, D, s.scale, st);
-    TT_LAUNCH(v1_probs, dim3(blocks), dim3(256), 0, st, P, lse, kpm, n, s.H, Tq, Tk, s.causal);
+    v1_probs<<<dim3(blocks), dim3(256), 0, st>>>(P, lse, kpm, n, s.H, Tq, Tk, s.causal);
     TT_CHECK_LAUNCH("attention v1_probs");
     v1_matmul(dout, (long)Tq * D, D, 1, v, (long)Tk * D, 1, D, dS, Z, Tq, Tk, D, 1.f, st);
-    TT_LAUNCH(v1_dsoftmax, dim3(blocks), dim3(256), 0, st, P, dS, dvec, n, Tk);
+    v1_dsoftmax<<<dim3(blocks), dim3(256), 0, st>>>(P, dS, dvec, n, Tk);
     TT_CHECK_LAUNCH("attention v1_dsoftmax");
     // dV = P^T dO, dK = scale dS^T Q, dQ = scale dS K
     v1_matmul(P, (long)Tq * Tk, 1, Tk, dout, (long)Tq * D, D, 1, dv, Z, Tk, D, Tq, 1.f, st);
@@ -950,14 +943,14 @@ void forward_d(const float* q, const float* k, const float* v, const std::uint8_
                float* lse, const AttnShape& s, int version, cudaStream_t st) {
     unsigned Z = (unsigned)(s.B * s.H);
     if (version == 2) {
-        TT_LAUNCH(v2_forward_kernel<D>, dim3((s.Tq + 3) / 4, Z), dim3(128), 0, st, q, k, v, kpm, o,
-                  lse, s.H, s.Tq, s.Tk, s.scale, s.causal);
+        v2_forward_kernel<D><<<dim3((s.Tq + 3) / 4, Z), dim3(128), 0, st>>>(q, k, v, kpm, o, lse,
+            s.H, s.Tq, s.Tk, s.scale, s.causal);
         TT_CHECK_LAUNCH("attention v2_forward");
     } else if (version == 3) {
         std::size_t bytes = (3 * V3_TILE * (D + 1) + V3_TILE * (V3_TILE + 1)) * sizeof(float);
         set_smem(v3_forward_kernel<D>, bytes);
-        TT_LAUNCH(v3_forward_kernel<D>, dim3((s.Tq + V3_TILE - 1) / V3_TILE, Z), dim3(128), bytes,
-                  st, q, k, v, kpm, o, lse, s.H, s.Tq, s.Tk, s.scale, s.causal);
+        v3_forward_kernel<D><<<dim3((s.Tq + V3_TILE - 1) / V3_TILE, Z), dim3(128), bytes, st>>>(q,
+            k, v, kpm, o, lse, s.H, s.Tq, s.Tk, s.scale, s.causal);
         TT_CHECK_LAUNCH("attention v3_forward");
     } else {  // 4
         // Tile shapes: the best of a sweep on an H100 (T = 4096, benchmarks/results/attention_*).
@@ -966,8 +959,8 @@ void forward_d(const float* q, const float* k, const float* v, const std::uint8_
         std::size_t bytes = C::kSmemFloats * sizeof(float);
         auto kernel = v4_forward_kernel<D, BR, BC, NW>;
         set_smem(kernel, bytes);
-        TT_LAUNCH(kernel, dim3((s.Tq + BR - 1) / BR, Z), dim3(C::NT),
-                  bytes, st, q, k, v, kpm, o, lse, s.H, s.Tq, s.Tk, s.scale, s.causal);
+        kernel<<<dim3((s.Tq + BR - 1) / BR, Z), dim3(C::NT), bytes, st>>>(q, k, v, kpm, o, lse, s.H,
+            s.Tq, s.Tk, s.scale, s.causal);
         TT_CHECK_LAUNCH("attention v4_forward");
     }
 }
@@ -978,23 +971,23 @@ void backward_d(const float* q, const float* k, const float* v, const std::uint8
                 float* dv, const AttnShape& s, int version, cudaStream_t st) {
     unsigned Z = (unsigned)(s.B * s.H);
     if (version == 2) {
-        TT_LAUNCH(v2_dq_kernel<D>, dim3((s.Tq + 3) / 4, Z), dim3(128), 0, st, q, k, v, kpm, lse,
-                  dout, dvec, dq, s.H, s.Tq, s.Tk, s.scale, s.causal);
+        v2_dq_kernel<D><<<dim3((s.Tq + 3) / 4, Z), dim3(128), 0, st>>>(q, k, v, kpm, lse, dout,
+            dvec, dq, s.H, s.Tq, s.Tk, s.scale, s.causal);
         TT_CHECK_LAUNCH("attention v2_dq");
-        TT_LAUNCH(v2_dkdv_kernel<D>, dim3((s.Tk + 3) / 4, Z), dim3(128), 0, st, q, k, v, kpm, lse,
-                  dout, dvec, dk, dv, s.H, s.Tq, s.Tk, s.scale, s.causal);
+        v2_dkdv_kernel<D><<<dim3((s.Tk + 3) / 4, Z), dim3(128), 0, st>>>(q, k, v, kpm, lse, dout,
+            dvec, dk, dv, s.H, s.Tq, s.Tk, s.scale, s.causal);
         TT_CHECK_LAUNCH("attention v2_dkdv");
     } else if (version == 3) {
         constexpr int LD = D + 1, LP = V3_TILE + 1;
         std::size_t b1 = (4 * V3_TILE * LD + 2 * V3_TILE * LP + 2 * V3_TILE) * sizeof(float);
         set_smem(v3_dkdv_kernel<D>, b1);
-        TT_LAUNCH(v3_dkdv_kernel<D>, dim3((s.Tk + V3_TILE - 1) / V3_TILE, Z), dim3(128), b1, st, q,
-                  k, v, kpm, lse, dout, dvec, dk, dv, s.H, s.Tq, s.Tk, s.scale, s.causal);
+        v3_dkdv_kernel<D><<<dim3((s.Tk + V3_TILE - 1) / V3_TILE, Z), dim3(128), b1, st>>>(q, k, v,
+            kpm, lse, dout, dvec, dk, dv, s.H, s.Tq, s.Tk, s.scale, s.causal);
         TT_CHECK_LAUNCH("attention v3_dkdv");
         std::size_t b2 = (4 * V3_TILE * LD + V3_TILE * LP) * sizeof(float);
         set_smem(v3_dq_kernel<D>, b2);
-        TT_LAUNCH(v3_dq_kernel<D>, dim3((s.Tq + V3_TILE - 1) / V3_TILE, Z), dim3(128), b2, st, q,
-                  k, v, kpm, lse, dout, dvec, dq, s.H, s.Tq, s.Tk, s.scale, s.causal);
+        v3_dq_kernel<D><<<dim3((s.Tq + V3_TILE - 1) / V3_TILE, Z), dim3(128), b2, st>>>(q, k, v,
+            kpm, lse, dout, dvec, dq, s.H, s.Tq, s.Tk, s.scale, s.causal);
         TT_CHECK_LAUNCH("attention v3_dq");
     } else {  // 4 and 5
         constexpr int KC = D == 128 ? 128 : 64, KQ = D == 32 ? 64 : 32, KNW = D == 128 ? 8 : 4;
@@ -1002,30 +995,18 @@ void backward_d(const float* q, const float* k, const float* v, const std::uint8
         std::size_t b1 = C1::kSmemFloats * sizeof(float);
         auto k1 = v4_dkdv_kernel<D, KC, KQ, KNW>;
         set_smem(k1, b1);
-        TT_LAUNCH(k1, dim3((s.Tk + KC - 1) / KC, Z), dim3(C1::NT),
-                  b1, st, q, k, v, kpm, lse, dout, dvec, dk, dv, s.H, s.Tq, s.Tk, s.scale,
-                  s.causal);
+        k1<<<dim3((s.Tk + KC - 1) / KC, Z), dim3(C1::NT), b1, st>>>(q, k, v, kpm, lse, dout, dvec,
+            dk, dv, s.H, s.Tq, s.Tk, s.scale, s.causal);
         TT_CHECK_LAUNCH("attention v4_dkdv");
         constexpr int QR = D == 128 ? 128 : 64, QC = D == 128 ? 32 : 64, QNW = D == 128 ? 8 : 4;
         using C2 = V4Dq<D, QR, QC, QNW>;
         std::size_t b2 = C2::kSmemFloats * sizeof(float);
         auto k2 = v4_dq_kernel<D, QR, QC, QNW>;
         set_smem(k2, b2);
-        TT_LAUNCH(k2, dim3((s.Tq + QR - 1) / QR, Z), dim3(C2::NT), b2,
-                  st, q, k, v, kpm, lse, dout, dvec, dq, s.H, s.Tq, s.Tk, s.scale, s.causal);
+        k2<<<dim3((s.Tq + QR - 1) / QR, Z), dim3(C2::NT), b2, st>>>(q, k, v, kpm, lse, dout, dvec,
+            dq, s.H, s.Tq, s.Tk, s.scale, s.causal);
         TT_CHECK_LAUNCH("attention v4_dq");
     }
-}
-
-void check_args(const AttnShape& s, int version) {  // std::invalid_argument: a ValueError
-    TT_CHECK(version >= 1 && version <= kAttnCudaVersions,
-             "attention (cuda): version " + std::to_string(version) +
-                 " does not exist; expected 1.." + std::to_string(kAttnCudaVersions));
-    TT_CHECK(s.D == 32 || s.D == 64 || s.D == 128,
-             "attention (cuda): head dim " + std::to_string(s.D) +
-                 " is not supported; expected 32, 64 or 128");
-    TT_CHECK(s.B >= 1 && s.H >= 1 && s.Tq >= 1 && s.Tk >= 1 && (long)s.B * s.H <= 65535,
-             "attention (cuda): need B, H, Tq, Tk >= 1 and B*H <= 65535");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1041,7 +1022,6 @@ void check_args(const AttnShape& s, int version) {  // std::invalid_argument: a 
 // The score tile S comes out in C layout, but P V needs P in A layout. Rather than shuffle, the
 // 8 keys of each k-step are taken in the order (0, 2, 4, 6, 1, 3, 5, 7): then P's A fragment is
 // exactly (c0, c2, c1, c3) of S, and V's B fragment reads rows 2t and 2t + 1.
-#ifndef TT_MMA_TF32
 __device__ __forceinline__ unsigned to_tf32(float x) {
     unsigned r;
     asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
@@ -1059,7 +1039,6 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4],
     __trap();  // the launcher refuses v5 below compute capability 8.0
 #endif
 }
-#endif
 
 __device__ __forceinline__ void split_tf32(float x, unsigned& hi, unsigned& lo) {
     hi = to_tf32(x);
@@ -1227,8 +1206,8 @@ void v5_forward_d(const float* q, const float* k, const float* v, const std::uin
     std::size_t bytes = C::kSmemFloats * sizeof(float);
     auto kernel = v5_forward_kernel<D, BC, NW>;
     set_smem(kernel, bytes);
-    TT_LAUNCH(kernel, dim3((s.Tq + C::BR - 1) / C::BR, (unsigned)(s.B * s.H)), dim3(C::NT), bytes,
-              st, q, k, v, kpm, o, lse, s.H, s.Tq, s.Tk, s.scale, s.causal);
+    kernel<<<dim3((s.Tq + C::BR - 1) / C::BR, (unsigned)(s.B * s.H)), dim3(C::NT), bytes, st>>>(q,
+        k, v, kpm, o, lse, s.H, s.Tq, s.Tk, s.scale, s.causal);
     TT_CHECK_LAUNCH("attention v5_forward");
 }
 
@@ -1257,7 +1236,6 @@ std::size_t attention_workspace_floats(const AttnShape& s, int version, bool bac
 void attention_forward_cuda(const float* q, const float* k, const float* v, const std::uint8_t* kpm,
                             float* o, float* lse, float* work, const AttnShape& s, int version,
                             std::uintptr_t stream) {
-    check_args(s, version);
     cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
     if (version == 1) return v1_forward(q, k, v, kpm, o, lse, work, s, st);
     if (version == 5) return v5_forward(q, k, v, kpm, o, lse, s, st);
@@ -1270,7 +1248,6 @@ void attention_backward_cuda(const float* q, const float* k, const float* v,
                              const std::uint8_t* kpm, const float* o, const float* lse,
                              const float* dout, float* dq, float* dk, float* dv, float* work,
                              const AttnShape& s, int version, std::uintptr_t stream) {
-    check_args(s, version);
     cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
     std::size_t scores = (std::size_t)s.B * s.H * s.Tq * s.Tk;
     float* dvec = version == 1 ? work + 2 * scores : work;

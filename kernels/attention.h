@@ -7,7 +7,8 @@
 // Causal masking is top-left aligned as in PyTorch: query i sees keys j <= i.
 // Every pointer is a device pointer; `stream` is a cudaStream_t passed as an integer. The
 // workspace (`work`) is allocated by the caller (CuPy) with attention_workspace_floats() floats.
-// Errors (bad version, launch failures) throw std::runtime_error naming the kernel.
+// The arguments are checked once, in Python (tinytorch/kernels/attention.py: version, head dim,
+// B * H <= 65535 for the grid); launch failures throw std::runtime_error naming the kernel.
 #pragma once
 
 #include <cstddef>

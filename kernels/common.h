@@ -9,11 +9,16 @@
 //   `cupy.cuda.get_current_stream().ptr`; 0 is the legacy default stream).
 // - tt::require(cond, msg) (the function form of TT_CHECK), tt::ptr_of<T>(uintptr_t) (a pointer
 //   passed from Python as an integer), tt::ceil_div, tt::is_aligned16, tt::sm_count().
+// - tt::parallel_for(n, parallel, chunk, body): an OpenMP loop that carries an exception out of
+//   the parallel region (C++ sources only).
+// Arguments are validated once, in Python (tinytorch/kernels/<family>.py), before a binding is
+// called: the bindings take raw pointers and sizes and trust them.
 // Only the CUDA parts need cuda_runtime.h; a .cpp can include this file without CUDA.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <stdexcept>
 #include <string>
 
@@ -42,6 +47,27 @@ template <typename T>
 inline T* ptr_of(std::uintptr_t p) {
     return reinterpret_cast<T*>(p);
 }
+
+#if !defined(__CUDACC__)
+// body(i) for i in [0, n), on OpenMP threads when `parallel`, `chunk` iterations at a time
+// (dynamic schedule). An exception thrown by body (an exercise's stub, say) is carried out of
+// the parallel region and rethrown here: one escaping an OpenMP region ends the process
+// instead of raising a Python error.
+template <class Body>
+void parallel_for(std::int64_t n, bool parallel, std::int64_t chunk, Body body) {
+    std::exception_ptr error;
+#pragma omp parallel for schedule(dynamic, chunk) if (parallel)
+    for (std::int64_t i = 0; i < n; ++i) {
+        try {
+            body(i);
+        } catch (...) {
+#pragma omp critical(tt_parallel_for_error)
+            if (!error) error = std::current_exception();
+        }
+    }
+    if (error) std::rethrow_exception(error);
+}
+#endif
 
 }  // namespace tt
 

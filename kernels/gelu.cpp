@@ -13,15 +13,15 @@
 // erf is the rational approximation that the composed float32 path uses too (XLA's and
 // Eigen's: x * P(x^2) / Q(x^2) on [-4, 4], +-1 beyond; within 5e-7 of erf); exp(-x^2/2) is
 // 2^(-x^2 log2(e) / 2) by simd.h's polynomial (relative error below 2e-7). Both run on vec<W>
-// (kernels/simd.h), one copy per instruction set.
-#include <pybind11/numpy.h>
+// (kernels/simd.h), one copy per instruction set. The bindings take raw host pointers and a
+// length: tinytorch/kernels/gelu.py has checked dtype, contiguity and shapes, once.
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <string>
 
+#include "common.h"
 #include "simd.h"
 
 namespace py = pybind11;
@@ -132,49 +132,33 @@ void parallel_chunks(std::int64_t n, Fn fn) {
     for (std::int64_t c = 0; c < chunks; ++c) fn(c * kChunk, std::min(n, (c + 1) * kChunk));
 }
 
-const float* input(const py::array& a, const char* name, py::ssize_t size) {
-    if (!a.dtype().is(py::dtype::of<float>()))
-        throw py::type_error(std::string("gelu: ") + name + " must be float32, got " +
-                             std::string(py::str(a.dtype())));
-    if (!(a.flags() & py::array::c_style))
-        throw py::value_error(std::string("gelu: ") + name + " must be C-contiguous");
-    if (size >= 0 && a.size() != size)
-        throw py::value_error(std::string("gelu: ") + name + " has " + std::to_string(a.size()) +
-                              " elements but x has " + std::to_string(size));
-    return static_cast<const float*>(a.data());
-}
-
-float* output(py::array& a, const char* name, py::ssize_t size) {
-    input(a, name, size);
-    if (!a.writeable()) throw py::value_error(std::string("gelu: ") + name + " must be writable");
-    return static_cast<float*>(a.mutable_data());
-}
-
-void forward_cpu(const py::array& x, py::array& y) {
-    const float* xp = input(x, "x", -1);
-    float* yp = output(y, "y", x.size());
+void forward_cpu(const float* x, float* y, std::int64_t n) {
     const FwdFn fn = pick_fwd();
-    py::gil_scoped_release release;
-    parallel_chunks(x.size(), [&](std::int64_t a, std::int64_t b) { fn(xp + a, yp + a, b - a); });
+    parallel_chunks(n, [&](std::int64_t a, std::int64_t b) { fn(x + a, y + a, b - a); });
 }
 
-void backward_cpu(const py::array& x, const py::array& g, py::array& dx) {
-    const float* xp = input(x, "x", -1);
-    const float* gp = input(g, "grad", x.size());
-    float* dp = output(dx, "dx", x.size());
+void backward_cpu(const float* x, const float* g, float* dx, std::int64_t n) {
     const BwdFn fn = pick_bwd();
-    py::gil_scoped_release release;
-    parallel_chunks(x.size(), [&](std::int64_t a, std::int64_t b) {
-        fn(xp + a, gp + a, dp + a, b - a);
-    });
+    parallel_chunks(n, [&](std::int64_t a, std::int64_t b) { fn(x + a, g + a, dx + a, b - a); });
 }
 
 }  // namespace
 }  // namespace tt
 
 void register_gelu(py::module_& m) {
-    m.def("gelu_forward_cpu", &tt::forward_cpu, py::arg("x"), py::arg("y"),
-          "y = x * Phi(x) (exact GELU) on float32 C-contiguous arrays of one size");
-    m.def("gelu_backward_cpu", &tt::backward_cpu, py::arg("x"), py::arg("grad"), py::arg("dx"),
-          "dx = grad * (Phi(x) + x * phi(x)) on float32 C-contiguous arrays of one size");
+    using namespace tt;
+    using u = std::uintptr_t;
+    m.def(
+        "gelu_forward_cpu",
+        [](u x, u y, std::int64_t n) { forward_cpu(ptr_of<const float>(x), ptr_of<float>(y), n); },
+        py::arg("x"), py::arg("y"), py::arg("n"), py::call_guard<py::gil_scoped_release>(),
+        "y = x * Phi(x) (exact GELU) over n float32s (host pointers as integers)");
+    m.def(
+        "gelu_backward_cpu",
+        [](u x, u g, u dx, std::int64_t n) {
+            backward_cpu(ptr_of<const float>(x), ptr_of<const float>(g), ptr_of<float>(dx), n);
+        },
+        py::arg("x"), py::arg("grad"), py::arg("dx"), py::arg("n"),
+        py::call_guard<py::gil_scoped_release>(),
+        "dx = grad * (Phi(x) + x * phi(x)) over n float32s (host pointers as integers)");
 }

@@ -6,15 +6,17 @@
 //   forward   one row per iteration of an OpenMP loop over rows: mean, then the variance of
 //             (x - mean) (two passes over a row that sits in L1/L2, so exact and cheap), then
 //             y = (x - mean) * rstd * w + b. `omp simd reduction` vectorizes the float sums
-//             without -ffast-math; the row functions are compiled for AVX-512/AVX2/x86-64.
+//             without -ffast-math; the row functions are compiled for AVX-512/AVX2/x86-64
+//             (the forward's with target_clones, the backward's with simd.h's entries).
 //   backward  rows are split into a FIXED number of chunks (min(64, N/16), not one per
 //             thread), so on a given machine the result does not depend on the thread count
 //             (bitwise). Per row: s1 = sum(g), s2 = sum(g * xhat)
 //             with g = dy * w, then dx = rstd * (g - s1/C - xhat * s2/C), and the chunk's
 //             partial dweight += dy * xhat, dbias += dy. A finishing loop adds the chunks'
 //             partials column by column in chunk order: deterministic, no atomics.
-// Pointers arrive as integers (numpy .ctypes.data); the Python layer checks dtype (float32),
-// contiguity and shapes before calling, and the GIL is released while the kernel runs.
+// Pointers arrive as integers (numpy .ctypes.data); the Python layer (tinytorch/kernels/
+// layernorm.py) has checked dtype (float32), contiguity, shapes and N, C >= 1, once; the GIL is
+// released while the kernel runs.
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -24,6 +26,7 @@
 
 #include "common.h"
 #include "layernorm.h"
+#include "simd.h"
 
 namespace py = pybind11;
 
@@ -37,10 +40,11 @@ constexpr std::int64_t kMinChunkRows = 16;   // ... of at least this many rows (
 // microseconds when the machine is idle, far more when it is busy): run on one thread.
 constexpr std::int64_t kParallelMin = 1 << 15;
 
-// The per-row work is compiled for AVX-512, AVX2 and plain x86-64; the loader picks one for this
-// CPU (GCC function multi-versioning). `omp simd reduction` vectorizes the float sums without
-// -ffast-math: each SIMD lane keeps its own partial sum (a pairwise-like order, accurate enough
-// for float32 at any C we test, see tests/test_ch11_layernorm.py).
+// The forward's per-row work is compiled for AVX-512, AVX2 and plain x86-64; the loader picks one
+// for this CPU (GCC function multi-versioning; the backward's copies are below). `omp simd
+// reduction` vectorizes the float sums without -ffast-math: each SIMD lane keeps its own partial
+// sum (a pairwise-like order, accurate enough for float32 at any C we test, see
+// tests/test_ch11_layernorm.py).
 // No fused multiply-add contraction here: dx = rstd * (g - mean(g) - ...) must see the same
 // rounded g = dy * w that its row sum saw (with C = 1, dx is exactly 0 only then).
 #if defined(__GNUC__) && !defined(__clang__)
@@ -72,10 +76,15 @@ TT_CLONES void row_forward(const float* __restrict__ xr, const float* __restrict
     *rstd = rs;
 }
 
-TT_CLONES void row_backward(const float* __restrict__ gr, const float* __restrict__ xr,
+// One row of the backward: dx, and this row's share of dweight and dbias added to the chunk's
+// partial sums pdw, pdb. With g = dy * w and xhat = (x - m) * rs:
+//   dx = rs * (g - mean(g) - xhat * mean(g * xhat)),  pdw += dy * xhat,  pdb += dy.
+// Inlined into backward_chunk_<isa> below, one copy per instruction set.
+inline void row_backward(const float* __restrict__ gr, const float* __restrict__ xr,
                             const float* __restrict__ w, float m, float rs,
                             float* __restrict__ dxr, float* __restrict__ pdw,
                             float* __restrict__ pdb, std::int64_t C) {
+    // BEGIN EXERCISE ch11: layernorm_backward_cpp - dxr, and add the row to pdw and pdb
     float s1 = 0.f, s2 = 0.f;
 #pragma omp simd reduction(+ : s1, s2)
     for (std::int64_t c = 0; c < C; ++c) {
@@ -91,7 +100,32 @@ TT_CLONES void row_backward(const float* __restrict__ gr, const float* __restric
         pdw[c] += gr[c] * xh;
         pdb[c] += gr[c];
     }
+    // END EXERCISE
 }
+
+// The rows [r0, r1) of one chunk, compiled once per instruction set with simd.h's entries and
+// chosen by its switch (tinytorch.kernels.cpu_isa()), not with target_clones as the forward: an
+// exception cannot pass through GCC's clone dispatcher (it ends the process), and the exercise's
+// stub of row_backward throws one.
+typedef void (*ChunkFn)(const float*, const float*, const float*, const float*, const float*,
+                        float*, float*, float*, std::int64_t, std::int64_t, std::int64_t);
+#define TT_LN_BACKWARD_ENTRY(isa, attr)                                                       \
+    attr void backward_chunk_##isa(const float* dy, const float* x, const float* w,          \
+                                   const float* mean, const float* rstd, float* dx, float* pdw, \
+                                   float* pdb, std::int64_t r0, std::int64_t r1, std::int64_t C) { \
+        for (std::int64_t r = r0; r < r1; ++r)                                                 \
+            row_backward(dy + r * C, x + r * C, w, mean[r], rstd[r], dx + r * C, pdw, pdb, C); \
+    }
+TT_LN_BACKWARD_ENTRY(base, TT_BASE_ENTRY)
+#if TT_X86
+TT_LN_BACKWARD_ENTRY(avx512, TT_ENTRY("avx512f"))
+TT_LN_BACKWARD_ENTRY(avx2, TT_ENTRY("avx2"))
+ChunkFn pick_backward_chunk() {
+    return simd::pick<ChunkFn>(backward_chunk_avx512, backward_chunk_avx2, backward_chunk_base);
+}
+#else
+ChunkFn pick_backward_chunk() { return backward_chunk_base; }
+#endif
 
 TT_CLONES void add_rows(const float* __restrict__ part, std::int64_t K, std::int64_t C,
                         std::int64_t c0, std::int64_t c1, float* __restrict__ out) {
@@ -118,16 +152,14 @@ void ln_backward_cpu(const float* dy, const float* x, const float* w, const floa
     const std::int64_t K = std::max<std::int64_t>(
         1, std::min<std::int64_t>(kMaxChunks, (N + kMinChunkRows - 1) / kMinChunkRows));
     std::vector<float> part(static_cast<std::size_t>(2 * K * C));
-#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
-    for (std::int64_t k = 0; k < K; ++k) {
+    const ChunkFn chunk = pick_backward_chunk();
+    parallel_for(K, N * C >= kParallelMin, 1, [&](std::int64_t k) {
         float* pdw = part.data() + k * C;
         float* pdb = part.data() + (K + k) * C;
         std::fill(pdw, pdw + C, 0.f);
         std::fill(pdb, pdb + C, 0.f);
-        const std::int64_t r0 = N * k / K, r1 = N * (k + 1) / K;
-        for (std::int64_t r = r0; r < r1; ++r)
-            row_backward(dy + r * C, x + r * C, w, mean[r], rstd[r], dx + r * C, pdw, pdb, C);
-    }
+        chunk(dy, x, w, mean, rstd, dx, pdw, pdb, N * k / K, N * (k + 1) / K, C);
+    });
     // Finishing reduction: the chunks' partials in chunk order, columns split over threads.
     constexpr std::int64_t kCols = 1024;
     const std::int64_t nb = (C + kCols - 1) / kCols;
@@ -150,7 +182,6 @@ void register_layernorm(py::module_& m) {
     m.def(
         "layernorm_forward_cpu",
         [](u x, u w, u b, u y, u mean, u rstd, i64 N, i64 C, float eps) {
-            require(N > 0 && C > 0, "layernorm_forward_cpu: N and C must be positive");
             ln_forward_cpu(ptr_of<const float>(x), ptr_of<const float>(w), ptr_of<const float>(b),
                            ptr_of<float>(y), ptr_of<float>(mean), ptr_of<float>(rstd), N, C, eps);
         },
@@ -161,7 +192,6 @@ void register_layernorm(py::module_& m) {
     m.def(
         "layernorm_backward_cpu",
         [](u dy, u x, u w, u mean, u rstd, u dx, u dw, u db, i64 N, i64 C) {
-            require(N > 0 && C > 0, "layernorm_backward_cpu: N and C must be positive");
             ln_backward_cpu(ptr_of<const float>(dy), ptr_of<const float>(x), ptr_of<const float>(w),
                             ptr_of<const float>(mean), ptr_of<const float>(rstd), ptr_of<float>(dx),
                             ptr_of<float>(dw), ptr_of<float>(db), N, C);

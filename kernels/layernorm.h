@@ -5,7 +5,8 @@
 // mean and rstd are (N,) (rstd = 1 / sqrt(var + eps), biased variance, as PyTorch saves).
 // Pointers are device pointers; `stream` is a cudaStream_t passed as an integer. The backward's
 // workspace (per-block partial sums of dweight/dbias) is allocated by the caller (CuPy) with
-// layernorm_workspace_floats() floats. Errors throw std::runtime_error naming the kernel.
+// layernorm_workspace_floats() floats. The arguments are checked once, in Python
+// (tinytorch/kernels/layernorm.py); launch failures throw std::runtime_error naming the kernel.
 #pragma once
 
 #include <cstddef>

@@ -73,7 +73,7 @@ def _spawn(env, *names):
 
 def test_module_has_one_family_per_cpp():
     lib = build.load()
-    families = sorted(p.stem for p in build.SOURCE_DIR.glob("*.cpp"))
+    families = sorted(p.stem for p in build.source_dir().glob("*.cpp"))
     assert sorted(lib.families) == families
     assert "layernorm" in families
     assert hasattr(lib, "layernorm_forward_cpu") and hasattr(lib, "layernorm_backward_cpu")
@@ -97,6 +97,28 @@ def test_cache_key_follows_the_sources(tmp_path, monkeypatch):
     (src / "hello.cpp").write_text(HELLO_CPP)
     (src / "extra.h").write_text("#pragma once\n")  # headers count too
     assert build.cache_dir() != first
+
+
+def test_sources_come_from_the_env_var_and_key_the_cache(tmp_path, monkeypatch):
+    """TINYTORCH_KERNEL_SRC (a learner's workspace copy of kernels/) is where every source is
+    read from, at each build; a copy with a changed (say, stubbed) source gets its own folder."""
+    monkeypatch.setattr(build, "SOURCE_DIR", None)
+    monkeypatch.setenv("TINYTORCH_KERNEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TINYTORCH_NO_CUDA", "1")
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, text in ((a, HELLO_CPP), (b, HELLO_CPP.replace("a + b", "a - b"))):
+        folder.mkdir()
+        (folder / "hello.cpp").write_text(text)
+    monkeypatch.setenv("TINYTORCH_KERNEL_SRC", str(a))
+    assert build.source_dir() == a
+    cfg_a = build.config()
+    assert cfg_a["families"] == ["hello"] and cfg_a["source_dir"] == str(a)
+    key_a = build.cache_dir(cfg_a)
+    monkeypatch.setenv("TINYTORCH_KERNEL_SRC", str(b))
+    assert build.source_dir() == b
+    assert build.cache_dir() != key_a
+    monkeypatch.delenv("TINYTORCH_KERNEL_SRC")
+    assert build.source_dir() == REPO / "kernels"
 
 
 def test_cpp_only_family_builds_once_under_the_lock(tmp_path):
@@ -170,7 +192,7 @@ def test_every_cu_compiles_for_sm80_and_sm90_and_links(tmp_path):
     makes build.py compile the CUDA code even without a device."""
     assert NVCC is not None, "CI must have nvcc to check that the CUDA kernels compile"
     env = _env(
-        build.SOURCE_DIR,
+        build.source_dir(),
         tmp_path / "cache",
         TINYTORCH_FORCE_CUDA="1",
         TINYTORCH_CUDA_ARCH="80;90",
@@ -183,6 +205,6 @@ def test_every_cu_compiles_for_sm80_and_sm90_and_links(tmp_path):
     assert "with_cuda True" in out, out
     (folder,) = (tmp_path / "cache").iterdir()
     ninja = (folder / "build.ninja").read_text()
-    for cu in sorted(build.SOURCE_DIR.glob("*.cu")):
+    for cu in sorted(build.source_dir().glob("*.cu")):
         assert (folder / f"{cu.stem}.cuda.o").is_file(), f"{cu.name} was not compiled"
     assert "code=sm_80" in ninja and "code=sm_90" in ninja

@@ -86,6 +86,7 @@ def test_noncontiguous_input_is_copied():
     assert_close(t.grad, want_dx.T, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.exercise("input_checks")
 def test_bad_input():
     x = np.zeros((3, 4), np.float32)
     with pytest.raises(TypeError, match="float32"):
@@ -96,9 +97,4 @@ def test_bad_input():
         G.backward(x, np.zeros((4, 3), np.float32))
     with pytest.raises(TypeError, match="NumPy array"):
         G.forward([1.0, 2.0])
-    lib = G._lib()  # the bindings check for themselves too: never a crash
-    with pytest.raises(TypeError):
-        lib.gelu_forward_cpu(x.astype(np.float64), x)
-    with pytest.raises(ValueError):
-        lib.gelu_forward_cpu(x, np.zeros(5, np.float32))
     assert G.forward(np.zeros((0, 4), np.float32)).shape == (0, 4)

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import tracemalloc
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 import tinytorch
 import tinytorch.kernels
 from tinytorch import backend
 from tinytorch.kernels import attention as A
-from tinytorch.kernels import attention_autograd as AA
 from tinytorch.nn.functional_attention import attention_with_weights
 
 TOL = 1e-4
@@ -44,8 +44,7 @@ def composed_float64(q, k, v, dout, causal, kpm):
     return [out.data] + [t.grad.data for t in ts]
 
 
-def check(devices, quick):
-    rng = np.random.default_rng()
+def check(devices, quick, rng):
     cases = [(1, 32), (77, 64)] if quick else [(1, 32), (77, 64), (300, 128), (1000, 64)]
     results = []
     for T, D in cases:
@@ -81,9 +80,8 @@ def check(devices, quick):
     return results
 
 
-def online_softmax_blocks():
+def online_softmax_blocks(rng):
     """The same numbers whatever the block size: the invariant of README section 10."""
-    rng = np.random.default_rng()
     T = 100
     q, k, v = (rng.standard_normal((1, 2, T, 32)) for _ in range(3))
     full, _ = A.online_softmax_attention(q, k, v, is_causal=True, block=T)
@@ -105,9 +103,8 @@ def peak_bytes(fn):
         tracemalloc.stop()
 
 
-def memory(quick):
+def memory(quick, rng):
     """Peak bytes allocated during one forward + backward, on the CPU, by T."""
-    rng = np.random.default_rng()
     B, H, D = 1, 4, 64
     rows = []
     for T in (128, 256, 512) if quick else (128, 256, 512, 1024, 2048):
@@ -119,7 +116,7 @@ def memory(quick):
             for t in ts:
                 t.grad = None
             if fused:
-                out = AA.attention(*ts, is_causal=True)
+                out = A.attention(*ts, is_causal=True)
             else:
                 with tinytorch.kernels.composed():
                     out = attention_with_weights(*ts, is_causal=True)[0]
@@ -136,7 +133,7 @@ def memory(quick):
     return rows
 
 
-def benchmark(device, quick, time_it):
+def benchmark(device, quick, time_it, rng):
     """Forward + backward of each version, the composed path and torch (when importable)."""
     if device == "cuda":
         B, H, T, D, repeat = (8, 16, 1024, 64, 5) if quick else (16, 16, 1024, 64, 10)
@@ -144,7 +141,6 @@ def benchmark(device, quick, time_it):
         B, H, T, D, repeat = (2, 4, 256, 64, 3) if quick else (2, 8, 512, 64, 5)
     causal = True
     xp = backend.get_xp(device)
-    rng = np.random.default_rng()
     q, k, v, g = (xp.asarray(rng.standard_normal((B, H, T, D)), np.float32) for _ in range(4))
     flops = 3.5 * 4.0 * B * H * T * T * D / 2  # forward + backward, causal
     rows = []
@@ -189,7 +185,7 @@ def benchmark(device, quick, time_it):
     return {"device": device, "B": B, "H": H, "T": T, "d": D, "causal": causal, "rows": rows}
 
 
-def plot(plt, mem, benches, path):
+def plot(mem, benches, path):
     fig, axes = plt.subplots(1, 1 + len(benches), figsize=(5.5 * (1 + len(benches)), 4))
     ax = axes[0]
     Ts = [r["T"] for r in mem]

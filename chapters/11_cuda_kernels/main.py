@@ -22,43 +22,23 @@ benchmark.png, benchmark.json, attention.json, attention.png.
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
 import sys
 import time
-from pathlib import Path
 
+import attention_part  # this chapter's part 2 (next to this file)
+import matplotlib.pyplot as plt
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere: import this checkout's tinytorch
-
-import attention_part  # noqa: E402 - this chapter's part 2 (chapters/11_cuda_kernels/)
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-import tinytorch  # noqa: E402
-import tinytorch.kernels  # noqa: E402
-from tinytorch import backend  # noqa: E402
-from tinytorch.kernels import build  # noqa: E402
-from tinytorch.kernels import layernorm as L  # noqa: E402
+import tinytorch
+import tinytorch.kernels
+from tinytorch import backend
+from tinytorch.bench import time_cpu, time_cuda
+from tinytorch.chapter import chapter_args
+from tinytorch.kernels import build
+from tinytorch.kernels import layernorm as L
 
 EPS = 1e-5
-
-
-def reference(x, w, b, dy):
-    """float64 LayerNorm and its gradients: the formulas of the README's section 1."""
-    x, w, b, dy = (np.asarray(a, np.float64) for a in (x, w, b, dy))
-    mean = x.mean(-1, keepdims=True)
-    rstd = 1 / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + EPS)
-    xhat = (x - mean) * rstd
-    g = dy * w
-    dx = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
-    return xhat * w + b, mean[:, 0], rstd[:, 0], dx, (dy * xhat).sum(0), dy.sum(0)
 
 
 def devices():
@@ -69,9 +49,9 @@ def versions(device):
     return L.CUDA_VERSIONS if device == "cuda" else L.CPU_VERSIONS
 
 
-def check_kernels(quick):
-    """Every version on every present device against the float64 reference."""
-    rng = np.random.default_rng()
+def check_kernels(quick, rng):
+    """Every version on every present device against the float64 reference (L.reference, the
+    formulas of the README's section 1)."""
     shapes = (
         [(3, 7), (64, 768), (100, 4097)]
         if quick
@@ -84,7 +64,7 @@ def check_kernels(quick):
         w = (1 + 0.5 * rng.standard_normal(C)).astype(np.float32)
         b = rng.standard_normal(C).astype(np.float32)
         dy = rng.standard_normal((N, C)).astype(np.float32)
-        ref = reference(x, w, b, dy)
+        ref = L.reference(x, w, b, dy, EPS)
         for device in devices():
             d = [backend.to_device(a, device) for a in (x, w, b, dy)]
             for v in versions(device):
@@ -106,9 +86,8 @@ def check_kernels(quick):
     return results
 
 
-def variance_demo(out, quick):
+def variance_demo(out, quick, rng):
     """Relative error of the float32 variance as the mean moves away from zero."""
-    rng = np.random.default_rng()
     C, rows = 1024, (8 if quick else 64)
     offsets = [0.0, 1.0, 10.0, 1e2, 1e3, 1e4, 1e5]
     errs = {
@@ -167,38 +146,19 @@ def variance_demo(out, quick):
 
 
 def timer(device):
-    """Median seconds of fn(): CUDA events on the GPU, wall clock on the CPU."""
-
-    def time_it(fn, repeat):
-        fn()  # warm-up
-        times = []
-        for _ in range(repeat):
-            if device == "cuda":
-                import cupy as cp
-
-                start, end = cp.cuda.Event(), cp.cuda.Event()
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times.append(cp.cuda.get_elapsed_time(start, end) / 1e3)
-            else:
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
-        return statistics.median(times)
-
-    return time_it
+    """time_it(fn, repeat): the median seconds of fn() after one warm-up, by tinytorch.bench's
+    timers (CUDA events on CuPy's stream on the GPU, wall clock on the CPU)."""
+    timing = time_cuda if device == "cuda" else time_cpu
+    return lambda fn, repeat: timing(fn, warmup=1, repeat=repeat)
 
 
-def benchmark(device, quick):
+def benchmark(device, quick, rng):
     """Forward+backward of each version, the composed ops and torch (if importable)."""
     if device == "cuda":
         N, C, repeat = (4096, 1024, 10) if quick else (16384, 4096, 30)
     else:
         N, C, repeat = (512, 768, 5) if quick else (2048, 1024, 10)
     xp = backend.get_xp(device)
-    rng = np.random.default_rng()
     x, dy = (xp.asarray(rng.standard_normal((N, C)), dtype=np.float32) for _ in range(2))
     w, b = (xp.asarray(rng.standard_normal(C), dtype=np.float32) for _ in range(2))
     time_it = timer(device)
@@ -263,12 +223,10 @@ def plot_benchmark(benches, path):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller checks and benchmark")
-    parser.add_argument("--out", default=str(HERE / "out"), help="output folder")
+    parser = chapter_args(__file__, __doc__.splitlines()[0], record=False)
     args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = args.out
+    rng = np.random.default_rng(args.seed)
 
     print("1. building the kernel module (cached after the first time)", flush=True)
     t0 = time.perf_counter()
@@ -281,28 +239,28 @@ def main():
     )
 
     print("2. every kernel version vs the float64 reference", flush=True)
-    checks = check_kernels(args.quick)
+    checks = check_kernels(args.quick, rng)
     (out / "checks.json").write_text(json.dumps(checks, indent=2))
 
     print("3. float32 variance: one pass vs two passes vs Welford", flush=True)
-    variance = variance_demo(out, args.quick)
+    variance = variance_demo(out, args.quick, rng)
 
     print("4. a small benchmark (forward + backward)", flush=True)
-    benches = [benchmark(d, args.quick) for d in devices()]
+    benches = [benchmark(d, args.quick, rng) for d in devices()]
     plot_benchmark(benches, out / "benchmark.png")
     (out / "benchmark.json").write_text(
         json.dumps({"benchmarks": benches, "variance": variance}, indent=2)
     )
 
     print("5. every attention kernel version vs chapter 06's attention in float64", flush=True)
-    att_checks = attention_part.check(devices(), args.quick)
+    att_checks = attention_part.check(devices(), args.quick, rng)
     print("6. the online softmax: the same answer whatever the block of keys", flush=True)
-    blocks = attention_part.online_softmax_blocks()
+    blocks = attention_part.online_softmax_blocks(rng)
     print("7. peak memory of one forward + backward on the CPU: composed vs fused", flush=True)
-    mem = attention_part.memory(args.quick)
+    mem = attention_part.memory(args.quick, rng)
     print("8. a small attention benchmark (forward + backward)", flush=True)
-    att_benches = [attention_part.benchmark(d, args.quick, timer(d)) for d in devices()]
-    attention_part.plot(plt, mem, att_benches, out / "attention.png")
+    att_benches = [attention_part.benchmark(d, args.quick, timer(d), rng) for d in devices()]
+    attention_part.plot(mem, att_benches, out / "attention.png")
     (out / "attention.json").write_text(
         json.dumps(
             {"checks": att_checks, "blocks": blocks, "memory": mem, "benchmarks": att_benches},

@@ -1,13 +1,34 @@
-"""Hand-written kernels (chapter 11): fused LayerNorm and fused softmax attention.
+"""Hand-written kernels (chapter 11): fused LayerNorm, fused softmax attention, fused GELU.
 
-The compiled module (C++/OpenMP for the CPU, CUDA for the GPU, bound with pybind11) is built
-on first use by `tinytorch.kernels.build.load()`. Each family has Python code here with
-raw-array entry points, an autograd Function and the check that decides whether a call can use
-the kernel: `layernorm` holds all three; attention's are split between `attention` (raw arrays)
-and `attention_autograd` (the Function, supports, dispatch).
+The compiled module (C++/OpenMP for the CPU, CUDA for the GPU, bound with pybind11) is built on
+first use by `tinytorch.kernels.build.load()` (compilers and flags: `toolchain`). Each family
+module - `layernorm`, `attention`, `gelu` - has the same shape:
 
-The switch below forces the composed path (plain NumPy/CuPy tensor ops), which is what the
-kernels are tested against and what chapter 11 compares them with:
+    forward(...), backward(...)    raw arrays in, raw arrays out; every check happens here, once
+    <Name>Function                 the autograd Function over them
+    supports(...) -> bool          whether the kernel can take this Tensor-level call here
+    dispatch(...) -> Tensor/None   what nn.functional calls first; None = use the composed ops
+
+`common` holds what they share (the module, the array checks, output allocation).
+
+When each kernel is used (measured; chapter 11 and benchmarks/results/):
+- LayerNorm (F.layer_norm, nn.LayerNorm): on the GPU and on the CPU whenever supported
+  (float32, weight/bias of the normalized shape or None). The C++/OpenMP kernel beats the NumPy
+  composition of mean, var and normalize (benchmarks/results/kernels_cpu_cpu.md).
+- Attention (F.scaled_dot_product_attention, nn.MultiheadAttention, the GPT): on the GPU and the
+  CPU whenever supported (float32, head dim 32, 64 or 128, no dropout, a causal flag or a
+  key-padding style mask). The C++ kernel beat the NumPy composition at every measured size,
+  the chapter 07 GPT's (T = 64) included (benchmarks/results/attention_cpu_cpu.md), so there is
+  no minimum size.
+- GELU (F.gelu, nn.GELU; exact, float32): on the CPU only (kernels/gelu.cpp: one pass instead
+  of the composition's ten; benchmarks/results/gelu_cpu_cpu.md); the GPU keeps the composed
+  CuPy ops.
+Anything unsupported (float64, other head dims, dropout, arbitrary additive masks, GELU's tanh
+approximation, a module that did not build) takes the composed path, which handles every case.
+
+The switch forces the composed path (plain NumPy/CuPy tensor ops), which is what the kernels
+are tested against and what chapter 11 compares them with. Only the families' `dispatch`
+functions read it:
 
     tinytorch.kernels.set_fused(False)        # from now on
     with tinytorch.kernels.composed():        # inside this block only
@@ -78,9 +99,9 @@ def available() -> bool:
 
 
 def cpu_isas() -> list[str]:
-    """The instruction sets this CPU can run the vectorized CPU kernels (attention v3, GELU)
-    with, best first: a subset of ["avx512", "avx2", "base"] ("base" = x86-64's SSE2, or the
-    plain build elsewhere). See kernels/simd.h."""
+    """The instruction sets this CPU can run the vectorized CPU kernels (attention v3, GELU,
+    LayerNorm's backward) with, best first: a subset of ["avx512", "avx2", "base"] ("base" =
+    x86-64's SSE2, or the plain build elsewhere). See kernels/simd.h."""
     from . import build
 
     return list(build.load().cpu_isas())

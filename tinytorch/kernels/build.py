@@ -6,28 +6,26 @@
 
 How it works (chapter 11 explains why each step is there):
 
-1. Sources: every `kernels/<family>.cpp` defines `void register_<family>(pybind11::module_& m)`,
-   which binds that family's functions. This file GENERATES the module's entry point, which
-   declares and calls each `register_<family>`, so adding a family never edits a shared file.
-   Each `kernels/<family>.cu` (optional) holds CUDA kernels and host launchers; it is compiled
-   only when CUDA is on, and the .cpp binds the launchers under `#ifdef TT_WITH_CUDA`.
-2. A cache folder keyed by a hash of everything that changes the binary: the sources and
-   headers, the flags, the compilers' versions, the Python ABI, pybind11's version and the GPU
+1. Sources: every `<family>.cpp` of the source folder defines
+   `void register_<family>(pybind11::module_& m)`, which binds that family's functions. This
+   file GENERATES the module's entry point, which declares and calls each `register_<family>`,
+   so adding a family never edits a shared file. Each `<family>.cu` (optional) holds CUDA
+   kernels and host launchers; it is compiled only when CUDA is on, and the .cpp binds the
+   launchers under `#ifdef TT_WITH_CUDA`.
+   The source folder is `$TINYTORCH_KERNEL_SRC` (read at each build: a learner's workspace
+   copy of kernels/, say), else the repository's kernels/. Every .cpp, .cu and .h is read from
+   there; nothing else is compiled.
+2. A cache folder keyed by a hash of everything that changes the binary: the sources' and
+   headers' contents (so an edited or stubbed copy builds into its own folder), the source
+   folder, the flags, the compilers' versions, the Python ABI, pybind11's version and the GPU
    architectures. Root: `$TINYTORCH_KERNEL_CACHE`, else `~/.cache/tinytorch/kernels`.
 3. A `build.ninja` in that folder (g++ for .cpp, nvcc for .cu, one link with the static CUDA
    runtime), run by ninja, under an exclusive file lock so two processes never build at once:
    the second waits, then finds the finished module.
 4. `importlib` loads the .so. A failed build raises `KernelBuildError` with the compiler output.
 
-CUDA is compiled in only when nvcc is found AND a GPU is present (CuPy sees a device): on a
-machine with nvcc but no GPU (CI, a laptop) the runtime module is CPU-only, so first use never
-pays minutes of nvcc for code that cannot run there (the cache key then says "no-gpu"); the
-nvcc compile check for sm_80/sm_90 is a separate test (tests/test_ch11_build.py).
-
-Environment: TINYTORCH_NO_CUDA=1 builds the CPU kernels only; TINYTORCH_FORCE_CUDA=1 compiles the
-CUDA code even without a GPU (to check the link); TINYTORCH_NVCC=/path/to/nvcc picks
-the CUDA compiler; TINYTORCH_CUDA_ARCH="80;90" the architectures (default: the present GPU's,
-via CuPy, else sm_80 and sm_90); TINYTORCH_CXX the C++ compiler (default g++).
+Which compilers, architectures and flags: tinytorch/kernels/toolchain.py (and its environment
+variables).
 """
 
 from __future__ import annotations
@@ -36,18 +34,19 @@ import hashlib
 import importlib.machinery
 import importlib.util
 import os
-import re
-import shutil
 import subprocess
 import sys
 import sysconfig
 import threading
 from pathlib import Path
 
+from . import toolchain
+from .toolchain import KernelBuildError, cuda_archs, find_nvcc, gpu_present
+
 __all__ = [
     "load",
     "KernelBuildError",
-    "SOURCE_DIR",
+    "source_dir",
     "MODULE_NAME",
     "find_nvcc",
     "gpu_present",
@@ -57,153 +56,54 @@ __all__ = [
     "nvcc_compile_command",
 ]
 
-SOURCE_DIR = Path(
-    os.environ.get("TINYTORCH_KERNEL_SRC", Path(__file__).resolve().parents[2] / "kernels")
-)
+REPO_KERNELS = Path(__file__).resolve().parents[2] / "kernels"
+# A folder to build from instead of source_dir()'s choice (tests set it); None = the usual rule.
+SOURCE_DIR: Path | None = None
 MODULE_NAME = "_tinytorch_kernels"
-DEFAULT_ARCHS = ("80", "90")
-
-CXX_FLAGS = ["-O3", "-std=c++17", "-fPIC", "-fopenmp", "-fvisibility=hidden", "-Wall"]
-# No --use_fast_math: its approximate division, sqrt and exp break the float32 accuracy targets.
-NVCC_FLAGS = ["-O3", "-std=c++17", "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden"]
-LINK_FLAGS = ["-shared", "-fopenmp"]
 
 _lock = threading.Lock()
 _module = None
 _error: Exception | None = None
 
 
-class KernelBuildError(RuntimeError):
-    """The kernel module failed to build; the message carries the compiler's output."""
-
-
-def find_nvcc() -> str | None:
-    """The CUDA compiler to use, or None (no nvcc found, or TINYTORCH_NO_CUDA=1)."""
-    if os.environ.get("TINYTORCH_NO_CUDA", "") not in ("", "0"):
-        return None
-    env = os.environ.get("TINYTORCH_NVCC")
-    if env:
-        return env if Path(env).is_file() else None
-    found = shutil.which("nvcc")
-    if found:
-        return found
-    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if home and (Path(home) / "bin" / "nvcc").is_file():
-            return str(Path(home) / "bin" / "nvcc")
-    return None
-
-
-def gpu_present() -> bool:
-    """Whether CuPy sees at least one CUDA device here."""
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # no CuPy, no driver or no GPU
-        return False
-
-
-def _cuda_wanted() -> str | None:
-    """The nvcc to compile the runtime module's CUDA code with, or None for a CPU-only module."""
-    nvcc = find_nvcc()
-    if nvcc is None:
-        return None
-    if gpu_present() or os.environ.get("TINYTORCH_FORCE_CUDA", "") not in ("", "0"):
-        return nvcc
-    return None
-
-
-def cuda_archs() -> list[str]:
-    """Compute capabilities to compile for, e.g. ["90"]: the env override, the present GPU, or
-    sm_80 + sm_90 (A100 and H100) when no GPU can be asked."""
-    env = os.environ.get("TINYTORCH_CUDA_ARCH")
-    if env:
-        return [
-            a.strip().replace("sm_", "").replace(".", "")
-            for a in env.replace(",", ";").split(";")
-            if a.strip()
-        ]
-    try:
-        import cupy
-
-        if cupy.cuda.runtime.getDeviceCount() > 0:
-            return [str(cupy.cuda.Device().compute_capability)]
-    except Exception:  # no CuPy, no driver or no GPU: compile for the usual datacenter parts
-        pass
-    return list(DEFAULT_ARCHS)
-
-
-def _version(cmd: list[str]) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout.strip()
-    except (OSError, subprocess.SubprocessError) as e:
-        return f"unknown ({e})"
-
-
-def _ninja() -> str:
-    candidates = [shutil.which("ninja"), str(Path(sys.executable).parent / "ninja")]
-    try:
-        import ninja
-
-        candidates.append(str(Path(ninja.BIN_DIR) / "ninja"))
-    except ImportError:
-        pass
-    for c in candidates:
-        if c and Path(c).is_file():
-            return c
-    raise KernelBuildError(
-        "building the tinytorch kernels needs ninja: pip install ninja "
-        "(or the 'cuda'/'test' extras)"
-    )
-
-
-def _pybind11_include() -> str:
-    try:
-        import pybind11
-    except ImportError as e:
-        raise KernelBuildError(
-            "building the tinytorch kernels needs pybind11: pip install pybind11"
-        ) from e
-    return pybind11.get_include()
-
-
-def _gencode(archs: list[str]) -> list[str]:
-    """SASS for each architecture, plus PTX for the newest so later GPUs can JIT it."""
-    flags = []
-    for a in archs:
-        flags += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
-    newest = max(archs, key=int)
-    flags += ["-gencode", f"arch=compute_{newest},code=compute_{newest}"]
-    return flags
+def source_dir() -> Path:
+    """The folder the kernels build from: SOURCE_DIR if set, else $TINYTORCH_KERNEL_SRC, else the
+    repository's kernels/."""
+    if SOURCE_DIR is not None:
+        return Path(SOURCE_DIR)
+    env = os.environ.get("TINYTORCH_KERNEL_SRC")
+    return Path(env) if env else REPO_KERNELS
 
 
 def nvcc_compile_command(nvcc: str, src: Path, out: Path, archs: list[str]) -> list[str]:
-    """The nvcc command that compiles one .cu into an object file (used by the build and CI)."""
-    return [nvcc, *NVCC_FLAGS, *_gencode(archs), f"-I{SOURCE_DIR}", "-c", str(src), "-o", str(out)]
+    """The nvcc command that compiles one .cu into an object file."""
+    flags = [*toolchain.NVCC_FLAGS, *toolchain.gencode(archs), f"-I{source_dir()}"]
+    return [nvcc, *flags, "-c", str(src), "-o", str(out)]
 
 
 def config() -> dict:
     """Everything that determines the binary (hashed into the cache key)."""
-    sources = sorted(SOURCE_DIR.glob("*.cpp")) + sorted(SOURCE_DIR.glob("*.cu"))
+    src = source_dir()
+    sources = sorted(src.glob("*.cpp")) + sorted(src.glob("*.cu"))
     if not sources:
-        raise KernelBuildError(f"no kernel sources (*.cpp, *.cu) found in {SOURCE_DIR}")
-    nvcc = _cuda_wanted()
-    cxx = os.environ.get("TINYTORCH_CXX", "g++")
+        raise KernelBuildError(f"no kernel sources (*.cpp, *.cu) found in {src}")
+    nvcc = toolchain.cuda_wanted()
+    cxx = toolchain.cxx()
     cfg = {
         "gpu": "gpu" if gpu_present() else "no-gpu",
-        "source_dir": str(SOURCE_DIR),
-        "families": [p.stem for p in sorted(SOURCE_DIR.glob("*.cpp"))],
-        "cu": [p.name for p in sorted(SOURCE_DIR.glob("*.cu"))] if nvcc else [],
+        "source_dir": str(src),
+        "families": [p.stem for p in sorted(src.glob("*.cpp"))],
+        "cu": [p.name for p in sorted(src.glob("*.cu"))] if nvcc else [],
         "cxx": cxx,
-        "cxx_version": _version([cxx, "--version"]),
-        "cxx_flags": CXX_FLAGS,
+        "cxx_version": toolchain.tool_version([cxx, "--version"]),
+        "cxx_flags": toolchain.CXX_FLAGS,
         "nvcc": nvcc,
-        "nvcc_version": _version([nvcc, "--version"]) if nvcc else None,
-        "nvcc_flags": NVCC_FLAGS if nvcc else None,
+        "nvcc_version": toolchain.tool_version([nvcc, "--version"]) if nvcc else None,
+        "nvcc_flags": toolchain.NVCC_FLAGS if nvcc else None,
         "archs": cuda_archs() if nvcc else None,
         "python": sys.version,
         "ext_suffix": sysconfig.get_config_var("EXT_SUFFIX"),
-        "pybind11": _pybind11_include(),
+        "pybind11": toolchain.pybind11_include(),
     }
     try:
         import pybind11
@@ -216,10 +116,13 @@ def config() -> dict:
 
 def _hash(cfg: dict) -> str:
     h = hashlib.sha256(repr(sorted(cfg.items())).encode())
-    files = sorted([*SOURCE_DIR.glob("*.cpp"), *SOURCE_DIR.glob("*.cu"), *SOURCE_DIR.glob("*.h")])
+    src = Path(cfg["source_dir"])
+    files = sorted([*src.glob("*.cpp"), *src.glob("*.cu"), *src.glob("*.h")])
     for p in files:
         h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
-    h.update(Path(__file__).read_bytes())  # the generated entry point and rules live here
+    # the generated entry point, the ninja rules and the flags live in these two files
+    h.update(Path(__file__).read_bytes())
+    h.update(Path(toolchain.__file__).read_bytes())
     return h.hexdigest()[:20]
 
 
@@ -256,33 +159,6 @@ PYBIND11_MODULE({MODULE_NAME}, m) {{
 """
 
 
-def _cuda_home(nvcc: str) -> Path:
-    """The CUDA toolkit folder (include/, lib64/) that goes with this nvcc. `nvcc` may be a
-    wrapper script elsewhere (e.g. /usr/local/bin/nvcc), so check the candidates."""
-    candidates = [Path(nvcc).resolve().parent.parent]
-    candidates += [Path(p) for p in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")) if p]
-    try:  # a wrapper script that execs the real nvcc: ask nvcc where it lives
-        out = subprocess.run(
-            [nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        m = re.search(r"TOP=(\S+)", out.stdout + out.stderr)
-        if m:
-            candidates.insert(0, Path(m.group(1).strip("'\"")).resolve())
-    except (OSError, subprocess.SubprocessError):
-        pass
-    candidates += [Path("/usr/local/cuda")]
-    for c in candidates:
-        if (c / "include" / "cuda_runtime.h").is_file():
-            return c
-    raise KernelBuildError(
-        f"found nvcc at {nvcc} but not the CUDA toolkit (include/cuda_runtime.h) "
-        f"next to it; set CUDA_HOME, or TINYTORCH_NO_CUDA=1 to build without CUDA"
-    )
-
-
 def _q(s) -> str:
     """Escape a path for ninja (spaces, colons and dollars are special there)."""
     return str(s).replace("$", "$$").replace(" ", "$ ").replace(":", "$:")
@@ -290,16 +166,20 @@ def _q(s) -> str:
 
 def _write_ninja(bdir: Path, cfg: dict) -> Path:
     with_cuda = bool(cfg["nvcc"])
-    includes = [f"-I{cfg['pybind11']}", f"-I{sysconfig.get_paths()['include']}", f"-I{SOURCE_DIR}"]
-    cxx_flags = [*CXX_FLAGS, *includes]
-    link = list(LINK_FLAGS)
+    includes = [
+        f"-I{cfg['pybind11']}",
+        f"-I{sysconfig.get_paths()['include']}",
+        f"-I{cfg['source_dir']}",
+    ]
+    cxx_flags = [*toolchain.CXX_FLAGS, *includes]
+    link = list(toolchain.LINK_FLAGS)
     lines = [
         "ninja_required_version = 1.3",
         f"cxx = {cfg['cxx']}",
         f"cxx_flags = {' '.join(cxx_flags)}",
     ]
     if with_cuda:
-        cuda_home = _cuda_home(cfg["nvcc"])
+        cuda_home = toolchain.cuda_home(cfg["nvcc"])
         cuda_inc = cuda_home / "include"
         lib = next(
             (
@@ -311,11 +191,13 @@ def _write_ninja(bdir: Path, cfg: dict) -> Path:
         )
         cxx_flags += ["-DTT_WITH_CUDA", f"-I{cuda_inc}"]
         lines[-1] = f"cxx_flags = {' '.join(cxx_flags)}"
-        gencode = _gencode(cfg["archs"])
+        gencode = toolchain.gencode(cfg["archs"])
         lines += [
             f"nvcc = {cfg['nvcc']}",
             "nvcc_flags = "
-            + " ".join([*NVCC_FLAGS, *gencode, f"-I{SOURCE_DIR}", "-DTT_WITH_CUDA"]),
+            + " ".join(
+                [*toolchain.NVCC_FLAGS, *gencode, f"-I{cfg['source_dir']}", "-DTT_WITH_CUDA"]
+            ),
         ]
         link += [f"-L{lib}", "-lcudart_static", "-ldl", "-lrt", "-lpthread"]
     lines += [
@@ -342,12 +224,12 @@ def _write_ninja(bdir: Path, cfg: dict) -> Path:
     objs = []
     entry = bdir / "module_entry.cpp"
     entry.write_text(_entry_source(cfg["families"], with_cuda, cfg["archs"]))
-    for src in [entry, *sorted(SOURCE_DIR.glob("*.cpp"))]:
+    for src in [entry, *sorted(Path(cfg["source_dir"]).glob("*.cpp"))]:
         obj = bdir / f"{src.stem}.o"
         objs.append(obj)
         lines.append(f"build {_q(obj)}: cxx {_q(src)}")
     if with_cuda:
-        for src in sorted(SOURCE_DIR.glob("*.cu")):
+        for src in sorted(Path(cfg["source_dir"]).glob("*.cu")):
             obj = bdir / f"{src.stem}.cuda.o"
             objs.append(obj)
             lines.append(f"build {_q(obj)}: nvcc {_q(src)}")
@@ -375,7 +257,7 @@ def _build(bdir: Path, cfg: dict, verbose: bool) -> Path:
                 )
             jobs = str(max(1, min(os.cpu_count() or 1, 8)))
             proc = subprocess.run(
-                [_ninja(), "-C", str(bdir), "-j", jobs],
+                [toolchain.ninja(), "-C", str(bdir), "-j", jobs],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,

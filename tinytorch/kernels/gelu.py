@@ -5,18 +5,19 @@ Raw arrays (NumPy, float32, C-contiguous, any shape):
     y = forward(x)
     dx = backward(x, grad)
 
+Bad input (type, dtype, contiguity, shape) raises TypeError or ValueError here, before the
+kernel runs (the binding checks nothing again).
+
 Tensor level:
 
     supports(x, approximate="none") -> bool
     gelu(x) -> Tensor                        # the autograd Function GELUFunction
     dispatch(input, approximate) -> Tensor or None
 
-`dispatch` is what F.gelu and nn.GELU ask first (through tinytorch.kernels_dispatch). It returns
-None - use the composed ops of tinytorch/ops/activations.py, the reference the kernel is tested
-against - when the fused path is switched off (tinytorch.kernels.set_fused(False) or `with
-tinytorch.kernels.composed():`), when the module cannot be built, and for what the kernel does
-not do: CuPy arrays (the GPU keeps the composed CuPy ops), dtypes other than float32,
-approximate="tanh", empty tensors. A non-contiguous input is copied first.
+`supports` is False - F.gelu then runs the composed ops of tinytorch/ops/activations.py, the
+reference the kernel is tested against - for what the kernel does not do: CuPy arrays (the GPU
+keeps the composed CuPy ops), dtypes other than float32, approximate="tanh", empty tensors, and
+when the module cannot be built. A non-contiguous input is copied first.
 """
 
 from __future__ import annotations
@@ -25,45 +26,36 @@ import numpy as np
 
 from ..autograd import Function
 from ..tensor import Tensor
+from .common import check_array, lib, ptr, runs_on
 
 __all__ = ["forward", "backward", "GELUFunction", "supports", "gelu", "dispatch"]
 
 
-def _lib():
-    from . import build
-
-    return build.load()
-
-
-def _check(x, name, like=None):
+def _check(x, name, where, shape=None):
     if not isinstance(x, np.ndarray):
         raise TypeError(
-            f"gelu: {name} must be a NumPy array (the kernel is CPU only), got {type(x).__name__}"
+            f"{where}: {name} must be a NumPy array (the kernel is CPU only), "
+            f"got {type(x).__name__}"
         )
-    if x.dtype != np.float32:
-        raise TypeError(f"gelu: {name} must be float32, got {x.dtype}")
-    if not x.flags.c_contiguous:
-        raise ValueError(f"gelu: {name} must be C-contiguous (copy it with ascontiguousarray)")
-    if like is not None and x.shape != like.shape:
-        raise ValueError(f"gelu: {name} has shape {x.shape} but x has {like.shape}")
+    check_array(x, name, where, shape)
 
 
 def forward(x):
     """y = x * Phi(x) (float32, x's shape)."""
-    _check(x, "x")
+    _check(x, "x", "gelu forward")
     y = np.empty_like(x)
     if x.size:
-        _lib().gelu_forward_cpu(x, y)
+        lib().gelu_forward_cpu(ptr(x), ptr(y), x.size)
     return y
 
 
 def backward(x, grad):
     """dx = grad * (Phi(x) + x * phi(x)) (float32, x's shape)."""
-    _check(x, "x")
-    _check(grad, "grad", like=x)
+    _check(x, "x", "gelu backward")
+    _check(grad, "grad", "gelu backward", x.shape)
     dx = np.empty_like(x)
     if x.size:
-        _lib().gelu_backward_cpu(x, grad, dx)
+        lib().gelu_backward_cpu(ptr(x), ptr(grad), ptr(dx), x.size)
     return dx
 
 
@@ -80,13 +72,11 @@ class GELUFunction(Function):
 
 def supports(x, approximate="none") -> bool:
     """Whether the fused kernel computes gelu(x, approximate) here."""
-    from . import available, fused_enabled
-
-    if not fused_enabled() or not isinstance(x, Tensor) or approximate != "none":
+    if not isinstance(x, Tensor) or approximate != "none":
         return False
     if x.device != "cpu" or x.dtype != np.float32 or x.data.size == 0:
         return False
-    return available()
+    return runs_on("cpu")
 
 
 def gelu(x):
@@ -95,5 +85,10 @@ def gelu(x):
 
 
 def dispatch(input, approximate="none"):
-    """For F.gelu: the fused result, or None for the composed path."""
-    return gelu(input) if supports(input, approximate) else None
+    """For F.gelu: the fused result, or None for the composed path (the fused path is switched
+    off, or supports() says no)."""
+    from . import fused_enabled
+
+    if not fused_enabled() or not supports(input, approximate):
+        return None
+    return gelu(input)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import warnings
 
 from .. import ops
+from ..kernels import gelu as fused_gelu
+from ..kernels import layernorm as fused_layernorm
 from ..ops import (  # noqa: F401 - re-exported under torch.nn.functional's names
     dropout,
     embedding,
@@ -47,10 +49,8 @@ def linear(input, weight, bias=None):
 
 def gelu(input, approximate: str = "none"):
     """x * Phi(x), Phi the standard normal CDF (or PyTorch's tanh approximation). On the CPU,
-    float32 and exact, the fused kernel of chapter 11 takes the call (kernels_dispatch)."""
-    from .. import kernels_dispatch
-
-    fused = kernels_dispatch.gelu(input, approximate)
+    float32 and exact, the fused kernel of chapter 11 takes the call (tinytorch.kernels)."""
+    fused = fused_gelu.dispatch(input, approximate)
     return fused if fused is not None else ops.gelu(input, approximate)
 
 
@@ -63,9 +63,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
             f"layer_norm: normalized_shape {shape} does not match the last dims "
             f"of the input's shape {tuple(input.shape)}"
         )
-    from .. import kernels_dispatch
-
-    fused = kernels_dispatch.layer_norm(input, shape, weight, bias, eps)
+    fused = fused_layernorm.dispatch(input, shape, weight, bias, eps)
     if fused is not None:
         return fused
     dims = tuple(range(-len(shape), 0))

@@ -16,7 +16,7 @@ PyTorch's SDPA does.
 
 The composed path below is the reference: one batched matmul for the scores, the mask, a
 softmax over keys, dropout on the weights, one batched matmul with the values. A fused kernel
-(tinytorch.kernels_dispatch) may take the call first; it is tested against this path.
+(tinytorch.kernels.attention.dispatch) may take the call first; it is tested against this path.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import math
 
 import numpy as np
 
-from .. import backend, kernels_dispatch, ops
+from .. import backend, ops
+from ..kernels import attention as fused_attention
 from ..tensor import Tensor
 
 __all__ = ["scaled_dot_product_attention", "attention_with_weights", "causal_mask"]
@@ -171,9 +172,7 @@ def scaled_dot_product_attention(
             "attention) is not supported; repeat the key/value heads"
         )
     _check(query, key, value, attn_mask, is_causal, dropout_p)
-    fused = kernels_dispatch.scaled_dot_product_attention(
-        query, key, value, attn_mask, dropout_p, is_causal, scale
-    )
+    fused = fused_attention.dispatch(query, key, value, attn_mask, dropout_p, is_causal, scale)
     if fused is not None:
         return fused
     return attention_with_weights(query, key, value, attn_mask, dropout_p, is_causal, scale)[0]
