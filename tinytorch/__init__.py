@@ -5,6 +5,15 @@ The course that builds it chapter by chapter lives in chapters/; `python -m tiny
 lists and runs it.
 """
 
+import os as _os
+
+# OpenMP reads OMP_WAIT_POLICY once, when the first OpenMP runtime of the process starts: the
+# kernels' (tinytorch/kernels/build.py) or PyTorch's, which tensorboardX imports behind the
+# Trainer's back. Threads that spin after each parallel region fight NumPy's BLAS threads for
+# the cores: with PyTorch loaded first and spinning, LayerNorm + matmul ran 14x slower and a
+# chapter 08 step 4-5x slower. The user's own setting wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
 # memory: importing it keeps freed host memory for reuse (fewer page faults; see memory.py)
 from . import data, memory, metrics, nn, ops, optim, train  # noqa: F401
 from .autograd import enable_grad, is_grad_enabled, no_grad  # noqa: F401

@@ -276,10 +276,8 @@ def _build(bdir: Path, cfg: dict, verbose: bool) -> Path:
 
 
 def _import(so: Path):
-    # OpenMP threads that spin after each parallel region fight NumPy's BLAS threads for the
-    # few cores of a laptop or CI machine (measured: steps several times slower under load);
-    # sleeping idle threads cost microseconds per region. The user's own setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+    # OMP_WAIT_POLICY (passive: idle OpenMP threads sleep instead of spinning against NumPy's
+    # BLAS threads) is set by tinytorch/__init__.py, before any OpenMP runtime can start
     loader = importlib.machinery.ExtensionFileLoader(MODULE_NAME, str(so))
     spec = importlib.util.spec_from_file_location(MODULE_NAME, so, loader=loader)
     mod = importlib.util.module_from_spec(spec)
