@@ -96,7 +96,7 @@ def train_tinytorch(cfg, init_state, train, val, offsets, val_offsets, eval_ever
     import tinytorch as tt
     from tinytorch.models import GPT, GPTConfig
     from tinytorch.optim import AdamW
-    from tinytorch.train import train_step
+    from tinytorch.train import gpt_loss, train_step
 
     model = GPT(GPTConfig(**cfg))
     model.load_state_dict(init_state)
@@ -126,12 +126,6 @@ def train_tinytorch(cfg, init_state, train, val, offsets, val_offsets, eval_ever
         return train_step(model, opt, batch, loss_fn=gpt_loss, clip_grad_norm=RECIPE["grad_clip"])
 
     return _loop(len(offsets), step, evaluate, eval_every)
-
-
-def gpt_loss(model, batch):
-    """The loss GPT.forward(x, targets=y) returns (nanoGPT's (logits, loss))."""
-    x, y = batch
-    return model(x, y)[1]
 
 
 def torch_gpt(vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias):

@@ -30,22 +30,20 @@ import tinytorch as tt
 from tinytorch.bench import record, time_cpu
 from tinytorch.chapter import chapter_args, smooth
 from tinytorch.data import dataset_path
+from tinytorch.data.windows import random_windows
 from tinytorch.generate import generate
 from tinytorch.models import GPT, GPTConfig
 from tinytorch.optim import AdamW
 from tinytorch.optim.lr_scheduler import WarmupCosineLR
 from tinytorch.text import CharTokenizer
-from tinytorch.train import train_step
+from tinytorch.train import gpt_loss, train_step
 
 NANOGPT_VAL = 1.88  # nanoGPT's README, this recipe on a CPU
 
 
 def get_batch(ids, rng, args, device):
     """nanoGPT's get_batch: batch_size random windows; targets are the inputs shifted by one."""
-    ix = rng.integers(0, len(ids) - args.block_size - 1, args.batch_size)
-    x = np.stack([ids[i : i + args.block_size] for i in ix])
-    y = np.stack([ids[i + 1 : i + 1 + args.block_size] for i in ix])
-    return tt.tensor(x, device=device), tt.tensor(y, device=device)
+    return random_windows(ids, rng, args.batch_size, args.block_size, device)
 
 
 def estimate_loss(model, splits, args, device, it, n_batches=None):
@@ -67,12 +65,6 @@ def estimate_loss(model, splits, args, device, it, n_batches=None):
             out[name] = float(np.mean(losses))
     model.train()
     return out
-
-
-def gpt_loss(model, batch):
-    """The loss GPT.forward(x, targets=y) returns (train_step's loss_fn)."""
-    x, y = batch
-    return model(x, y)[1]
 
 
 def train(model, splits, args, device):

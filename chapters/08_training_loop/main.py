@@ -23,7 +23,7 @@ import time
 
 import experiments as ex
 import numpy as np
-from shakespeare import batch_fn, fixed_batches, gpt_loss, load_corpus, make_gpt
+from shakespeare import batch_fn, fixed_batches, load_corpus, make_gpt
 
 import tinytorch as tt
 from tinytorch.bench import record
@@ -32,7 +32,7 @@ from tinytorch.generate import generate
 from tinytorch.optim import AdamW
 from tinytorch.optim.groups import decay_param_groups
 from tinytorch.optim.lr_scheduler import WarmupCosineLR
-from tinytorch.train import EarlyStopping, LambdaCallback, Trainer, evaluate, plot_run
+from tinytorch.train import EarlyStopping, LambdaCallback, Trainer, evaluate, gpt_loss, plot_run
 
 CH07_VAL = 1.899  # benchmarks/results/gpt_ch07_shakespeare_cpu.md, 2000 iterations
 
