@@ -72,6 +72,19 @@ def char_model_args(main_file: str, description: str) -> argparse.ArgumentParser
     return p
 
 
+def gpt_recipe_args(main_file: str, description: str) -> argparse.ArgumentParser:
+    """chapter_args plus the optimizer flags of nanoGPT's shakespeare_char recipe, which
+    chapters 07 and 08 both train: --dropout 0.0, --lr 1e-3 (AdamW), --min-lr 1e-4 (the end
+    of the cosine), --warmup 100 (steps), --weight-decay 0.1 (matrices only)."""
+    p = chapter_args(main_file, description)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--min-lr", type=float, default=1e-4)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    return p
+
+
 def smooth(values, k: int = 50):
     """Moving average of a noisy curve over windows of k values (k capped at the length);
     the result has len(values) - k + 1 points, the first one for the window ending at k - 1."""

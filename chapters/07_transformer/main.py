@@ -28,7 +28,7 @@ import numpy as np
 
 import tinytorch as tt
 from tinytorch.bench import record, time_cpu
-from tinytorch.chapter import chapter_args, smooth
+from tinytorch.chapter import gpt_recipe_args, smooth
 from tinytorch.data import dataset_path
 from tinytorch.data.windows import random_windows
 from tinytorch.generate import generate
@@ -173,7 +173,7 @@ def plot(hist, out):
 
 
 def main() -> int:
-    p = chapter_args(__file__, "Chapter 07: train a character-level GPT", seed=1337)
+    p = gpt_recipe_args(__file__, "Chapter 07: train a character-level GPT")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--iters", type=int, default=2000)
     p.add_argument("--eval-interval", type=int, default=250)
@@ -185,11 +185,6 @@ def main() -> int:
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--n-embd", type=int, default=128)
-    p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--min-lr", type=float, default=1e-4)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--sample-tokens", type=int, default=300)
     args = p.parse_args()
