@@ -24,6 +24,7 @@ import tinytorch as tt
 from tinytorch import optim
 from tinytorch.bench import record
 from tinytorch.chapter import char_model_args, smooth
+from tinytorch.data import char_splits
 from tinytorch.data.windows import TBPTTLoader
 from tinytorch.models.char_rnn import CharRNN, sample
 from tinytorch.train import train
@@ -38,7 +39,7 @@ out = args.out
 tt.manual_seed(args.seed)
 
 # ---- data and model ----------------------------------------------------------------------------
-train_ids, val_ids, tok = charlm.load_shakespeare()
+train_ids, val_ids, tok = char_splits("tinyshakespeare")
 vocab = tok.vocab_size
 print(
     f"tinyshakespeare: {len(train_ids):,} training and {len(val_ids):,} validation "

@@ -23,10 +23,9 @@ import tinytorch as tt
 from tinytorch import optim
 from tinytorch.bench import record
 from tinytorch.chapter import char_model_args
-from tinytorch.data import dataset_path
+from tinytorch.data import char_splits
 from tinytorch.data.windows import TBPTTLoader, spread_windows
 from tinytorch.models.char_rnn import CharRNN, sample
-from tinytorch.text import CharTokenizer
 from tinytorch.train import train
 from tinytorch.train.tbptt import TBPTTLoss
 
@@ -40,10 +39,7 @@ args = p.parse_args()
 out = args.out
 
 # ---- data: the first 90% of tinyshakespeare trains, the last 10% validates ----------------------
-text = dataset_path("tinyshakespeare").read_text(encoding="utf-8")
-tok = CharTokenizer.from_text(text)
-ids = np.array(tok.encode(text), dtype=np.int64)
-train_ids, val_ids = ids[: int(0.9 * len(ids))], ids[int(0.9 * len(ids)) :]
+train_ids, val_ids, tok = char_splits("tinyshakespeare")
 print(
     f"tinyshakespeare: {len(train_ids):,} training and {len(val_ids):,} validation "
     f"characters; {args.steps} steps of {args.batch_size}x{args.seq_len} for each model"

@@ -29,13 +29,12 @@ import numpy as np
 import tinytorch as tt
 from tinytorch.bench import record, time_cpu
 from tinytorch.chapter import gpt_recipe_args, smooth
-from tinytorch.data import dataset_path
+from tinytorch.data import char_splits
 from tinytorch.data.windows import random_windows
 from tinytorch.generate import generate
 from tinytorch.models import GPT, GPTConfig
 from tinytorch.optim import AdamW
 from tinytorch.optim.lr_scheduler import WarmupCosineLR
-from tinytorch.text import CharTokenizer
 from tinytorch.train import gpt_loss, train_step
 
 NANOGPT_VAL = 1.88  # nanoGPT's README, this recipe on a CPU
@@ -194,14 +193,11 @@ def main() -> int:
         args.log_interval, args.warmup, args.sample_tokens = 10, 10, 40
     out = args.out
 
-    text = dataset_path("tinyshakespeare").read_text(encoding="utf-8")
-    tok = CharTokenizer.from_text(text)
-    ids = np.asarray(tok.encode(text), dtype=np.int64)
-    n = int(0.9 * len(ids))
-    splits = {"train": ids[:n], "val": ids[n:]}
+    train_ids, val_ids, tok = char_splits("tinyshakespeare")
+    splits = {"train": train_ids, "val": val_ids}
     print(
-        f"tinyshakespeare: {len(ids):,} characters, vocabulary {tok.vocab_size}; "
-        f"train {n:,}, val {len(ids) - n:,}"
+        f"tinyshakespeare: {len(train_ids) + len(val_ids):,} characters, vocabulary "
+        f"{tok.vocab_size}; train {len(train_ids):,}, val {len(val_ids):,}"
     )
 
     tt.manual_seed(args.seed)

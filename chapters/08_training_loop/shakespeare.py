@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinytorch.data import dataset_path
+from tinytorch.data import char_splits
 from tinytorch.data.windows import random_windows
 from tinytorch.models import GPT, GPTConfig
 from tinytorch.text import CharTokenizer
@@ -27,11 +27,8 @@ class Corpus:
 
 
 def load_corpus() -> Corpus:
-    text = dataset_path("tinyshakespeare").read_text(encoding="utf-8")
-    tok = CharTokenizer.from_text(text)
-    ids = np.asarray(tok.encode(text), dtype=np.int64)
-    n = int(0.9 * len(ids))
-    return Corpus(ids[:n], ids[n:], tok.vocab_size, tok)
+    train, val, tok = char_splits("tinyshakespeare")
+    return Corpus(train, val, tok.vocab_size, tok)
 
 
 def batch_fn(ids, batch_size: int, block_size: int, seed: int):
