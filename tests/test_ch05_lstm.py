@@ -13,6 +13,7 @@ from test_ch04_rnn import (
     check_cell,
     check_layer,
     check_stack,
+    check_stack_float32,
     layer_gradcheck,
     run_training_parity,
 )
@@ -38,15 +39,7 @@ def test_stack_matches_torch_float64(mode, cfg, device):
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("mode", ["LSTM", "GRU"])
 def test_stack_matches_torch_float32(mode, T, bidirectional, device):
-    check_stack(
-        mode,
-        layers=2,
-        bidirectional=bidirectional,
-        with_state=True,
-        T=T,
-        dtype="float32",
-        device=device,
-    )
+    check_stack_float32(mode, T, bidirectional, device)
 
 
 # ---- the cells --------------------------------------------------------------------------------
