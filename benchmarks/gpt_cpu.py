@@ -91,12 +91,32 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
+def evaluator(model, no_grad, as_tensor, train, val, offsets, val_offsets):
+    """The evaluation both trainers run: the mean loss of each split over fixed batches, in
+    eval mode, without a graph (no_grad and as_tensor are the library's own)."""
+
+    def evaluate():
+        model.eval()
+        out = {}
+        with no_grad():
+            for split, data, offs in (
+                ("train", train, offsets[: RECIPE["eval_iters"]]),
+                ("val", val, val_offsets),
+            ):
+                losses = [model(*map(as_tensor, make_batch(data, o)))[1].item() for o in offs]
+                out[split] = float(np.mean(losses))
+        model.train()
+        return out
+
+    return evaluate
+
+
 # ---- the two trainers: the same loop, line for line ---------------------------------------
 def train_tinytorch(cfg, init_state, train, val, offsets, val_offsets, eval_every):
     import tinytorch as tt
     from tinytorch.models import GPT, GPTConfig
     from tinytorch.optim import AdamW
-    from tinytorch.train import train_step
+    from tinytorch.train import gpt_loss, train_step
 
     model = GPT(GPTConfig(**cfg))
     model.load_state_dict(init_state)
@@ -104,20 +124,7 @@ def train_tinytorch(cfg, init_state, train, val, offsets, val_offsets, eval_ever
         model.optimizer_groups(RECIPE["weight_decay"]), lr=RECIPE["lr"], betas=RECIPE["betas"]
     )
 
-    def evaluate():
-        model.eval()
-        out = {}
-        with tt.no_grad():
-            for split, data, offs in (
-                ("train", train, offsets[: RECIPE["eval_iters"]]),
-                ("val", val, val_offsets),
-            ):
-                losses = [
-                    model(*(tt.tensor(a) for a in make_batch(data, o)))[1].item() for o in offs
-                ]
-                out[split] = float(np.mean(losses))
-        model.train()
-        return out
+    evaluate = evaluator(model, tt.no_grad, tt.tensor, train, val, offsets, val_offsets)
 
     def step(it):
         for g in opt.param_groups:
@@ -126,12 +133,6 @@ def train_tinytorch(cfg, init_state, train, val, offsets, val_offsets, eval_ever
         return train_step(model, opt, batch, loss_fn=gpt_loss, clip_grad_norm=RECIPE["grad_clip"])
 
     return _loop(len(offsets), step, evaluate, eval_every)
-
-
-def gpt_loss(model, batch):
-    """The loss GPT.forward(x, targets=y) returns (nanoGPT's (logits, loss))."""
-    x, y = batch
-    return model(x, y)[1]
 
 
 def torch_gpt(vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias):
@@ -224,21 +225,7 @@ def train_torch(cfg, init_state, train, val, offsets, val_offsets, eval_every):
     ]
     opt = torch.optim.AdamW(groups, lr=RECIPE["lr"], betas=RECIPE["betas"], fused=False)
 
-    def evaluate():
-        model.eval()
-        out = {}
-        with torch.no_grad():
-            for split, data, offs in (
-                ("train", train, offsets[: RECIPE["eval_iters"]]),
-                ("val", val, val_offsets),
-            ):
-                losses = [
-                    model(*(torch.from_numpy(a) for a in make_batch(data, o)))[1].item()
-                    for o in offs
-                ]
-                out[split] = float(np.mean(losses))
-        model.train()
-        return out
+    evaluate = evaluator(model, torch.no_grad, torch.from_numpy, train, val, offsets, val_offsets)
 
     def step(it):
         for g in opt.param_groups:

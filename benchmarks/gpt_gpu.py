@@ -37,6 +37,23 @@ def batches(n, seed=0):
     ]
 
 
+def step_fn(model, opt, pairs):
+    """The step both libraries time, the same lines: forward on the next (x, y) of `pairs`,
+    backward, AdamW. Returns (step, last): last["loss"] is the latest step's loss, read after
+    timing (reading it inside would wait for the GPU)."""
+    last = {}
+
+    def step():
+        x, y = next(pairs)
+        _, loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        last["loss"] = loss
+
+    return step, last
+
+
 def run_tinytorch(init_state, data, fused: bool):
     import cupy as cp
 
@@ -52,16 +69,7 @@ def run_tinytorch(init_state, data, fused: bool):
     pairs = iter(
         [(tt.tensor(d[:, :-1], device="cuda"), tt.tensor(d[:, 1:], device="cuda")) for d in data]
     )
-    last = {}
-
-    def step():
-        x, y = next(pairs)
-        _, loss = model(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        last["loss"] = loss
-
+    step, last = step_fn(model, opt, pairs)
     pool = cp.get_default_memory_pool()
     with kernels.composed() if not fused else contextlib.nullcontext():
         t = time_cuda(step, warmup=WARMUP, repeat=len(data) - WARMUP)
@@ -79,16 +87,8 @@ def run_torch(init_state, data):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
     torch.cuda.reset_peak_memory_stats()
     pairs = iter([(torch.tensor(d[:, :-1]), torch.tensor(d[:, 1:])) for d in data])
-    last = {}
-
-    def step():  # torch runs on the legacy default stream, the one CuPy's events time
-        x, y = next(pairs)
-        _, loss = model(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        last["loss"] = loss
-
+    # torch runs on the legacy default stream, the one CuPy's events time
+    step, last = step_fn(model, opt, pairs)
     t = time_cuda(step, warmup=WARMUP, repeat=len(data) - WARMUP)
     torch.set_default_device("cpu")
     return t, float(last["loss"].item()), torch.cuda.max_memory_allocated() / 2**20

@@ -57,6 +57,35 @@ def make_row(C, N, impl, fwd_s, bwd_s, fwdbwd_s, torch_fwdbwd_s, err):
     }
 
 
+def torch_calls(xr, wr, br, dyr, C):
+    """PyTorch's LayerNorm on torch tensors (xr, wr, br require grad), the reference of every
+    row: (forward, forward + backward), each a function of no arguments."""
+    import torch
+
+    def fwd():
+        return torch.nn.functional.layer_norm(xr, (C,), wr, br, EPS)
+
+    def fwdbwd():
+        return torch.autograd.grad(fwd(), (xr, wr, br), dyr)
+
+    return fwd, fwdbwd
+
+
+def kernel_calls(x, w, b, dy, version):
+    """The raw kernels of one version on raw arrays: (forward, forward + backward), each a
+    function of no arguments; forward + backward returns (y, (dx, dweight, dbias))."""
+    from tinytorch.kernels import layernorm as L
+
+    def fwd():
+        return L.forward(x, w, b, EPS, version=version)
+
+    def fwdbwd():
+        y, mean, rstd = L.forward(x, w, b, EPS, version=version)
+        return y, L.backward(dy, x, w, mean, rstd, version=version)
+
+    return fwd, fwdbwd
+
+
 def library_rows(C, N, arrays, device, timer, warmup, repeat, t_fb, errs, names):
     """F.layer_norm through tinytorch Tensors and autograd, once with the fused Function and
     once with the composed tensor ops (tinytorch.kernels.set_fused(True/False)), on the same

@@ -38,7 +38,13 @@ def bench_C(C, N, repeat, warmup):
     import numpy as np
     import torch
 
-    from benchmarks.kernels_common import EPS, library_rows, make_row, rel_err
+    from benchmarks.kernels_common import (
+        kernel_calls,
+        library_rows,
+        make_row,
+        rel_err,
+        torch_calls,
+    )
     from tinytorch.bench import time_cpu
     from tinytorch.kernels import layernorm as L
 
@@ -52,11 +58,7 @@ def bench_C(C, N, repeat, warmup):
     xr, wr, br = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
     dyr = torch.from_numpy(dy)
 
-    def t_fwd():
-        return torch.nn.functional.layer_norm(xr, (C,), wr, br, EPS)
-
-    def t_fwdbwd():
-        return torch.autograd.grad(t_fwd(), (xr, wr, br), dyr)
+    t_fwd, t_fwdbwd = torch_calls(xr, wr, br, dyr, C)
 
     ref_y = t_fwd().detach().numpy()
     ref_grads = [g.numpy() for g in t_fwdbwd()]
@@ -69,14 +71,7 @@ def bench_C(C, N, repeat, warmup):
 
     # the raw kernels, every CPU version
     for v in L.CPU_VERSIONS:
-
-        def k_fwd(v=v):
-            return L.forward(x, w, b, EPS, version=v)
-
-        def k_fwdbwd(v=v):
-            y, mean, rstd = L.forward(x, w, b, EPS, version=v)
-            return y, L.backward(dy, x, w, mean, rstd, version=v)
-
+        k_fwd, k_fwdbwd = kernel_calls(x, w, b, dy, v)
         y, grads = k_fwdbwd()
         f, fb = time_cpu(k_fwd, warmup, repeat), time_cpu(k_fwdbwd, warmup, repeat)
         rows.append(make_row(C, N, f"kernel v{v}", f, fb - f, fb, t_fb, errs(y, grads)))

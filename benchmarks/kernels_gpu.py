@@ -59,9 +59,8 @@ def bench_C(C, N, versions, repeat):
     import cupy as cp
     import torch
 
-    from benchmarks.kernels_common import EPS, library_rows, make_row
+    from benchmarks.kernels_common import kernel_calls, library_rows, make_row, torch_calls
     from tinytorch.bench import time_cuda
-    from tinytorch.kernels import layernorm as L
 
     x = cp.random.standard_normal((N, C), dtype=cp.float32) * 2 + 0.5
     w = 1 + 0.5 * cp.random.standard_normal(C, dtype=cp.float32)
@@ -72,11 +71,7 @@ def bench_C(C, N, versions, repeat):
     xr, wr, br = (torch.from_dlpack(a).requires_grad_() for a in (x, w, b))
     dyr = torch.from_dlpack(dy)
 
-    def t_fwd():
-        return torch.nn.functional.layer_norm(xr, (C,), wr, br, EPS)
-
-    def t_fwdbwd():
-        return torch.autograd.grad(t_fwd(), (xr, wr, br), dyr)
+    t_fwd, t_fwdbwd = torch_calls(xr, wr, br, dyr, C)
 
     with torch.no_grad():
         ref_y = cp.from_dlpack(t_fwd().detach())
@@ -93,14 +88,7 @@ def bench_C(C, N, versions, repeat):
 
     for v in versions:
         try:
-
-            def k_fwd(v=v):
-                return L.forward(x, w, b, EPS, version=v)
-
-            def k_fwdbwd(v=v):
-                y, mean, rstd = L.forward(x, w, b, EPS, version=v)
-                return y, L.backward(dy, x, w, mean, rstd, version=v)
-
+            k_fwd, k_fwdbwd = kernel_calls(x, w, b, dy, v)
             y, grads = k_fwdbwd()
             err = errs(y, grads)
             reps = repeat if v != 1 else max(5, repeat // 5)  # v1 (a thread per row) is slow

@@ -34,14 +34,10 @@ from tinytorch.models import GPT, GPTConfig
 from tinytorch.optim import AdamW
 from tinytorch.optim.groups import decay_param_groups
 from tinytorch.optim.lr_scheduler import WarmupCosineLR
-from tinytorch.train import Trainer, train
+from tinytorch.train import Trainer, gpt_loss, train
 from tinytorch.train.logging import tensorboard_available
 
 B, T, VOCAB = 12, 64, 65
-
-
-def gpt_loss(model, batch):
-    return model(batch[0], batch[1])[1]
 
 
 def make(seed=1337):

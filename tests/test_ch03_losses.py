@@ -54,31 +54,37 @@ def _both(x, t, w, weighted, eps, ignore_index, reduction, device):
     return xt, xr, out, ref
 
 
-@pytest.mark.exercise("cross_entropy_forward")
-@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("shape", SHAPES)
-def test_cross_entropy_matches_torch(shape, reduction, dtype, device):
+def _every_case(test):
+    """Parametrize a test over dtype x reduction x shape (the test loops over OPTIONS)."""
+    dtypes = pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+    reductions = pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+    return dtypes(reductions(pytest.mark.parametrize("shape", SHAPES)(test)))
+
+
+def _every_option(shape, reduction, dtype, device):
+    """(message, xt, xr, out, ref) for each of OPTIONS, on a fresh case of SHAPES[shape]."""
     for weighted, eps, ign in OPTIONS:
         x, t, w = _case(SHAPES[shape], ign, dtype)
-        _, _, out, ref = _both(x, t, w, weighted, eps, ign, reduction, device)
         msg = f"weight={weighted} label_smoothing={eps} ignore_index={ign}"
+        yield (msg, *_both(x, t, w, weighted, eps, ign, reduction, device))
+
+
+@pytest.mark.exercise("cross_entropy_forward")
+@_every_case
+def test_cross_entropy_matches_torch(shape, reduction, dtype, device):
+    for msg, _, _, out, ref in _every_option(shape, reduction, dtype, device):
         assert out.dtype == np.dtype(dtype), msg
         assert_close(out, ref, msg=msg)
 
 
 @pytest.mark.exercise("cross_entropy_backward")
-@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("shape", SHAPES)
+@_every_case
 def test_cross_entropy_gradient_matches_torch(shape, reduction, dtype, device):
-    for weighted, eps, ign in OPTIONS:
-        x, t, w = _case(SHAPES[shape], ign, dtype)
-        xt, xr, out, ref = _both(x, t, w, weighted, eps, ign, reduction, device)
+    for msg, xt, xr, out, ref in _every_option(shape, reduction, dtype, device):
         g = np.asarray(np.random.randn(*ref.shape), dtype=dtype)
         out.backward(tt.tensor(g, device=device))
         ref.backward(torch.tensor(g))
-        assert_close(xt.grad, xr.grad, msg=f"weight={weighted} eps={eps} ignore_index={ign}")
+        assert_close(xt.grad, xr.grad, msg=msg)
 
 
 @pytest.mark.exercise("cross_entropy_backward")

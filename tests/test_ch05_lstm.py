@@ -13,6 +13,7 @@ from test_ch04_rnn import (
     check_cell,
     check_layer,
     check_stack,
+    check_stack_float32,
     layer_gradcheck,
     run_training_parity,
 )
@@ -38,15 +39,7 @@ def test_stack_matches_torch_float64(mode, cfg, device):
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("mode", ["LSTM", "GRU"])
 def test_stack_matches_torch_float32(mode, T, bidirectional, device):
-    check_stack(
-        mode,
-        layers=2,
-        bidirectional=bidirectional,
-        with_state=True,
-        T=T,
-        dtype="float32",
-        device=device,
-    )
+    check_stack_float32(mode, T, bidirectional, device)
 
 
 # ---- the cells --------------------------------------------------------------------------------
@@ -97,20 +90,24 @@ def test_fused_lstm_forward_matches_torch(reverse):
     check_layer("fused", "LSTM", reverse=reverse, grads=False, bias=False, T=1)
 
 
+def check_fused_backward(mode, reverse):
+    """The fused layer's hand-written backward against torch (with biases over T=6, without
+    over T=1) and against finite differences."""
+    check_layer("fused", mode, reverse=reverse)
+    check_layer("fused", mode, reverse=reverse, bias=False, T=1)
+    layer_gradcheck(mode, reverse)
+
+
 @pytest.mark.exercise("fused_lstm_backward")
 @pytest.mark.parametrize("reverse", [False, True])
 def test_fused_lstm_backward_matches_torch_and_finite_differences(reverse):
-    check_layer("fused", "LSTM", reverse=reverse)
-    check_layer("fused", "LSTM", reverse=reverse, bias=False, T=1)
-    layer_gradcheck("LSTM", reverse)
+    check_fused_backward("LSTM", reverse)
 
 
 @pytest.mark.exercise("fused_gru_backward")
 @pytest.mark.parametrize("reverse", [False, True])
 def test_fused_gru_backward_matches_torch_and_finite_differences(reverse):
-    check_layer("fused", "GRU", reverse=reverse)
-    check_layer("fused", "GRU", reverse=reverse, bias=False, T=1)
-    layer_gradcheck("GRU", reverse)
+    check_fused_backward("GRU", reverse)
 
 
 # ---- the stacks ---------------------------------------------------------------------------------

@@ -45,6 +45,20 @@ def _draw(rng, n_classes, n):
 
 
 # ---- classification ---------------------------------------------------------------------
+def _equal_scores(y_true, y_pred, **kw):
+    """precision_score, recall_score and f1_score equal scikit-learn's with the options kw."""
+    for ours, theirs in (
+        (metrics.precision_score, skm.precision_score),
+        (metrics.recall_score, skm.recall_score),
+        (metrics.f1_score, skm.f1_score),
+    ):
+        _equal(
+            _ours(ours, y_true, y_pred, **kw),
+            _sk(theirs, y_true, y_pred, **kw),
+            f"{ours.__name__} {kw} {y_true} {y_pred}",
+        )
+
+
 @pytest.mark.exercise("f1_score")
 @pytest.mark.parametrize("average", ["micro", "macro", "weighted", None])
 def test_prf_multiclass_match_sklearn_on_random_labels(average):
@@ -53,17 +67,7 @@ def test_prf_multiclass_match_sklearn_on_random_labels(average):
         y_true, y_pred = _draw(rng, int(rng.integers(1, 7)), int(rng.integers(1, 40)))
         labels = None if trial % 3 else np.arange(7)  # absent classes: scored by zero_division
         for zd in ZERO_DIVISION:
-            kw = dict(labels=labels, average=average, zero_division=zd)
-            for ours, theirs in (
-                (metrics.precision_score, skm.precision_score),
-                (metrics.recall_score, skm.recall_score),
-                (metrics.f1_score, skm.f1_score),
-            ):
-                _equal(
-                    _ours(ours, y_true, y_pred, **kw),
-                    _sk(theirs, y_true, y_pred, **kw),
-                    f"{ours.__name__} {kw} {y_true} {y_pred}",
-                )
+            _equal_scores(y_true, y_pred, labels=labels, average=average, zero_division=zd)
         p, r, f, s = _ours(metrics.precision_recall_fscore_support, y_true, y_pred, labels=labels)
         sp, sr, sf, ss = _sk(skm.precision_recall_fscore_support, y_true, y_pred, labels=labels)
         for a, b in ((p, sp), (r, sr), (f, sf), (s, ss)):
@@ -81,17 +85,7 @@ def test_binary_average_matches_sklearn_including_one_class_only():
             if pos_label not in present and len(present) == 2:
                 continue
             for zd in ZERO_DIVISION:
-                kw = dict(pos_label=pos_label, zero_division=zd)
-                for ours, theirs in (
-                    (metrics.precision_score, skm.precision_score),
-                    (metrics.recall_score, skm.recall_score),
-                    (metrics.f1_score, skm.f1_score),
-                ):
-                    _equal(
-                        _ours(ours, y_true, y_pred, **kw),
-                        _sk(theirs, y_true, y_pred, **kw),
-                        f"{ours.__name__} {kw} {y_true} {y_pred}",
-                    )
+                _equal_scores(y_true, y_pred, pos_label=pos_label, zero_division=zd)
 
 
 def test_string_labels_and_tensor_inputs():

@@ -40,6 +40,17 @@ from .creation import (  # noqa: F401
     zeros,
     zeros_like,
 )
+from .dtypes import (  # noqa: F401
+    bool_,
+    double,
+    float16,
+    float32,
+    float64,
+    half,
+    int32,
+    int64,
+    long,
+)
 from .nn.functional import gelu  # noqa: F401 - the fused kernel where it applies, as Tensor.gelu
 from .ops import (  # noqa: F401
     abs,
@@ -82,18 +93,7 @@ from .ops import (  # noqa: F401
     where,
 )
 from .serialization import load, save  # noqa: F401 - safetensors files (chapter 08)
-from .tensor import (  # noqa: F401
-    Tensor,
-    bool_,
-    double,
-    float16,
-    float32,
-    float64,
-    half,
-    int32,
-    int64,
-    long,
-)
+from .tensor import Tensor  # noqa: F401
 
 bool = bool_  # noqa: A001 - tinytorch.bool, as torch.bool
 

@@ -123,8 +123,12 @@ def write_results(
     rows: list[dict],
     notes: str = "",
     extra: dict | None = None,
+    figures=(),
 ) -> Path:
-    """Print the table and write results/<name>_<device>.{md,json}; returns the .md path."""
+    """Print the table and write results/<name>_<device>.{md,json}; returns the .md path.
+
+    Each of `figures` (a path to a PNG the run wrote) is copied to
+    results/<name>_<figure file name>, so the lesson and README can show it."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     info = machine()
     command = "python " + " ".join([_script(), *sys.argv[1:]])
@@ -159,6 +163,8 @@ def write_results(
         **(extra or {}),
     }
     _atomic_write(stem.with_suffix(".json"), json.dumps(payload, indent=2, default=str))
+    for fig in map(Path, figures):
+        shutil.copyfile(fig, RESULTS / f"{name}_{fig.name}")
     print(f"wrote {stem.with_suffix('.md')} and .json")
     return stem.with_suffix(".md")
 
@@ -194,19 +200,5 @@ def _script() -> str:
     return os.path.relpath(sys.argv[0], ROOT) if sys.argv[0] else ""
 
 
-def record(
-    name: str,
-    device: str,
-    columns: list[str],
-    rows: list[dict],
-    notes: str = "",
-    extra: dict | None = None,
-    figures=(),
-) -> Path:
-    """A chapter's `--record`: write_results, then copy each figure (a path to a PNG the run
-    wrote) to results/<name>_<figure file name>, so the lesson and README can show it."""
-    md = write_results(name, device, columns, rows, notes, extra)
-    for fig in figures:
-        fig = Path(fig)
-        shutil.copyfile(fig, RESULTS / f"{name}_{fig.name}")
-    return md
+# A chapter's `--record` is the same call, usually with figures=[the PNGs the run wrote].
+record = write_results

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
-from .tensor import Tensor, as_dtype, float32, int64
+from .dtypes import as_dtype, float32, int64
+from .tensor import Tensor
 
 
 def _sizes(size):

@@ -13,19 +13,7 @@ import numpy as np
 
 from . import autograd, backend
 from ._tensor_str import format_array
-from .dtypes import (  # noqa: F401 - tinytorch.tensor.float32 etc., as before
-    _default_dtype,
-    as_dtype,
-    bool_,
-    double,
-    float16,
-    float32,
-    float64,
-    half,
-    int32,
-    int64,
-    long,
-)
+from .dtypes import _default_dtype, as_dtype, bool_, float32, float64, int32, int64
 
 
 class Tensor:

@@ -1,5 +1,5 @@
-"""Chapter 04's helpers around the character model: the data, the clipping that records what
-it saw, and the gradient-through-time measurement and its plot.
+"""Chapter 04's helpers around the character model: the clipping that records what it saw,
+and the gradient-through-time measurement and its plot.
 
 The model itself is `tinytorch.models.char_rnn.CharRNN`; the windows and the state carried
 between them are the library's (`tinytorch.data.windows`, `tinytorch.train.tbptt`).
@@ -12,20 +12,8 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from tinytorch.data import dataset_path
 from tinytorch.data.windows import spread_windows
 from tinytorch.nn.utils import clip_grad_norm_
-from tinytorch.text import CharTokenizer
-
-
-def load_shakespeare(split: float = 0.9):
-    """tinyshakespeare as int64 ids: (train ids, validation ids, CharTokenizer). The first 90%
-    trains, the last 10% validates."""
-    text = dataset_path("tinyshakespeare").read_text(encoding="utf-8")
-    tok = CharTokenizer.from_text(text)
-    ids = np.array(tok.encode(text), dtype=np.int64)
-    n = int(split * len(ids))
-    return ids[:n], ids[n:], tok
 
 
 class ClipAndRecord:

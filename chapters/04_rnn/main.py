@@ -23,33 +23,23 @@ import numpy as np
 import tinytorch as tt
 from tinytorch import optim
 from tinytorch.bench import record
-from tinytorch.chapter import chapter_args, smooth
+from tinytorch.chapter import char_model_args, smooth
+from tinytorch.data import char_splits
 from tinytorch.data.windows import TBPTTLoader
 from tinytorch.models.char_rnn import CharRNN, sample
 from tinytorch.train import train
 from tinytorch.train.tbptt import TBPTTLoss
 
 # ---- config ------------------------------------------------------------------------------------
-p = chapter_args(__file__, "Chapter 04: a character-level RNN on tinyshakespeare")
-p.add_argument("--steps", type=int, default=2500)
-p.add_argument("--hidden", type=int, default=256)
-p.add_argument("--embed", type=int, default=64)
-p.add_argument("--batch-size", type=int, default=32)
-p.add_argument("--seq-len", type=int, default=64)
-p.add_argument("--lr", type=float, default=2e-3)
-p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping (0: none)")
-p.add_argument("--eval-every", type=int, default=250)
-p.add_argument("--eval-batches", type=int, default=None, help="cap on validation windows")
-p.add_argument("--grad-len", type=int, default=100, help="window for the gradient norms")
+p = char_model_args(__file__, "Chapter 04: a character-level RNN on tinyshakespeare")
+p.set_defaults(steps=2500, hidden=256, lr=2e-3, eval_every=250, grad_len=100)
+p.set_quick(steps=60, hidden=64, eval_every=30, eval_batches=5, grad_len=40)
 args = p.parse_args()
-if args.quick:
-    args.steps, args.hidden, args.eval_every, args.eval_batches = 60, 64, 30, 5
-    args.grad_len = 40
 out = args.out
 tt.manual_seed(args.seed)
 
 # ---- data and model ----------------------------------------------------------------------------
-train_ids, val_ids, tok = charlm.load_shakespeare()
+train_ids, val_ids, tok = char_splits("tinyshakespeare")
 vocab = tok.vocab_size
 print(
     f"tinyshakespeare: {len(train_ids):,} training and {len(val_ids):,} validation "

@@ -22,39 +22,24 @@ import numpy as np
 import tinytorch as tt
 from tinytorch import optim
 from tinytorch.bench import record
-from tinytorch.chapter import chapter_args
-from tinytorch.data import dataset_path
+from tinytorch.chapter import char_model_args
+from tinytorch.data import char_splits
 from tinytorch.data.windows import TBPTTLoader, spread_windows
 from tinytorch.models.char_rnn import CharRNN, sample
-from tinytorch.text import CharTokenizer
 from tinytorch.train import train
 from tinytorch.train.tbptt import TBPTTLoss
 
 CELLS = ("rnn", "lstm", "gru")
 
 # ---- config ------------------------------------------------------------------------------------
-p = chapter_args(__file__, "Chapter 05: RNN vs LSTM vs GRU on tinyshakespeare")
-p.add_argument("--steps", type=int, default=1500)
-p.add_argument("--hidden", type=int, default=192)
-p.add_argument("--embed", type=int, default=64)
-p.add_argument("--batch-size", type=int, default=32)
-p.add_argument("--seq-len", type=int, default=64)
-p.add_argument("--lr", type=float, default=3e-3)
-p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping (0: none)")
-p.add_argument("--eval-every", type=int, default=150)
-p.add_argument("--eval-batches", type=int, default=None, help="cap on validation windows")
-p.add_argument("--grad-len", type=int, default=200, help="window for the gradient norms")
+p = char_model_args(__file__, "Chapter 05: RNN vs LSTM vs GRU on tinyshakespeare")
+p.set_defaults(steps=1500, hidden=192, lr=3e-3, eval_every=150, grad_len=200)
+p.set_quick(steps=40, hidden=48, eval_every=20, eval_batches=4, grad_len=40)
 args = p.parse_args()
-if args.quick:
-    args.steps, args.hidden, args.eval_every, args.eval_batches = 40, 48, 20, 4
-    args.grad_len = 40
 out = args.out
 
 # ---- data: the first 90% of tinyshakespeare trains, the last 10% validates ----------------------
-text = dataset_path("tinyshakespeare").read_text(encoding="utf-8")
-tok = CharTokenizer.from_text(text)
-ids = np.array(tok.encode(text), dtype=np.int64)
-train_ids, val_ids = ids[: int(0.9 * len(ids))], ids[int(0.9 * len(ids)) :]
+train_ids, val_ids, tok = char_splits("tinyshakespeare")
 print(
     f"tinyshakespeare: {len(train_ids):,} training and {len(val_ids):,} validation "
     f"characters; {args.steps} steps of {args.batch_size}x{args.seq_len} for each model"

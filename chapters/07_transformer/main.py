@@ -28,24 +28,21 @@ import numpy as np
 
 import tinytorch as tt
 from tinytorch.bench import record, time_cpu
-from tinytorch.chapter import chapter_args, smooth
-from tinytorch.data import dataset_path
+from tinytorch.chapter import gpt_recipe_args, smooth
+from tinytorch.data import char_splits
+from tinytorch.data.windows import random_windows
 from tinytorch.generate import generate
 from tinytorch.models import GPT, GPTConfig
 from tinytorch.optim import AdamW
 from tinytorch.optim.lr_scheduler import WarmupCosineLR
-from tinytorch.text import CharTokenizer
-from tinytorch.train import train_step
+from tinytorch.train import gpt_loss, train_step
 
 NANOGPT_VAL = 1.88  # nanoGPT's README, this recipe on a CPU
 
 
 def get_batch(ids, rng, args, device):
     """nanoGPT's get_batch: batch_size random windows; targets are the inputs shifted by one."""
-    ix = rng.integers(0, len(ids) - args.block_size - 1, args.batch_size)
-    x = np.stack([ids[i : i + args.block_size] for i in ix])
-    y = np.stack([ids[i + 1 : i + 1 + args.block_size] for i in ix])
-    return tt.tensor(x, device=device), tt.tensor(y, device=device)
+    return random_windows(ids, rng, args.batch_size, args.block_size, device)
 
 
 def estimate_loss(model, splits, args, device, it, n_batches=None):
@@ -67,12 +64,6 @@ def estimate_loss(model, splits, args, device, it, n_batches=None):
             out[name] = float(np.mean(losses))
     model.train()
     return out
-
-
-def gpt_loss(model, batch):
-    """The loss GPT.forward(x, targets=y) returns (train_step's loss_fn)."""
-    x, y = batch
-    return model(x, y)[1]
 
 
 def train(model, splits, args, device):
@@ -181,7 +172,7 @@ def plot(hist, out):
 
 
 def main() -> int:
-    p = chapter_args(__file__, "Chapter 07: train a character-level GPT", seed=1337)
+    p = gpt_recipe_args(__file__, "Chapter 07: train a character-level GPT")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--iters", type=int, default=2000)
     p.add_argument("--eval-interval", type=int, default=250)
@@ -193,11 +184,6 @@ def main() -> int:
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--n-embd", type=int, default=128)
-    p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--min-lr", type=float, default=1e-4)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--sample-tokens", type=int, default=300)
     args = p.parse_args()
@@ -207,14 +193,11 @@ def main() -> int:
         args.log_interval, args.warmup, args.sample_tokens = 10, 10, 40
     out = args.out
 
-    text = dataset_path("tinyshakespeare").read_text(encoding="utf-8")
-    tok = CharTokenizer.from_text(text)
-    ids = np.asarray(tok.encode(text), dtype=np.int64)
-    n = int(0.9 * len(ids))
-    splits = {"train": ids[:n], "val": ids[n:]}
+    train_ids, val_ids, tok = char_splits("tinyshakespeare")
+    splits = {"train": train_ids, "val": val_ids}
     print(
-        f"tinyshakespeare: {len(ids):,} characters, vocabulary {tok.vocab_size}; "
-        f"train {n:,}, val {len(ids) - n:,}"
+        f"tinyshakespeare: {len(train_ids) + len(val_ids):,} characters, vocabulary "
+        f"{tok.vocab_size}; train {len(train_ids):,}, val {len(val_ids):,}"
     )
 
     tt.manual_seed(args.seed)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
 import numpy as np
-from shakespeare import batch_fn, fixed_batches, gpt_loss, make_gpt
+from shakespeare import batch_fn, fixed_batches, make_gpt
 
 import tinytorch as tt
 from tinytorch.chapter import smooth
@@ -31,6 +31,7 @@ from tinytorch.train import (
     TrainingDiverged,
     Uniform,
     evaluate,
+    gpt_loss,
     grid_search,
     random_search,
 )

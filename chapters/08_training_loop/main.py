@@ -23,30 +23,26 @@ import time
 
 import experiments as ex
 import numpy as np
-from shakespeare import batch_fn, fixed_batches, gpt_loss, load_corpus, make_gpt
+from shakespeare import batch_fn, fixed_batches, load_corpus, make_gpt
 
 import tinytorch as tt
 from tinytorch.bench import record
-from tinytorch.chapter import chapter_args
+from tinytorch.chapter import gpt_recipe_args
 from tinytorch.generate import generate
 from tinytorch.optim import AdamW
 from tinytorch.optim.groups import decay_param_groups
 from tinytorch.optim.lr_scheduler import WarmupCosineLR
-from tinytorch.train import EarlyStopping, LambdaCallback, Trainer, evaluate, plot_run
+from tinytorch.train import EarlyStopping, LambdaCallback, Trainer, evaluate, gpt_loss, plot_run
 
 CH07_VAL = 1.899  # benchmarks/results/gpt_ch07_shakespeare_cpu.md, 2000 iterations
 
-p = chapter_args(__file__, "Chapter 08: the training loop")
+p = gpt_recipe_args(__file__, "Chapter 08: the training loop")
+p.set_defaults(dropout=0.1)
 p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last")
 p.add_argument("--max-steps", type=int, default=None, help="stop after this step (checkpointed)")
 p.add_argument("--steps", type=int, default=2000, help="the schedule's length in steps")
 p.add_argument("--micro-batch", type=int, default=12)
 p.add_argument("--accumulation", type=int, default=2)
-p.add_argument("--dropout", type=float, default=0.1)
-p.add_argument("--lr", type=float, default=1e-3)
-p.add_argument("--min-lr", type=float, default=1e-4)
-p.add_argument("--warmup", type=int, default=100)
-p.add_argument("--weight-decay", type=float, default=0.1)
 p.add_argument("--eval-every", type=int, default=200)
 p.add_argument("--eval-batches", type=int, default=20)
 p.add_argument("--final-eval-batches", type=int, default=200)

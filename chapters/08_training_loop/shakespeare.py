@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import tinytorch as tt
-from tinytorch.data import dataset_path
+from tinytorch.data import char_splits
+from tinytorch.data.windows import random_windows
 from tinytorch.models import GPT, GPTConfig
 from tinytorch.text import CharTokenizer
 
@@ -27,26 +27,15 @@ class Corpus:
 
 
 def load_corpus() -> Corpus:
-    text = dataset_path("tinyshakespeare").read_text(encoding="utf-8")
-    tok = CharTokenizer.from_text(text)
-    ids = np.asarray(tok.encode(text), dtype=np.int64)
-    n = int(0.9 * len(ids))
-    return Corpus(ids[:n], ids[n:], tok.vocab_size, tok)
-
-
-def window_batch(ids, rng, batch_size: int, block_size: int):
-    """batch_size random windows (B, T) of ids and the same windows shifted by one."""
-    ix = rng.integers(0, len(ids) - block_size - 1, batch_size)
-    x = np.stack([ids[i : i + block_size] for i in ix])
-    y = np.stack([ids[i + 1 : i + 1 + block_size] for i in ix])
-    return tt.tensor(x), tt.tensor(y)
+    train, val, tok = char_splits("tinyshakespeare")
+    return Corpus(train, val, tok.vocab_size, tok)
 
 
 def batch_fn(ids, batch_size: int, block_size: int, seed: int):
     """Micro-batch i, for any i, without state: the Trainer's step-indexed data."""
 
     def get(i: int):
-        return window_batch(ids, np.random.default_rng([seed, i]), batch_size, block_size)
+        return random_windows(ids, np.random.default_rng([seed, i]), batch_size, block_size)
 
     return get
 
@@ -54,13 +43,7 @@ def batch_fn(ids, batch_size: int, block_size: int, seed: int):
 def fixed_batches(ids, n: int, batch_size: int, block_size: int, seed: int) -> list:
     """n batches drawn once: an evaluation set that is the same at every evaluation."""
     rng = np.random.default_rng([seed, 10**9, len(ids)])
-    return [window_batch(ids, rng, batch_size, block_size) for _ in range(n)]
-
-
-def gpt_loss(model, batch):
-    """The Trainer's loss_fn: GPT returns (logits, mean cross-entropy) given targets."""
-    x, y = batch
-    return model(x, y)[1]
+    return [random_windows(ids, rng, batch_size, block_size) for _ in range(n)]
 
 
 def make_gpt(vocab_size: int, n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0):

@@ -133,8 +133,9 @@ def memory(quick, rng):
     return rows
 
 
-def benchmark(device, quick, time_it, rng):
-    """Forward + backward of each version, the composed path and torch (when importable)."""
+def benchmark(device, quick, time_it, conv, rng):
+    """Forward + backward of each version, the composed path and torch: conv hands an array
+    to PyTorch (main.torch_converter), None without PyTorch."""
     if device == "cuda":
         B, H, T, D, repeat = (8, 16, 1024, 64, 5) if quick else (16, 16, 1024, 64, 10)
     else:
@@ -168,12 +169,9 @@ def benchmark(device, quick, time_it, rng):
             attention_with_weights(*ts, is_causal=causal)[0].backward(gt)
 
     add("composed ops", time_it(composed, repeat))
-    try:
+    if conv is not None:  # PyTorch's scaled_dot_product_attention on the same arrays
         import torch
-    except ImportError:
-        torch = None
-    if torch is not None and (device == "cpu" or torch.cuda.is_available()):
-        conv = torch.from_dlpack if device == "cuda" else torch.from_numpy
+
         tq, tk, tv = (conv(x).requires_grad_() for x in (q, k, v))
         tg = conv(g)
 

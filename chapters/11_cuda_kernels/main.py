@@ -152,6 +152,18 @@ def timer(device):
     return lambda fn, repeat: timing(fn, warmup=1, repeat=repeat)
 
 
+def torch_converter(device):
+    """The function that hands this device's arrays to PyTorch (sharing their memory), or None
+    where there is no PyTorch to compare with (not installed, or no GPU build for "cuda")."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if device == "cuda":
+        return torch.from_dlpack if torch.cuda.is_available() else None
+    return torch.from_numpy
+
+
 def benchmark(device, quick, rng):
     """Forward+backward of each version, the composed ops and torch (if importable)."""
     if device == "cuda":
@@ -191,12 +203,10 @@ def benchmark(device, quick, rng):
 
     with tinytorch.kernels.composed():
         add("composed ops", time_it(lib, max(2, repeat // 2)))
-    try:
+    conv = torch_converter(device)
+    if conv is not None:
         import torch
-    except ImportError:
-        torch = None
-    if torch is not None and (device == "cpu" or torch.cuda.is_available()):
-        conv = torch.from_dlpack if device == "cuda" else torch.from_numpy
+
         xr, wr, br = (conv(a).requires_grad_() for a in (x, w, b))
         dyr = conv(dy)
 
@@ -259,7 +269,10 @@ def main():
     print("7. peak memory of one forward + backward on the CPU: composed vs fused", flush=True)
     mem = attention_part.memory(args.quick, rng)
     print("8. a small attention benchmark (forward + backward)", flush=True)
-    att_benches = [attention_part.benchmark(d, args.quick, timer(d), rng) for d in devices()]
+    att_benches = [
+        attention_part.benchmark(d, args.quick, timer(d), torch_converter(d), rng)
+        for d in devices()
+    ]
     attention_part.plot(mem, att_benches, out / "attention.png")
     (out / "attention.json").write_text(
         json.dumps(

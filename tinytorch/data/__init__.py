@@ -1,6 +1,7 @@
 """tinytorch.data: datasets on disk, Dataset/DataLoader, splits and padding collation.
 
 dataset_path("names")                   a checked local copy of a course dataset
+char_splits("tinyshakespeare")          its train/validation ids by character, and the tokenizer
 TensorDataset, Subset, random_split     examples and splits
 DataLoader, default_collate             batches (seeded shuffling, drop_last)
 pad_sequence, PadCollate                batches of variable-length sequences
@@ -14,6 +15,7 @@ from .datasets import (  # noqa: F401
     ChecksumError,
     DatasetNotFoundError,
     cache_dir,
+    char_splits,
     dataset_path,
     sha256_of,
 )

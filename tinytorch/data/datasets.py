@@ -232,6 +232,21 @@ def dataset_path(
     )
 
 
+def char_splits(name: str = "tinyshakespeare", split: float = 0.9):
+    """A course text read by character: (train ids, validation ids, CharTokenizer), the ids
+    int64 arrays, the first `split` of the text to train on and the rest to validate (the
+    split of chapters 04, 05, 07 and 08, and of nanoGPT's shakespeare_char)."""
+    import numpy as np
+
+    from ..text import CharTokenizer
+
+    text = dataset_path(name).read_text(encoding="utf-8")
+    tok = CharTokenizer.from_text(text)
+    ids = np.array(tok.encode(text), dtype=np.int64)
+    n = int(split * len(ids))
+    return ids[:n], ids[n:], tok
+
+
 def _download(entry: DatasetFile, url: str, dest: Path, timeout: float, raw: bool) -> Path:
     """Fetch `url`, check sha256, then move it to `dest`; on any failure nothing is left."""
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,8 @@ window k is the right initial state for window k+1 (chapter 04). `TBPTTLoader` i
 windows as a re-iterable data source for `tinytorch.train.train` / `evaluate`: each batch is
 (x, y, first), where first is True for the first window of a pass (a fresh state).
 `spread_windows` takes B windows spread evenly over a text instead (one fixed batch to measure
-on).
+on). `random_windows` draws B windows at random positions (nanoGPT's get_batch: chapters 07
+and 08's GPT batches).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from .. import backend
 from ..tensor import Tensor
 
-__all__ = ["tbptt_batches", "TBPTTLoader", "spread_windows"]
+__all__ = ["tbptt_batches", "TBPTTLoader", "spread_windows", "random_windows"]
 
 
 def tbptt_batches(ids, batch_size: int, seq_len: int, device="cpu"):
@@ -79,3 +80,13 @@ def spread_windows(ids, batch_size: int, seq_len: int, device="cpu"):
     idx = np.arange(batch_size)[:, None] * step + np.arange(seq_len + 1)
     xp = backend.get_xp(device)
     return Tensor._wrap(xp.asarray(ids[idx[:, :-1]])), Tensor._wrap(xp.asarray(ids[idx[:, 1:]]))
+
+
+def random_windows(ids, rng, batch_size: int, block_size: int, device="cpu"):
+    """nanoGPT's get_batch: (x, y), each (B, T) int64, B windows of T ids of the int array
+    `ids` at positions drawn by the NumPy Generator `rng`; y is x shifted by one."""
+    ix = rng.integers(0, len(ids) - block_size - 1, batch_size)
+    x = np.stack([ids[i : i + block_size] for i in ix])
+    y = np.stack([ids[i + 1 : i + 1 + block_size] for i in ix])
+    xp = backend.get_xp(device)
+    return Tensor._wrap(xp.asarray(x)), Tensor._wrap(xp.asarray(y))

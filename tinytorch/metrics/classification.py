@@ -196,10 +196,10 @@ def precision_recall_fscore_support(
     return _average(precision, weights), _average(recall, weights), _average(f1, weights), None
 
 
-def precision_score(
-    y_true, y_pred, *, labels=None, pos_label=1, average="binary", zero_division="warn"
-):
-    """tp / (tp + fp): of the samples predicted as a label, the fraction that truly are."""
+def _one_score(which: str, y_true, y_pred, labels, pos_label, average, zero_division):
+    """One of precision_recall_fscore_support's scores ("precision", "recall" or "f-score"),
+    warning about an undefined value of that score only (as scikit-learn's wrappers do)."""
+    index = ("precision", "recall", "f-score").index(which)
     return precision_recall_fscore_support(
         y_true,
         y_pred,
@@ -207,33 +207,24 @@ def precision_score(
         pos_label=pos_label,
         average=average,
         zero_division=zero_division,
-        warn_for=("precision",),
-    )[0]
+        warn_for=(which,),
+    )[index]
+
+
+def precision_score(
+    y_true, y_pred, *, labels=None, pos_label=1, average="binary", zero_division="warn"
+):
+    """tp / (tp + fp): of the samples predicted as a label, the fraction that truly are."""
+    return _one_score("precision", y_true, y_pred, labels, pos_label, average, zero_division)
 
 
 def recall_score(
     y_true, y_pred, *, labels=None, pos_label=1, average="binary", zero_division="warn"
 ):
     """tp / (tp + fn): of the samples of a label, the fraction predicted as it."""
-    return precision_recall_fscore_support(
-        y_true,
-        y_pred,
-        labels=labels,
-        pos_label=pos_label,
-        average=average,
-        zero_division=zero_division,
-        warn_for=("recall",),
-    )[1]
+    return _one_score("recall", y_true, y_pred, labels, pos_label, average, zero_division)
 
 
 def f1_score(y_true, y_pred, *, labels=None, pos_label=1, average="binary", zero_division="warn"):
     """The harmonic mean of precision and recall, 2 tp / (2 tp + fp + fn)."""
-    return precision_recall_fscore_support(
-        y_true,
-        y_pred,
-        labels=labels,
-        pos_label=pos_label,
-        average=average,
-        zero_division=zero_division,
-        warn_for=("f-score",),
-    )[2]
+    return _one_score("f-score", y_true, y_pred, labels, pos_label, average, zero_division)

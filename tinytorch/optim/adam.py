@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..tensor import Tensor
-from .optimizer import Optimizer
+from .optimizer import Optimizer, check_non_negative
 
 
 def adam_update(
@@ -68,15 +68,10 @@ class Adam(Optimizer):
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
     ):
-        if lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if eps < 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
+        check_non_negative(lr=lr, eps=eps, weight_decay=weight_decay)
         for i, b in enumerate(betas):
             if not 0.0 <= b < 1.0:
                 raise ValueError(f"Invalid beta parameter at index {i}: {b} (need 0 <= beta < 1)")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         super().__init__(
             params,
             dict(
@@ -92,44 +87,41 @@ class Adam(Optimizer):
 
     def step(self, closure=None):
         loss = self._closure_loss(closure)
-        for group in self.param_groups:
+        for group, p in self._params_with_grad():
             lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
             wd, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad.data
-                if group["maximize"]:
-                    g = -g
-                state = self.state.get(p)
-                if not state:
-                    xp = p.xp
-                    state = self.state[p] = {
-                        "step": 0,
-                        "exp_avg": Tensor._wrap(xp.zeros_like(p.data)),
-                        "exp_avg_sq": Tensor._wrap(xp.zeros_like(p.data)),
-                    }
-                    if group["amsgrad"]:
-                        state["max_exp_avg_sq"] = Tensor._wrap(xp.zeros_like(p.data))
-                state["step"] += 1
-                if wd != 0:
-                    if decoupled:
-                        p.data *= 1 - lr * wd
-                    else:
-                        g = g + wd * p.data
-                ams = state.get("max_exp_avg_sq") if group["amsgrad"] else None
-                adam_update(
-                    p.data,
-                    g,
-                    state["exp_avg"].data,
-                    state["exp_avg_sq"].data,
-                    state["step"],
-                    lr,
-                    beta1,
-                    beta2,
-                    eps,
-                    None if ams is None else ams.data,
-                )
+            g = p.grad.data
+            if group["maximize"]:
+                g = -g
+            state = self.state.get(p)
+            if not state:
+                xp = p.xp
+                state = self.state[p] = {
+                    "step": 0,
+                    "exp_avg": Tensor._wrap(xp.zeros_like(p.data)),
+                    "exp_avg_sq": Tensor._wrap(xp.zeros_like(p.data)),
+                }
+                if group["amsgrad"]:
+                    state["max_exp_avg_sq"] = Tensor._wrap(xp.zeros_like(p.data))
+            state["step"] += 1
+            if wd != 0:
+                if decoupled:
+                    p.data *= 1 - lr * wd
+                else:
+                    g = g + wd * p.data
+            ams = state.get("max_exp_avg_sq") if group["amsgrad"] else None
+            adam_update(
+                p.data,
+                g,
+                state["exp_avg"].data,
+                state["exp_avg_sq"].data,
+                state["step"],
+                lr,
+                beta1,
+                beta2,
+                eps,
+                None if ams is None else ams.data,
+            )
         return loss
 
 

@@ -31,6 +31,21 @@ class _Required:
 required = _Required()  # a default that the user must give (as torch.optim.optimizer.required)
 
 
+_HYPERPARAMETER_NAMES = {
+    "lr": "learning rate",
+    "eps": "epsilon value",
+    "momentum": "momentum value",
+    "weight_decay": "weight_decay value",
+}
+
+
+def check_non_negative(**hyperparameters: float) -> None:
+    """Raise PyTorch's ValueError ("Invalid learning rate: -1") for any value below zero."""
+    for name, value in hyperparameters.items():
+        if value < 0.0:
+            raise ValueError(f"Invalid {_HYPERPARAMETER_NAMES[name]}: {value}")
+
+
 class Optimizer:
     """Base class: subclasses pass their defaults and implement `step()`."""
 
@@ -87,17 +102,22 @@ class Optimizer:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop every gradient (set_to_none=True, the default) or fill it with zeros."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.data[...] = 0
+        for _, p in self._params_with_grad():
+            if set_to_none:
+                p.grad = None
+            else:
+                p.grad.data[...] = 0
 
     def step(self, closure=None):
         raise NotImplementedError
+
+    def _params_with_grad(self):
+        """(group, p) for every parameter whose .grad is set, in group order: what step() and
+        zero_grad() visit (a parameter without a gradient is left as it is)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    yield group, p
 
     def _closure_loss(self, closure):
         if closure is None:

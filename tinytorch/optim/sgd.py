@@ -16,7 +16,7 @@ name, so optimizer state dicts move between the two), a Tensor holding a copy of
 from __future__ import annotations
 
 from ..tensor import Tensor
-from .optimizer import Optimizer
+from .optimizer import Optimizer, check_non_negative
 
 
 class SGD(Optimizer):
@@ -31,12 +31,7 @@ class SGD(Optimizer):
         *,
         maximize: bool = False,
     ):
-        if lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if momentum < 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        check_non_negative(lr=lr, momentum=momentum, weight_decay=weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         super().__init__(
@@ -53,27 +48,24 @@ class SGD(Optimizer):
 
     def step(self, closure=None):
         loss = self._closure_loss(closure)
-        for group in self.param_groups:
+        for group, p in self._params_with_grad():
             lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
             dampening, nesterov = group["dampening"], group["nesterov"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                # BEGIN EXERCISE ch03: sgd - maximize, weight decay, state["momentum_buffer"], step
-                g = p.grad.data
-                if group["maximize"]:
-                    g = -g
-                if wd != 0:
-                    g = g + wd * p.data
-                if momentum != 0:
-                    state = self.state.setdefault(p, {})
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = Tensor._wrap(g.copy())
-                    else:
-                        buf.data *= momentum
-                        buf.data += (1 - dampening) * g
-                    g = g + momentum * buf.data if nesterov else buf.data
-                p.data -= lr * g
-                # END EXERCISE
+            # BEGIN EXERCISE ch03: sgd - maximize, weight decay, state["momentum_buffer"], step
+            g = p.grad.data
+            if group["maximize"]:
+                g = -g
+            if wd != 0:
+                g = g + wd * p.data
+            if momentum != 0:
+                state = self.state.setdefault(p, {})
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = Tensor._wrap(g.copy())
+                else:
+                    buf.data *= momentum
+                    buf.data += (1 - dampening) * g
+                g = g + momentum * buf.data if nesterov else buf.data
+            p.data -= lr * g
+            # END EXERCISE
         return loss

@@ -53,6 +53,12 @@ def lm_loss(model, batch):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 
+def gpt_loss(model, batch):
+    """The loss a GPT computes itself: nanoGPT's forward(x, targets) returns (logits, loss)."""
+    x, y = batch
+    return model(x, y)[1]
+
+
 def train_step(model, optimizer, batch, loss_fn=lm_loss, clip_grad_norm=None) -> float:
     """One optimizer step on one batch; returns the batch's loss (before the update).
 
