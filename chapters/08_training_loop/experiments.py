@@ -150,7 +150,7 @@ def warmup(corpus, s, seed, out, lr, steps):
     return {f"warmup_{w}": _final(t) for w, t in runs.items()}
 
 
-def overfitting(corpus, s, seed, out, steps, subset=20_000):
+def overfitting(corpus, s, seed, out, steps, subset=5_000):
     """A small training subset (a few epochs' worth of steps): the model memorizes it."""
     ids = corpus.train[:subset]
     configs = {
