@@ -167,9 +167,8 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--eval-every", type=int, default=100)
+    p.set_quick(steps=200, eval_every=50)
     args = p.parse_args()
-    if args.quick:
-        args.steps, args.eval_every = 200, 50
     out = args.out
     print(
         f"chapter 06: reversing {args.seq_len} digits with one attention layer, "

@@ -186,11 +186,11 @@ def main() -> int:
     p.add_argument("--n-embd", type=int, default=128)
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--sample-tokens", type=int, default=300)
+    p.set_quick(  # 30 iterations
+        iters=30, eval_interval=15, eval_iters=2, final_eval_iters=4, log_interval=10,
+        warmup=10, sample_tokens=40,
+    )  # fmt: skip
     args = p.parse_args()
-    if args.quick:  # 30 iterations
-        args.iters, args.eval_interval, args.eval_iters = 30, 15, 2
-        args.final_eval_iters = 4
-        args.log_interval, args.warmup, args.sample_tokens = 10, 10, 40
     out = args.out
 
     train_ids, val_ids, tok = char_splits("tinyshakespeare")

@@ -50,11 +50,9 @@ p.add_argument("--eval-every", type=int, default=200)
 p.add_argument("--eval-batches", type=int, default=20)
 p.add_argument("--final-eval-batches", type=int, default=200)
 p.add_argument("--skip-experiments", action="store_true", help="only the main run")
+p.set_quick(steps=16, warmup=4, eval_every=8, eval_batches=2, final_eval_batches=4)
 args = p.parse_args()
 block = 64
-if args.quick:
-    args.steps, args.warmup, args.eval_every, args.eval_batches = 16, 4, 8, 2
-    args.final_eval_batches = 4
 out = args.out
 
 corpus = load_corpus()
