@@ -7,6 +7,7 @@
   bench  plotting and the reference tokenizer trainer used by the benchmarks
   log    TensorBoard event files from the Trainer (tensorboardX)
   search Optuna under tinytorch.train.optuna_search
+  pretrained  the Hugging Face hub client, for from_pretrained("gpt2") and friends by name
 
 `python setup.py build_kernels` prebuilds the compiled kernels into the cache (optional: they
 are otherwise built on first use).
@@ -65,12 +66,16 @@ setup(
             "sacrebleu>=2.3",
             "tensorboardX>=2.6",
             "optuna>=3.5",
+            # oracle for chapter 09's BERT / GPT-2 weights (tiny random models, no network)
+            "transformers>=4.40",
             *KERNEL_TOOLS,
         ],
         # TensorBoard event files from the Trainer (tinytorch.train.RunLogger)
         "log": ["tensorboardX>=2.6"],
         # tinytorch.train.optuna_search
         "search": ["optuna>=3.5"],
+        # from_pretrained("gpt2") / ("bert-base-uncased"): download from the Hugging Face hub
+        "pretrained": ["huggingface_hub>=0.20"],
         "cuda": ["cupy-cuda13x>=13.0", *KERNEL_TOOLS],
         "bench": ["matplotlib>=3.7", "tokenizers>=0.15", "tiktoken>=0.7"],
     },
