@@ -67,7 +67,7 @@ setup(
             "tensorboardX>=2.6",
             "optuna>=3.5",
             # oracle for chapter 09's BERT / GPT-2 weights (tiny random models, no network)
-            "transformers>=4.40",
+            "transformers>=5.0",
             *KERNEL_TOOLS,
         ],
         # TensorBoard event files from the Trainer (tinytorch.train.RunLogger)
