@@ -367,7 +367,9 @@ def test_classifier_from_masked_lm_checkpoint(tmp_path):
     folder = saved(tmp_path, ref)
     model = BertForSequenceClassification.from_pretrained(folder, num_labels=2)
     want = ref.bert.encoder.layer[1].output.dense.weight.detach().numpy()
-    np.testing.assert_array_equal(model.bert.encoder.layer[1].output.dense.weight.detach().numpy(), want)
+    np.testing.assert_array_equal(
+        model.bert.encoder.layer[1].output.dense.weight.detach().numpy(), want
+    )
     assert not model.training  # eval mode, as transformers' from_pretrained
     tuned = BertForSequenceClassification.from_pretrained(folder, hidden_dropout_prob=0.3)
     assert tuned.dropout.p == 0.3

@@ -265,7 +265,9 @@ def test_old_style_bert_checkpoint_loads(tmp_path):
     ref.save_pretrained(tmp_path / "m")
     state = {}
     for k, v in ref.state_dict().items():
-        k = k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+        k = k.replace("LayerNorm.weight", "LayerNorm.gamma").replace(
+            "LayerNorm.bias", "LayerNorm.beta"
+        )
         state[k] = v.detach().numpy().copy()
     save_file(state, tmp_path / "m" / "model.safetensors")
     model = BertModel.from_pretrained(tmp_path / "m").double()

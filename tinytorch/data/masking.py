@@ -45,7 +45,7 @@ def mask_tokens(
         raise ValueError("mask_tokens: every id of the vocabulary is special; nothing to draw")
     ids = ids.astype(np.int64)
     inputs, labels = ids.copy(), np.full_like(ids, -100)
-    # BEGIN EXERCISE ch09: mask_tokens - choose 15% of the maskable positions, label them; 80% [MASK], 10% random ordinary token, 10% kept
+    # BEGIN EXERCISE ch09: mask_tokens - choose, label; 80% [MASK], 10% random ordinary, 10% kept
     maskable = ~np.isin(ids, list(special))  # never padding, [CLS], [SEP], [MASK]...
     chosen = maskable & (rng.random(ids.shape) < mlm_probability)
     labels[chosen] = ids[chosen]

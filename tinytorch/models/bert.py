@@ -135,7 +135,7 @@ class BertEmbeddings(Module):
             )
         if token_type_ids is None:
             token_type_ids = creation.zeros(B, T, dtype=np.int64, device=input_ids.device)
-        # BEGIN EXERCISE ch09: segment_embeddings - word + position (0..T-1) + token_type embeddings, LayerNorm, dropout
+        # BEGIN EXERCISE ch09: segment_embeddings - word + position + token_type, LayerNorm, dropout
         positions = creation.arange(T, device=input_ids.device)  # (T,), broadcast over B
         x = (
             self.word_embeddings(input_ids)
@@ -359,7 +359,9 @@ class BertForSequenceClassification(PretrainedMixin, Module):
     def __init__(self, config: BertConfig, num_labels: int = 2):
         super().__init__()
         if num_labels < 1:
-            raise ValueError(f"BertForSequenceClassification: num_labels must be >= 1, got {num_labels}")
+            raise ValueError(
+                f"BertForSequenceClassification: num_labels must be >= 1, got {num_labels}"
+            )
         self.config, self.num_labels = config, num_labels
         self.bert = BertModel(config)
         p = config.classifier_dropout
@@ -369,7 +371,7 @@ class BertForSequenceClassification(PretrainedMixin, Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         _, pooled = self.bert(input_ids, attention_mask, token_type_ids)
-        # BEGIN EXERCISE ch09: pooler_head - dropout on the pooled (B, H), then classifier -> (B, num_labels)
+        # BEGIN EXERCISE ch09: pooler_head - dropout on pooled (B, H), classifier -> (B, num_labels)
         logits = self.classifier(self.dropout(pooled))
         # END EXERCISE
         if labels is None:

@@ -56,7 +56,9 @@ class GPTForSequenceClassification(Module):
     def __init__(self, config: GPTConfig, num_labels: int = 2, pad_token_id: int = 0):
         super().__init__()
         if num_labels < 1:
-            raise ValueError(f"GPTForSequenceClassification: num_labels must be >= 1, got {num_labels}")
+            raise ValueError(
+                f"GPTForSequenceClassification: num_labels must be >= 1, got {num_labels}"
+            )
         self.config, self.num_labels, self.pad_token_id = config, num_labels, pad_token_id
         self.transformer = GPT(config).transformer  # chapter 07's body and its initialization
         self.score = Linear(config.n_embd, num_labels, bias=False)
@@ -99,4 +101,6 @@ class GPTForSequenceClassification(Module):
 
         if pad_token_id is not None:
             overrides["pad_token_id"] = pad_token_id
-        return gpt_from_pretrained(cls, path_or_name, new=("score.",), num_labels=num_labels, **overrides)
+        return gpt_from_pretrained(
+            cls, path_or_name, new=("score.",), num_labels=num_labels, **overrides
+        )

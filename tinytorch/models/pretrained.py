@@ -37,8 +37,6 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-import numpy as np
-
 __all__ = [
     "HUB_NAMES",
     "PretrainedMixin",
@@ -57,7 +55,12 @@ HUB_NAMES = {
     "bert-base-uncased": "google-bert/bert-base-uncased",
 }
 # GPT-2's Conv1D layers: weight (in, out), to transpose into Linear's (out, in)
-CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+CONV1D_WEIGHTS = (
+    "attn.c_attn.weight",
+    "attn.c_proj.weight",
+    "mlp.c_fc.weight",
+    "mlp.c_proj.weight",
+)
 # checkpoint entries that are not weights of our models: BERT's next-sentence head and
 # position-id buffers, GPT-2's stored causal masks (recomputed here)
 IGNORED = re.compile(
@@ -126,8 +129,9 @@ def resolve(path_or_name) -> Path:
         from huggingface_hub import hf_hub_download
     except ImportError:
         raise FileNotFoundError(
-            _missing_message(name, "huggingface_hub is not installed (pip install "
-                             "'tinytorch[pretrained]')")  # fmt: skip
+            _missing_message(
+                name, "huggingface_hub is not installed (pip install 'tinytorch[pretrained]')"
+            )
         ) from None
     try:
         paths = [Path(hf_hub_download(HUB_NAMES.get(name, name), f)) for f in FILES]
@@ -160,7 +164,7 @@ def rename_state_dict(state: dict, model_keys, prefix: str, transpose=()) -> dic
     model_keys = set(model_keys)
     out = {}
     for name, arr in state.items():
-        # BEGIN EXERCISE ch09: rename_state_dict - gamma/beta -> weight/bias, add or drop prefix, transpose Conv1D weights
+        # BEGIN EXERCISE ch09: rename_state_dict - gamma/beta, add/drop prefix, transpose Conv1D
         name = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", name)
         name = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name)
         if name not in model_keys:
@@ -254,9 +258,7 @@ class PretrainedMixin:
             labels = config.get("id2label")
             kwargs["num_labels"] = len(labels) if labels else config.get("num_labels", 2)
         model = cls(cls.config_class.from_dict(config), **kwargs)
-        load_pretrained_state(
-            model, state, cls.hub_prefix, new=cls.new_heads, tied=cls.tied_keys
-        )
+        load_pretrained_state(model, state, cls.hub_prefix, new=cls.new_heads, tied=cls.tied_keys)
         return model.eval()
 
     @classmethod
@@ -279,9 +281,7 @@ class PretrainedMixin:
         if n is not None:
             config["id2label"] = {str(i): f"LABEL_{i}" for i in range(n)}
             config["label2id"] = {f"LABEL_{i}": i for i in range(n)}
-        arrays = {
-            k: v.data for k, v in self.state_dict().items() if k not in self.tied_keys
-        }
+        arrays = {k: v.data for k, v in self.state_dict().items() if k not in self.tied_keys}
         _write_folder(folder, config, arrays)
 
 
