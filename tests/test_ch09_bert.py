@@ -72,8 +72,8 @@ def batch(B=3, T=9, vocab=99, seed=1, pad_from=(None, 5, 2)):
     return ids, mask, types
 
 
-def _t(x):
-    return tt.tensor(x, dtype="int64")
+def _t(x, device="cpu"):
+    return tt.tensor(x, dtype="int64", device=device)
 
 
 def _pt(x):
@@ -81,15 +81,16 @@ def _pt(x):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_bert_model_matches_transformers(tmp_path, dtype):
+def test_bert_model_matches_transformers(tmp_path, dtype, device):
     ref = hf_model(transformers.BertModel)
-    model = BertModel.from_pretrained(saved(tmp_path, ref))
+    model = BertModel.from_pretrained(saved(tmp_path, ref)).to(device)
     ids, mask, types = batch()
     if dtype == "float64":
         ref, model = ref.double(), model.double()
     with torch.no_grad():
         out = ref(_pt(ids), attention_mask=_pt(mask), token_type_ids=_pt(types))
-    seq, pooled = model(_t(ids), _t(mask), _t(types))
+    seq, pooled = model(_t(ids, device), _t(mask, device), _t(types, device))
+    assert seq.device == device
     tol = F32 if dtype == "float32" else {}
     assert_close(seq.detach(), out.last_hidden_state, **tol, msg="sequence_output")
     assert_close(pooled.detach(), out.pooler_output, **tol, msg="pooled_output")
@@ -200,17 +201,32 @@ def _grads_match(model, ref, rtol=1e-6, atol=1e-10):
     return names
 
 
-def test_masked_lm_gradients_match(tmp_path):
+def test_masked_lm_gradients_match(tmp_path, device):
     ref = hf_model(transformers.BertForMaskedLM)
-    model = BertForMaskedLM.from_pretrained(saved(tmp_path, ref)).double()
+    model = BertForMaskedLM.from_pretrained(saved(tmp_path, ref)).double().to(device)
     ref = ref.double()
     ids, mask, types = batch()
     labels = np.where(np.random.default_rng(2).random(ids.shape) < 0.3, ids, -100)
     ref(_pt(ids), _pt(mask), _pt(types), labels=_pt(labels)).loss.backward()
-    model(_t(ids), _t(mask), _t(types), labels=_t(labels))[1].backward()
+    args = (_t(x, device) for x in (ids, mask, types))
+    model(*args, labels=_t(labels, device))[1].backward()
     names = _grads_match(model, ref)
     # the tied matrix gathers both uses: the embedding lookup and the output layer
     assert "bert.embeddings.word_embeddings.weight" in names
+
+
+def test_sequence_classification_fused_float32_gradients(tmp_path):
+    """Head size 32, float32, padding: the fused kernel's forward and backward inside the
+    whole model, against transformers (float32 gradients summed over many paths: 1e-3)."""
+    ref = hf_model(
+        transformers.BertForSequenceClassification, hidden_size=64, num_attention_heads=2
+    )
+    model = BertForSequenceClassification.from_pretrained(saved(tmp_path, ref))
+    ids, mask, types = batch()
+    labels = np.array([0, 1, 1])
+    ref(_pt(ids), _pt(mask), _pt(types), labels=_pt(labels)).loss.backward()
+    model(_t(ids), _t(mask), _t(types), labels=_t(labels))[1].backward()
+    _grads_match(model, ref, rtol=1e-3, atol=1e-5)
 
 
 def test_sequence_classification_gradients_match(tmp_path):

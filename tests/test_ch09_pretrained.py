@@ -47,8 +47,8 @@ def saved(tmp_path, model, name="hf"):
     return tmp_path / name
 
 
-def _t(x):
-    return tt.tensor(x, dtype="int64")
+def _t(x, device="cpu"):
+    return tt.tensor(x, dtype="int64", device=device)
 
 
 def ids_batch(B=3, T=10, seed=1):
@@ -56,9 +56,9 @@ def ids_batch(B=3, T=10, seed=1):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_gpt2_logits_match_transformers(tmp_path, dtype):
+def test_gpt2_logits_match_transformers(tmp_path, dtype, device):
     ref = hf_gpt2()
-    model = GPT.from_pretrained(saved(tmp_path, ref))
+    model = GPT.from_pretrained(saved(tmp_path, ref)).to(device)
     assert model.config.block_size == 16 and model.config.vocab_size == 99
     assert model.lm_head.weight is model.transformer.wte.weight  # tied
     ids = ids_batch()
@@ -66,7 +66,7 @@ def test_gpt2_logits_match_transformers(tmp_path, dtype):
         ref, model = ref.double(), model.double()
     with torch.no_grad():
         want = ref(torch.tensor(ids)).logits
-    logits, _ = model(_t(ids))
+    logits, _ = model(_t(ids, device))
     assert_close(logits.detach(), want, **(F32 if dtype == "float32" else {}))
 
 
@@ -140,9 +140,10 @@ def right_padded(pad=0):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_gpt_classifier_matches_transformers(tmp_path, dtype):
+def test_gpt_classifier_matches_transformers(tmp_path, dtype, device):
     ref = hf_gpt2(transformers.GPT2ForSequenceClassification, num_labels=3, pad_token_id=0)
-    model = GPTForSequenceClassification.from_pretrained(saved(tmp_path, ref), num_labels=3)
+    folder = saved(tmp_path, ref)
+    model = GPTForSequenceClassification.from_pretrained(folder, num_labels=3).to(device)
     assert model.pad_token_id == 0 and model.num_labels == 3
     ids, mask = right_padded()
     labels = np.array([0, 2, 1])
@@ -150,11 +151,12 @@ def test_gpt_classifier_matches_transformers(tmp_path, dtype):
         ref, model = ref.double(), model.double()
     with torch.no_grad():
         out = ref(torch.tensor(ids), labels=torch.tensor(labels))
-    logits, loss = model(_t(ids), labels=_t(labels))
+    logits, loss = model(_t(ids, device), labels=_t(labels, device))
     tol = F32 if dtype == "float32" else {}
     assert_close(logits.detach(), out.logits, **tol)
     assert_close(loss.detach(), out.loss, **tol)
-    assert_close(model(_t(ids), _t(mask)).detach(), out.logits, **tol)  # the mask's way
+    by_mask = model(_t(ids, device), _t(mask, device)).detach()  # the mask's way
+    assert_close(by_mask, out.logits, **tol)
 
 
 def test_gpt_classifier_padded_rows_equal_unpadded():

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from .. import creation, ops
+from .. import backend, creation, ops
 from ..nn import functional as F
 from ..nn import init
 from ..nn.containers import ModuleList
@@ -93,7 +93,8 @@ class BertConfig:
 
 
 def padding_attention_mask(attention_mask, device: str = "cpu") -> Tensor | None:
-    """(B, T) of 1 (real token) / 0 (padding), a Tensor or array -> (B, 1, 1, T) bool Tensor,
+    """(B, T) of 1 (real token) / 0 (padding), a Tensor or array -> (B, 1, 1, T) bool Tensor
+    on `device`,
     True = this key may be attended to (SDPA's convention), broadcasting over heads and
     queries; None when there is no padding at all (the attention then needs no mask)."""
     if attention_mask is None:
@@ -104,7 +105,7 @@ def padding_attention_mask(attention_mask, device: str = "cpu") -> Tensor | None
             f"BERT: attention_mask must be (B, T) with 1 for tokens and 0 for padding, got "
             f"shape {tuple(m.shape)}"
         )
-    keep = m.astype(bool)
+    keep = backend.to_device(m, device).astype(bool)
     if bool(keep.all()):
         return None
     B, T = keep.shape
@@ -255,6 +256,10 @@ def _init_bert_weights(module, std: float):
         module.reset_parameters()
 
 
+def _as_labels(labels, device: str) -> Tensor:
+    return labels if isinstance(labels, Tensor) else creation.tensor(labels, device=device)
+
+
 def _check_ids(input_ids, what: str):
     if not isinstance(input_ids, Tensor) or input_ids.ndim != 2 or input_ids.dtype.kind not in "iu":
         raise TypeError(
@@ -279,7 +284,7 @@ class BertModel(PretrainedMixin, Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         _check_ids(input_ids, type(self).__name__)
-        mask = padding_attention_mask(attention_mask)
+        mask = padding_attention_mask(attention_mask, input_ids.device)
         x = self.encoder(self.embeddings(input_ids, token_type_ids), mask)
         return x, (self.pooler(x) if self.pooler is not None else None)
 
@@ -343,7 +348,7 @@ class BertForMaskedLM(PretrainedMixin, Module):
         if labels is None:
             return logits
         B, T, V = logits.shape
-        labels = labels if isinstance(labels, Tensor) else creation.tensor(labels)
+        labels = _as_labels(labels, logits.device)
         loss = F.cross_entropy(logits.reshape(B * T, V), labels.reshape(B * T), ignore_index=-100)
         return logits, loss
 
@@ -376,7 +381,7 @@ class BertForSequenceClassification(PretrainedMixin, Module):
         # END EXERCISE
         if labels is None:
             return logits
-        labels = labels if isinstance(labels, Tensor) else creation.tensor(labels)
+        labels = _as_labels(labels, logits.device)
         if self.num_labels == 1:
             loss = F.mse_loss(logits.reshape(-1), labels.reshape(-1).to(logits.dtype))
         else:

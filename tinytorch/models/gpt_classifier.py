@@ -89,7 +89,8 @@ class GPTForSequenceClassification(Module):
         logits = self.score(h[np.arange(idx.shape[0]), last])  # (B, C) -> (B, num_labels)
         if labels is None:
             return logits
-        labels = labels if isinstance(labels, Tensor) else creation.tensor(labels)
+        if not isinstance(labels, Tensor):
+            labels = creation.tensor(labels, device=logits.device)
         return logits, F.cross_entropy(logits, labels.reshape(-1))
 
     @classmethod
