@@ -391,3 +391,4 @@ def test_classifier_from_masked_lm_checkpoint(tmp_path):
     assert tuned.dropout.p == 0.3
     with pytest.raises(TypeError, match="unknown override"):
         BertForSequenceClassification.from_pretrained(folder, hiden_size=3)
+    assert BertModel.from_pretrained(folder, add_pooling_layer=False).pooler is None

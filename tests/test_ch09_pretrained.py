@@ -34,7 +34,7 @@ F32 = dict(rtol=1e-4, atol=1e-5)
 
 def hf_gpt2(cls=transformers.GPT2LMHeadModel, seed=0, **overrides):
     torch.manual_seed(seed)
-    cfg = transformers.GPT2Config(**TINY, **TINY_IDS, **overrides, attn_implementation="eager")
+    cfg = transformers.GPT2Config(**{**TINY, **TINY_IDS, **overrides}, attn_implementation="eager")
     model = cls(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -364,3 +364,13 @@ def test_offline_error_says_what_to_put_where(tmp_path, monkeypatch):
         GPT.from_pretrained("gpt2")
     with pytest.raises(FileNotFoundError, match="not a folder"):
         GPT.from_pretrained(str(tmp_path / "no" / "such" / "folder"))
+
+
+def test_manual_check_script_on_a_local_folder(tmp_path, capsys):
+    """`python -m tinytorch.models.pretrained --check FOLDER "prompt"` on a tiny random
+    GPT-2 with GPT-2's vocabulary size (the real check downloads "gpt2")."""
+    ref = hf_gpt2(vocab_size=50257, n_embd=8, n_head=2, n_layer=1, n_positions=32)
+    folder = saved(tmp_path, ref)
+    assert P.main(["--check", str(folder), "Hello, world", "--tokens", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "tinytorch:" in out and "same greedy continuation" in out

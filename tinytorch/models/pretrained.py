@@ -343,11 +343,20 @@ def gpt_from_pretrained(cls, path_or_name, new=(), **overrides):
 
 # ---- the manual check with the real GPT-2 --------------------------------------------------
 def main(argv=None) -> int:
-    """python -m tinytorch.models.pretrained --check gpt2 "The meaning of life is" [--tokens 20]
+    """The manual check with the real GPT-2 (the tests cannot download it):
 
-    Needs the network once (or the files in pretrained_cache()/gpt2/), transformers and torch:
-    greedy-decodes the prompt with tinytorch's GPT and chapter 02's GPT-2 tokenizer, and with
-    transformers' GPT2LMHeadModel, prints both and says whether they are the same tokens."""
+        pip install 'tinytorch[pretrained]' transformers torch
+        python -m tinytorch.models.pretrained --check gpt2 "The meaning of life is" --tokens 20
+
+    1. `GPT.from_pretrained("gpt2")` downloads config.json and model.safetensors (548 MB) from
+       https://huggingface.co/openai-community/gpt2 into the Hugging Face cache, checks their
+       hashes and loads them (offline: put both files in pretrained_cache()/gpt2/, or pass
+       --check with any folder that holds them).
+    2. Chapter 02's GPT2Tokenizer encodes the prompt (the same ids as tiktoken's "gpt2").
+    3. tinytorch greedy-decodes --tokens tokens (tinytorch.generate.generate, do_sample=False,
+       with the KV cache); transformers' GPT2LMHeadModel does the same from the same folder.
+    4. Both continuations are printed; exit status 0 when the token ids are identical.
+    """
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m tinytorch.models.pretrained")
