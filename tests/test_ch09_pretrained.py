@@ -374,3 +374,40 @@ def test_manual_check_script_on_a_local_folder(tmp_path, capsys):
     assert P.main(["--check", str(folder), "Hello, world", "--tokens", "5"]) == 0
     out = capsys.readouterr().out
     assert "tinytorch:" in out and "same greedy continuation" in out
+
+
+@pytest.mark.parametrize("exact_gelu", [False, True])
+def test_gpt_save_pretrained_loads_in_transformers(tmp_path, exact_gelu):
+    """GPT-2 folders out: chapter 07's GPT (exact GELU, "gelu") and a GPT-2 ("gelu_new")."""
+    from tinytorch.models import GPTConfig
+
+    tt.manual_seed(0)
+    if exact_gelu:
+        model = GPT(GPTConfig(block_size=16, vocab_size=99, n_layer=2, n_head=4, n_embd=32))
+    else:
+        model = GPT.from_pretrained(saved(tmp_path, hf_gpt2()))
+    model.save_pretrained(tmp_path / "out")
+    ref = transformers.GPT2LMHeadModel.from_pretrained(
+        tmp_path / "out", attn_implementation="eager"
+    ).eval()
+    assert ref.config.activation_function == ("gelu" if exact_gelu else "gelu_new")
+    ids = ids_batch()
+    with torch.no_grad():
+        want = ref(torch.tensor(ids)).logits
+    model.eval()
+    assert_close(model(_t(ids))[0].detach(), want, **F32)
+    back = GPT.from_pretrained(tmp_path / "out")
+    assert_close(back(_t(ids))[0].detach(), model(_t(ids))[0].detach())
+
+
+def test_gpt_classifier_save_pretrained_loads_in_transformers(tmp_path):
+    ref = hf_gpt2(transformers.GPT2ForSequenceClassification, num_labels=3, pad_token_id=0)
+    model = GPTForSequenceClassification.from_pretrained(saved(tmp_path, ref), num_labels=3)
+    model.save_pretrained(tmp_path / "out")
+    again = transformers.GPT2ForSequenceClassification.from_pretrained(
+        tmp_path / "out", attn_implementation="eager"
+    ).eval()
+    ids, _ = right_padded()
+    with torch.no_grad():
+        a, b = ref(torch.tensor(ids)).logits, again(torch.tensor(ids)).logits
+    np.testing.assert_array_equal(a.numpy(), b.numpy())  # the same weights, bit for bit
