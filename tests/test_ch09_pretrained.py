@@ -72,8 +72,18 @@ def test_gpt2_logits_match_transformers(tmp_path, dtype, device):
 
 def test_gpt2_base_model_folder_loads(tmp_path):
     """A GPT2Model folder (the hub's "gpt2": no "transformer." prefix, no lm_head) loads too."""
+    from safetensors.numpy import load_file, save_file
+
     lm = hf_gpt2()
     folder = saved(tmp_path, lm.transformer, "base")
+    state = load_file(folder / "model.safetensors")
+    assert "wte.weight" in state
+    # the hub's file also holds each layer's causal mask buffers: not weights, dropped
+    causal = np.tril(np.ones((1, 1, 16, 16), dtype=bool))
+    for i in range(2):
+        state[f"h.{i}.attn.bias"] = causal
+        state[f"h.{i}.attn.masked_bias"] = np.array(-1e4, dtype=np.float32)
+    save_file(state, folder / "model.safetensors")
     model = GPT.from_pretrained(folder).double()
     lm = lm.double()
     ids = ids_batch()
