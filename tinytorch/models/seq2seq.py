@@ -17,6 +17,7 @@ Batches for teacher forcing: tinytorch.data.make_teacher_forcing_batch.
 """
 
 from .decoding import beam_search, beam_step, greedy_decode, length_penalty  # noqa: F401
+from .seq2seq_rnn import RNNCache, RNNMemory, Seq2SeqRNN  # noqa: F401
 from .seq2seq_transformer import (  # noqa: F401
     Seq2SeqTransformer,
     TransformerCache,
