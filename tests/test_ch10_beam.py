@@ -334,3 +334,17 @@ def test_beam_search_runs_the_encoder_once_and_feeds_one_token_per_step():
     seen.clear()
     beam_search(model, src, bos_id=BOS, eos_id=EOS, beam_size=3, max_len=5, use_cache=False)
     assert seen == list(range(1, len(seen) + 1))  # the whole prefix, one longer each step
+
+
+@pytest.mark.parametrize("alpha", [1.0, 3.0])
+def test_stopping_early_never_loses_the_best(alpha):
+    """A sentence stops once no alive beam can still rank above its K-th finished hypothesis;
+    with a strong length penalty longer hypotheses can overtake, so the bound must use the
+    largest penalty, lp(max_len). Against the same search run to max_len, on 100 sentences."""
+    model = TableModel(5, seed=int(np.random.default_rng().integers(1 << 30)), eos_bias=1.0)
+    sentences = list(range(3, 103))
+    src = tt.tensor(np.array(sentences)[:, None])
+    hyps = beam_search(model, src, bos_id=BOS, eos_id=EOS, beam_size=2, max_len=6,
+                       length_penalty=alpha)  # fmt: skip
+    for i, s in enumerate(sentences):
+        assert hyps[i] == _reference_beam(model, s, 2, 6, alpha, early_stop=False)[0][1]
