@@ -16,7 +16,7 @@ from helpers import assert_close
 
 import tinytorch as tt
 from tinytorch.models import Seq2SeqRNN, Seq2SeqTransformer, beam_search, greedy_decode
-from tinytorch.models.decoding import beam_step, length_penalty
+from tinytorch.models.decoding import beam_step, length_penalty, top_k_indices
 
 pytestmark = [pytest.mark.ch10]
 
@@ -134,6 +134,22 @@ def test_length_penalty_changes_the_winner():
                                  length_penalty=alpha, return_scores=True)  # fmt: skip
         assert hyp == [best[0]]
         assert_close(np.array(score), np.array([best[1]]))
+
+
+def test_top_k_indices_is_a_partial_sort():
+    rng = np.random.default_rng()
+    for _ in range(50):
+        x = rng.integers(0, 4, (3, int(rng.integers(1, 12)))).astype(float)
+        x[x == 0] = -np.inf  # ties, and empty slots
+        k = int(rng.integers(1, 15))
+        got = top_k_indices(x, k)
+        assert got.shape == (3, min(k, x.shape[1]))
+        assert all(len(set(row)) == len(row) for row in got.tolist())  # distinct columns
+        np.testing.assert_array_equal(
+            np.take_along_axis(x, got, 1), -np.sort(-x, axis=1)[:, : got.shape[1]]
+        )
+    y = rng.standard_normal((4, 30))  # no ties: exactly argsort's order
+    np.testing.assert_array_equal(top_k_indices(y, 5), np.argsort(-y, axis=1)[:, :5])
 
 
 @pytest.mark.exercise("beam_step")
