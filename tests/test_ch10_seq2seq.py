@@ -20,8 +20,8 @@ from helpers import assert_close, to_numpy
 import tinytorch as tt
 from tinytorch.data import make_teacher_forcing_batch
 from tinytorch.gradcheck import gradcheck
-from tinytorch.models import Seq2SeqRNN, Seq2SeqTransformer
-from tinytorch.models.seq2seq import decoder_masks, padding_mask
+from tinytorch.models import Seq2SeqRNN, Seq2SeqTransformer, beam_search, greedy_decode
+from tinytorch.models.seq2seq import decoder_masks, padding_mask, seq2seq_loss
 from tinytorch.nn import functional as F
 
 pytestmark = [pytest.mark.ch10, pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -288,8 +288,7 @@ def test_teacher_forcing_loss_ignores_padding():
     pairs = [(list(rng.integers(3, V_SRC, n)), list(rng.integers(3, V_TGT, m))) for n, m in
              [(4, 2), (2, 5), (3, 3)]]  # fmt: skip
     src, tgt_in, tgt_out = make_teacher_forcing_batch(pairs, BOS, EOS, PAD)
-    logits = model(src, tgt_in)
-    loss = F.cross_entropy(logits.reshape(-1, V_TGT), tgt_out.reshape(-1), label_smoothing=0.1)
+    loss = seq2seq_loss(model, (src, tgt_in, tgt_out), label_smoothing=0.1)
     total, count = 0.0, 0
     for s, t in pairs:
         one = model(tt.tensor([s]), tt.tensor([[BOS, *t]]))
@@ -405,3 +404,24 @@ def test_rnn_rejects_bad_arguments():
     model = _rnn("luong")
     with pytest.raises(ValueError, match="only padding"):
         model.encode(tt.tensor(np.array([[3, 4], [0, 0]])))
+
+
+@pytest.mark.parametrize("kind", ["transformer", "rnn"])
+def test_models_and_decoding_on_device(device, kind):
+    """float32 on the device against the float64 model on the CPU (logits); greedy decoding
+    and beam width 1 on the device (the cache, reorder and host transfers there) agree."""
+    rng = np.random.default_rng()
+    ref = _transformer() if kind == "transformer" else _rnn("luong")
+    ref.eval()
+    model = (_transformer() if kind == "transformer" else _rnn("luong")).to(np.float32)
+    model.load_state_dict({k: to_numpy(v).astype(np.float32) for k, v in ref.state_dict().items()})
+    model.to(device).eval()
+    src = _ids(rng, [5, 2, 4], V_SRC)
+    tgt = np.concatenate([np.full((3, 1), BOS), _ids(rng, [3, 3, 3], V_TGT)], axis=1)
+    got = model(tt.tensor(src, device=device), tt.tensor(tgt, device=device))
+    assert got.device == device and got.dtype == np.float32
+    assert_close(got, ref(tt.tensor(src), tt.tensor(tgt)), rtol=1e-4, atol=1e-5)
+    out = greedy_decode(model, tt.tensor(src, device=device), bos_id=BOS, eos_id=EOS, max_len=5)
+    beams = beam_search(model, tt.tensor(src, device=device), bos_id=BOS, eos_id=EOS,
+                        beam_size=1, max_len=5, length_penalty=0.0)  # fmt: skip
+    assert out == beams and all(len(o) <= 5 for o in out)

@@ -219,6 +219,7 @@ class Seq2SeqTransformer(Module):
         return TransformerMemory(memory, src_padding)
 
     def forward(self, src, tgt_in, return_attention: bool = False):
+        src = check_ids(src, "Seq2SeqTransformer: src", self.max_len)
         memory = self.encode(src)
         tgt_in = check_ids(tgt_in, "Seq2SeqTransformer: tgt_in", self.max_len)
         if tgt_in.shape[0] != src.shape[0]:
