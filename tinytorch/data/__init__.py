@@ -7,6 +7,7 @@ DataLoader, default_collate             batches (seeded shuffling, drop_last)
 pad_sequence, PadCollate                batches of variable-length sequences
 tbptt_batches, TBPTTLoader              consecutive windows of one long text (truncated BPTT)
 mask_tokens                             BERT's masked-LM corruption (15%; 80/10/10)
+make_teacher_forcing_batch              (src, tgt_in, tgt_out) for translation (chapter 10)
 """
 
 from .dataloader import DataLoader, PadCollate, default_collate, pad_sequence  # noqa: F401
@@ -21,4 +22,5 @@ from .datasets import (  # noqa: F401
     sha256_of,
 )
 from .masking import mask_tokens  # noqa: F401
+from .seq2seq import make_teacher_forcing_batch  # noqa: F401
 from .windows import TBPTTLoader, spread_windows, tbptt_batches  # noqa: F401
