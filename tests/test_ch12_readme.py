@@ -7,6 +7,7 @@ result file changed and the README was not regenerated (or the table was edited 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,42 @@ def test_report_ratios_invert_speedups(readme_table):
         ],
     }
     assert ratios(ops) == [("8x8", pytest.approx(1.0))]  # geometric mean; no overhead row
+
+
+def test_report_writes_markdown_json_and_figures(readme_table, tmp_path):
+    from benchmarks import report
+
+    att = [
+        dict(
+            T=t,
+            causal=c,
+            vs_torch=2.0,
+            fused_fwdbwd_ms=t / 64,
+            torch_fwdbwd_ms=t / 32,
+            composed_fwdbwd_ms=(t / 64) ** 2,
+        )  # fmt: skip
+        for t in (64, 256)
+        for c in (True, False)
+    ]
+    results = {
+        "attention_cpu": [{"name": "attention_cpu", "rows": att}],
+        "gpt_cpu": [
+            {"name": "gpt_cpu", "rows": [{"framework": "tinytorch", "ratio vs torch": 1.5}]}
+        ],
+    }
+    profile = dict(
+        steps=2, step_ms=60.0, step_ms_profiled=65.0, events_per_step=250, trace="t.json",
+        table="(table)",
+        rows=[dict(name="MatMulBackward", kind="backward", self_ms_per_step=20.0)],
+    )  # fmt: skip
+    meta = dict(quick=True, seconds={"gpt_cpu": 3.0}, failed={}, threads={"torch_threads": 2},
+                notes="", raw="raw")  # fmt: skip
+    md = report.write(tmp_path, "cpu", results, profile, meta)
+    text = md.read_text()
+    assert md.name == "report_cpu.md" and "QUICK run" in text and "(table)" in text
+    assert "| gpt_cpu | chapter 07 GPT training step (CPU) | step | 1.5 |" in text
+    data = json.loads((tmp_path / "report_cpu.json").read_text())
+    assert {r["case"]: r["time_ratio"] for r in data["rows"]}["T=64 causal"] == 0.5
+    for fig in ("ratios", "attention_scaling", "gpt_profile"):
+        png = tmp_path / f"report_cpu_{fig}.png"
+        assert png.stat().st_size > 0 and f"({png.name})" in text
