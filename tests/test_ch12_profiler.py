@@ -158,6 +158,7 @@ def test_key_averages_counts_and_table():
     assert len(rows) == 2  # row_limit
     shaped = prof.table(sort_by="cpu_time_total", group_by_input_shape=True)
     assert "Input Shapes" in shaped and "[[2, 3], [3, 4]]" in shaped
+    assert "MatMulBackward" in prof.events().table()  # a plain event list averages first
     with pytest.raises(ValueError, match="sort_by"):
         prof.table(sort_by="cuda_time")
 

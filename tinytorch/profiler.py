@@ -31,7 +31,6 @@ import json
 import os
 import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 
 from . import autograd
@@ -294,7 +293,7 @@ class record_function:  # noqa: N801 - torch.profiler.record_function's name
         return self
 
     def __exit__(self, *exc):
-        if self._prof is not None and self._ev is not None:
+        if self._ev is not None and autograd._profiler is self._prof:  # (not after stop())
             self._prof._close(self._ev)
         self._ev = self._prof = None
         return False
@@ -361,12 +360,12 @@ class EventList(list):
     ) -> str:
         """A text table like torch.profiler's: Name, Self CPU %, Self CPU, CPU total %, CPU
         total, CPU time avg, CPU Mem, Self CPU Mem, # of Calls (+ Input Shapes when grouped)."""
-        rows = self if all(isinstance(r, KeyAverage) for r in self) else self.key_averages()
         if sort_by not in SORT_KEYS:
             raise ValueError(f"table: sort_by={sort_by!r}; expected one of {list(SORT_KEYS)}")
-        rows = sorted(rows, key=lambda r: getattr(r, sort_by), reverse=True)
+        averaged = self if all(isinstance(r, KeyAverage) for r in self) else self.key_averages()
+        by_shape = getattr(averaged, "_by_shape", False)
+        rows = sorted(averaged, key=lambda r: getattr(r, sort_by), reverse=True)
         total_self = sum(r.self_cpu_time_total for r in rows) or 1.0
-        by_shape = getattr(rows and self, "_by_shape", False)
         cols = ["Name", "Self CPU %", "Self CPU", "CPU total %", "CPU total", "CPU time avg"]
         cols += ["CPU Mem", "Self CPU Mem", "# of Calls"] + (["Input Shapes"] if by_shape else [])
         body = []
@@ -415,13 +414,3 @@ def _fmt_bytes(n: int) -> str:
         if abs(n) >= size:
             return f"{n / size:.2f} {unit}"
     return f"{n} b"
-
-
-def self_time_by_name(events, kinds=("op", "backward", "kernel")) -> dict[str, float]:
-    """Self wall time (microseconds) summed per name over the events of `kinds`: the GPT step's
-    profile in chapter 12's report."""
-    totals: dict[str, float] = defaultdict(float)
-    for ev in events:
-        if ev.kind in kinds:
-            totals[ev.name] += ev.self_cpu_time_total_us
-    return dict(totals)
