@@ -43,7 +43,11 @@ BENCHMARKS = {
     ),
     "rnn_cpu": (["--steps", "100", "--eval-batches", "20"], ["--quick"], False),
     "gpt_gpu": (["--steps", "30"], ["--steps", "5"], True),
-    "kernels_gpu": (["--quick"], ["--quick", "--repeat", "3", "--no-attention"], True),
+    "kernels_gpu": (
+        ["--quick", "--no-attention"],
+        ["--quick", "--repeat", "3", "--no-attention"],
+        True,
+    ),
     "attention_gpu": (["--quick"], ["--quick"], True),
 }
 # --quick (CI: about a minute on 2 cores) leaves out the ones whose own --quick takes a minute
