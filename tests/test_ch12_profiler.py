@@ -79,6 +79,17 @@ def test_ops_forward_and_backward_recorded_with_shapes_and_bytes():
     assert all(e.end_ns >= e.start_ns > 0 for e in prof.events())
 
 
+def test_views_allocate_no_bytes():
+    x = tt.randn(4, 6, requires_grad=True)
+    with profiler.profile(profile_memory=True) as prof:
+        (x.reshape(6, 4).transpose(0, 1) * 2).sum().backward()
+    by = {e.name: e.bytes for e in prof.events()}
+    assert by["Reshape"] == 0 and by["Permute"] == 0  # views of x's memory
+    assert by["Mul"] == 4 * 6 * 4
+    assert by["SumBackward"] == 0  # a broadcast of the scalar gradient
+    assert by["PermuteBackward"] == 0  # (ReshapeBackward copies: its gradient is transposed)
+
+
 # ---- exercise chrome_trace_event ----
 @pytest.mark.exercise("chrome_trace_event")
 def test_chrome_trace_event_fields():

@@ -9,7 +9,8 @@
 
 While a `profile` is active it records one `Event` per
 - op forward: every `Function.apply` (name = the Function's class, e.g. "MatMul"; input shapes =
-  the shapes of the raw arrays, [] for a Python scalar; bytes = the output's nbytes),
+  the shapes of the raw arrays, [] for a Python scalar; bytes = the output's nbytes, 0 for a
+  view of an input such as a reshape or a transpose),
 - op backward: every Function's backward in `backward()` ("MatMulBackward"; input shape = the
   output gradient's; bytes = the nbytes of the gradients it returns),
 - kernel call: every function of the compiled kernel module called through
@@ -84,10 +85,20 @@ def _shape_of(a):
     return list(shape) if shape is not None else []
 
 
-def _nbytes(arrays) -> int:
+def _root(a):
+    """The array that owns `a`'s memory (a itself unless a is a view)."""
+    while getattr(a, "base", None) is not None:
+        a = a.base
+    return a
+
+
+def _nbytes(arrays, inputs) -> int:
+    """Bytes of the arrays a call returned, except views of its inputs' memory (a reshape, a
+    transpose, a broadcast of the gradient allocate nothing)."""
     if not isinstance(arrays, tuple):
         arrays = (arrays,)
-    return sum(getattr(a, "nbytes", 0) for a in arrays if a is not None)
+    owners = {id(_root(x)) for x in inputs if hasattr(x, "nbytes")}
+    return sum(a.nbytes for a in arrays if hasattr(a, "nbytes") and id(_root(a)) not in owners)
 
 
 class profile:  # noqa: N801 - torch.profiler.profile's name
@@ -177,7 +188,7 @@ class profile:  # noqa: N801 - torch.profiler.profile's name
         try:
             out = fn.forward(*raw, **kwargs)
         finally:
-            self._close(ev, _nbytes(out))
+            self._close(ev, _nbytes(out, raw))
         return out
 
     def wrap_backward(self, ctx) -> None:
@@ -193,7 +204,7 @@ class profile:  # noqa: N801 - torch.profiler.profile's name
         try:
             out = backward(grad)
         finally:
-            self._close(ev, _nbytes(out))
+            self._close(ev, _nbytes(out, (grad,)))
         return out
 
     def kernels(self, module):
