@@ -15,7 +15,7 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 # memory: importing it keeps freed host memory for reuse (fewer page faults; see memory.py)
-from . import data, memory, metrics, nn, ops, optim, train  # noqa: F401
+from . import data, memory, metrics, nn, ops, optim, profiler, train  # noqa: F401
 from .autograd import enable_grad, is_grad_enabled, no_grad  # noqa: F401
 from .backend import cuda_is_available, manual_seed  # noqa: F401
 from .creation import (  # noqa: F401

@@ -14,7 +14,8 @@ summing the gradients that reach a tensor along several paths. Gradients accumul
 has run, so a second backward through the same graph is an error, as in PyTorch.
 
 Not here: gradcheck (tinytorch.gradcheck), the copy a leaf's gradient may skip
-(tinytorch.copies.steal_or_copy), the ops themselves (tinytorch.ops).
+(tinytorch.copies.steal_or_copy), the ops themselves (tinytorch.ops), the profiler
+(tinytorch.profiler; `_profiler` below is its one hook, None unless a profile is active).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .copies import steal_or_copy
 
 _Tensor = None  # set by tinytorch.tensor (avoids an import cycle)
 _grad_enabled = True
+_profiler = None  # the active tinytorch.profiler.profile, else None (then: no cost but one test)
 
 
 # ---- grad mode ----------------------------------------------------------------------------
@@ -121,7 +123,10 @@ class Function:
         needs = _grad_enabled and True in flags
         fn.needs_input_grad = tuple(flags) if needs else (False,) * len(flags)
         try:
-            out = fn.forward(*raw, **kwargs)
+            if _profiler is None:
+                out = fn.forward(*raw, **kwargs)
+            else:  # tinytorch.profiler records the call
+                out = _profiler.forward(fn, raw, kwargs)
         except ValueError as e:  # (free when nothing is raised) name the op, shapes, dtypes
             _not_broadcastable(cls.__name__, args, e)
         if isinstance(out, np.generic):  # NumPy reductions return scalars; keep arrays
@@ -205,6 +210,8 @@ def backward(root, gradient=None, retain_graph: bool = False) -> None:
                 node.grad = Tensor._wrap(node.grad.data + g)
             # END EXERCISE
             continue
+        if _profiler is not None:  # tinytorch.profiler: record the ctx.backward(g) below
+            _profiler.wrap_backward(ctx)
         # BEGIN EXERCISE ch01: chain_rule - ctx.backward(g), then add each input's gradient to grads
         in_grads = ctx.backward(g)
         if not isinstance(in_grads, tuple):

@@ -25,8 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def time_cpu(fn, warmup: int = 3, repeat: int = 20, min_time: float = 0.0) -> float:
-    """Median wall time of fn() in seconds, after `warmup` calls (CPU work only)."""
+def time_cpu(fn, warmup: int = 3, repeat: int = 20, min_time: float = 0.0, samples=None) -> float:
+    """Median wall time of fn() in seconds, after `warmup` calls (CPU work only): at least
+    `repeat` timed calls, more until `min_time` seconds have passed. `samples`, a list, gets
+    every timed call's seconds appended (for the spread)."""
+    # BEGIN EXERCISE ch12: time_median - warm-up calls, then time each call, return the median
     for _ in range(warmup):
         fn()
     times = []
@@ -35,7 +38,10 @@ def time_cpu(fn, warmup: int = 3, repeat: int = 20, min_time: float = 0.0) -> fl
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+    if samples is not None:
+        samples.extend(times)
     return statistics.median(times)
+    # END EXERCISE
 
 
 def time_cuda(fn, warmup: int = 5, repeat: int = 50) -> float:

@@ -26,11 +26,15 @@ __all__ = [
 ]
 
 
+_profiler = None  # the active tinytorch.profiler.profile, else None
+
+
 def lib():
-    """The compiled kernel module (built on first use; see tinytorch/kernels/build.py)."""
+    """The compiled kernel module (built on first use; see tinytorch/kernels/build.py); while a
+    tinytorch.profiler.profile is active, the module with each call recorded."""
     from . import build
 
-    return build.load()
+    return build.load() if _profiler is None else _profiler.kernels(build.load())
 
 
 def runs_on(device: str) -> bool:
