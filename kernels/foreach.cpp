@@ -18,12 +18,18 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "common.h"
+#include "simd.h"
+#if defined(__x86_64__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // (immintrin.h: _mm512_undefined_ps)
+#include <immintrin.h>
+#endif
 
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("fp-contract=off", "no-math-errno")
+#pragma GCC optimize("fp-contract=off")
 #endif
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define TT_FE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -36,6 +42,7 @@ namespace py = pybind11;
 namespace tt {
 namespace {
 
+using namespace simd;
 using i64 = std::int64_t;
 constexpr i64 kChunk = 1 << 15;        // elements per piece
 constexpr i64 kParallelMin = 1 << 16;  // below this many elements in all: one thread
@@ -62,30 +69,100 @@ struct AdamArgs {
     bool decoupled, maximize;
 };
 
-// One range of one parameter; the order of operations is adam_update's (see the header).
-TT_FE_CLONES void adam_range(float* __restrict__ p, const float* __restrict__ g,
-                             float* __restrict__ m, float* __restrict__ v,
-                             float* __restrict__ vmax, i64 n, float step_size, float bc2_sqrt,
-                             const AdamArgs& a) {
-    const bool l2 = a.weight_decay != 0.f && !a.decoupled, decay = a.weight_decay != 0.f && a.decoupled;
-#pragma omp simd
-    for (i64 i = 0; i < n; ++i) {
-        float gi = a.maximize ? -g[i] : g[i];
-        float pi = p[i];
-        if (decay) pi = pi * a.decay;               // AdamW: p *= 1 - lr * wd, first
-        if (l2) gi = gi + a.weight_decay * pi;      // Adam: g += wd * p
-        const float mi = m[i] * a.beta1 + a.one_minus_beta1 * gi;
-        const float vi = v[i] * a.beta2 + (a.one_minus_beta2 * gi) * gi;
-        float second = vi;
-        if (vmax) {  // AMSGrad: the running maximum of exp_avg_sq is the denominator
-            second = vmax[i] < vi ? vi : vmax[i];
-            vmax[i] = second;
-        }
-        const float denom = std::sqrt(second) / bc2_sqrt + a.eps;
-        p[i] = pi - step_size * (mi / denom);
-        m[i] = mi;
-        v[i] = vi;
+// The square root of W lanes: GCC's vectors have no sqrt operator, and std::sqrt in a loop
+// stays a scalar call (errno), so the instruction itself. Each is inlined into its ISA's entry.
+#if TT_X86
+__attribute__((target("avx512f"))) inline vec<16> vsqrt(vec<16> x) {
+    return reinterpret_cast<vec<16>>(_mm512_sqrt_ps(reinterpret_cast<__m512>(x)));
+}
+__attribute__((target("avx2"))) inline vec<8> vsqrt(vec<8> x) {
+    return reinterpret_cast<vec<8>>(_mm256_sqrt_ps(reinterpret_cast<__m256>(x)));
+}
+inline vec<4> vsqrt(vec<4> x) {
+    return reinterpret_cast<vec<4>>(_mm_sqrt_ps(reinterpret_cast<__m128>(x)));
+}
+#else
+inline vec<4> vsqrt(vec<4> x) {
+    for (int k = 0; k < 4; ++k) x[k] = std::sqrt(x[k]);
+    return x;
+}
+#endif
+
+// W elements of one parameter (or 1 < W of a tail, through zero-padded copies); the order of
+// operations is adam_update's (see the header). amax (AMSGrad) may be nullptr.
+template <int W>
+inline void adam_vec(float* p, const float* g, float* m, float* v, float* amax, i64 n,
+                     float step_size, float bc2_sqrt, const AdamArgs& a) {
+    float bp[W] = {}, bg[W] = {}, bm[W] = {}, bv[W] = {}, bx[W] = {};
+    const bool tail = n < W;
+    float *P = p, *M = m, *V = v, *X = amax;
+    const float* G = g;
+    if (tail) {  // copy in, run the vector, copy out
+        std::memcpy(bp, p, n * sizeof(float));
+        std::memcpy(bg, g, n * sizeof(float));
+        std::memcpy(bm, m, n * sizeof(float));
+        std::memcpy(bv, v, n * sizeof(float));
+        if (amax) std::memcpy(bx, amax, n * sizeof(float));
+        P = bp, G = bg, M = bm, V = bv, X = amax ? bx : nullptr;
     }
+    vec<W> gi = vload<W>(G), pi = vload<W>(P);
+    if (a.maximize) gi = -gi;
+    if (a.weight_decay != 0.f) {
+        if (a.decoupled)
+            pi = pi * a.decay;  // AdamW: p *= 1 - lr * wd, first
+        else
+            gi = gi + a.weight_decay * pi;  // Adam: g += wd * p
+    }
+    const vec<W> mi = vload<W>(M) * a.beta1 + a.one_minus_beta1 * gi;
+    const vec<W> vi = vload<W>(V) * a.beta2 + (a.one_minus_beta2 * gi) * gi;
+    vec<W> second = vi;
+    if (X) {  // AMSGrad: the running maximum of exp_avg_sq is the denominator
+        second = vmax<W>(vload<W>(X), vi);
+        vstore<W>(X, second);
+    }
+    const vec<W> denom = vsqrt(second) / bc2_sqrt + a.eps;
+    vstore<W>(P, pi - step_size * (mi / denom));
+    vstore<W>(M, mi);
+    vstore<W>(V, vi);
+    if (tail) {
+        std::memcpy(p, bp, n * sizeof(float));
+        std::memcpy(m, bm, n * sizeof(float));
+        std::memcpy(v, bv, n * sizeof(float));
+        if (amax) std::memcpy(amax, bx, n * sizeof(float));
+    }
+}
+
+template <int W>
+inline void adam_range(float* p, const float* g, float* m, float* v, float* amax, i64 n,
+                       float step_size, float bc2_sqrt, const AdamArgs& a) {
+    i64 i = 0;
+    for (; i + W <= n; i += W)
+        adam_vec<W>(p + i, g + i, m + i, v + i, amax ? amax + i : nullptr, W, step_size,
+                    bc2_sqrt, a);
+    if (i < n)
+        adam_vec<W>(p + i, g + i, m + i, v + i, amax ? amax + i : nullptr, n - i, step_size,
+                    bc2_sqrt, a);
+}
+
+typedef void (*AdamFn)(float*, const float*, float*, float*, float*, i64, float, float,
+                       const AdamArgs&);
+#define TT_ADAM_ENTRY(isa, attr, W)                                                           \
+    attr void adam_##isa(float* p, const float* g, float* m, float* v, float* amax, i64 n,    \
+                         float step_size, float bc2_sqrt, const AdamArgs& a) {                \
+        adam_range<W>(p, g, m, v, amax, n, step_size, bc2_sqrt, a);                          \
+    }
+#if TT_X86
+TT_ADAM_ENTRY(avx512, TT_ENTRY("avx512f"), 16)
+TT_ADAM_ENTRY(avx2, TT_ENTRY("avx2"), 8)
+#endif
+TT_ADAM_ENTRY(base, TT_BASE_ENTRY, 4)
+
+AdamFn pick_adam() {
+#if TT_X86
+    return simd::pick<AdamFn>(adam_avx512, adam_avx2, adam_base);
+#else
+    return adam_base;
+#endif
 }
 
 TT_FE_CLONES double sumsq_range(const float* __restrict__ g, i64 n) {
@@ -118,13 +195,14 @@ void adam_step(std::uintptr_t params, std::uintptr_t grads, std::uintptr_t exp_a
     const double* bc = as_array<double>(bc2_sqrts);
     const std::vector<Piece> pieces = cut(S, count);
     const i64 np = static_cast<i64>(pieces.size());
+    const AdamFn adam_range = pick_adam();
 #pragma omp parallel for schedule(static) if (total(S, count) >= kParallelMin)
     for (i64 k = 0; k < np; ++k) {
         const Piece& q = pieces[k];
         const i64 t = q.tensor, b = q.begin;
-        float* vmax = VM ? reinterpret_cast<float*>(VM[t]) + b : nullptr;
+        float* amax = VM ? reinterpret_cast<float*>(VM[t]) + b : nullptr;
         adam_range(reinterpret_cast<float*>(P[t]) + b, reinterpret_cast<const float*>(G[t]) + b,
-                   reinterpret_cast<float*>(M[t]) + b, reinterpret_cast<float*>(V[t]) + b, vmax,
+                   reinterpret_cast<float*>(M[t]) + b, reinterpret_cast<float*>(V[t]) + b, amax,
                    q.end - b, static_cast<float>(ss[t]), static_cast<float>(bc[t]), a);
     }
 }
