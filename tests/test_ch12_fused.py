@@ -401,3 +401,73 @@ def test_gradients_with_shared_paths_match_torch():
     model(torch, xr, wr).backward()
     assert_close(x.grad, xr.grad.detach().numpy())
     assert_close(w.grad, wr.grad.detach().numpy())
+
+
+# ---- the LSTM layer with the C++ cell -------------------------------------------------------
+@pytest.mark.parametrize("isa", CPU_ISAS)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_lstm_kernel_layer_matches_twin_and_torch(isa, reverse, bias):
+    from tinytorch.kernels.lstm import LSTMKernelLayer
+    from tinytorch.nn.rnn_fused import FusedLSTMLayer
+
+    T, B, I, H = 7, 3, 5, 32
+    rng = np.random.default_rng()
+    theirs = torch.nn.LSTM(I, H, bias=bias)
+    ws = [theirs.weight_ih_l0, theirs.weight_hh_l0]
+    ws += [theirs.bias_ih_l0, theirs.bias_hh_l0] if bias else []
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    h0, c0 = (rng.standard_normal((B, H)).astype(np.float32) for _ in range(2))
+    g = rng.standard_normal((T + 1, B, H)).astype(np.float32)
+    results = []
+    for layer in (LSTMKernelLayer, FusedLSTMLayer):
+        leaves = [tt.tensor(a, requires_grad=True) for a in (x, h0, c0)]
+        wts = [tt.tensor(w.detach().numpy(), requires_grad=True) for w in ws]
+        with _isa(isa):
+            out = layer.apply(*leaves, *wts, *([] if bias else [None, None]), reverse=reverse)
+            out.backward(tt.tensor(g))
+        results.append((out, [t.grad for t in leaves + wts]))
+    (out, grads), (twin, twin_grads) = results
+    assert_close(out, twin)
+    for a, b in zip(grads, twin_grads):
+        assert_close(a, b)
+    # PyTorch: reverse = the time-flipped sequence
+    xr = torch.tensor(x[::-1].copy() if reverse else x, requires_grad=True)
+    sr = [torch.tensor(s[None], requires_grad=True) for s in (h0, c0)]
+    o, (hn, cn) = theirs(xr, tuple(sr))
+    o = o.flip(0) if reverse else o
+    assert_close(out.detach().numpy()[:T], o.detach().numpy())
+    assert_close(out.detach().numpy()[T], cn[0].detach().numpy())
+    (torch.cat([o, cn], 0) * torch.tensor(g)).sum().backward()
+    dx = xr.grad.flip(0) if reverse else xr.grad
+    assert_close(grads[0], dx.numpy())
+    assert_close(grads[1], sr[0].grad[0].numpy())
+    assert_close(grads[2], sr[1].grad[0].numpy())
+    for a, w in zip(grads[3:], ws):
+        assert_close(a, w.grad.numpy(), rtol=2e-5, atol=2e-6)  # sums over T * B rows
+
+
+def test_nn_lstm_takes_the_kernel_for_float32_multiples_of_16():
+    from tinytorch.kernels import lstm as fused_lstm
+    from tinytorch.kernels.lstm import LSTMKernelLayer
+    from tinytorch.nn.rnn_fused import FusedLSTMLayer
+
+    x = tt.tensor(np.random.randn(4, 2, 3).astype(np.float32))
+    for H, want in ((32, LSTMKernelLayer), (5, FusedLSTMLayer)):
+        lstm = tt.nn.LSTM(3, H)
+        state = (np.zeros((2, H), np.float32),) * 2
+        assert fused_lstm.layer_function(x, state, lstm._layer_weights(0, 0)) is want
+        x64, s64 = x.to(tt.float64), tuple(z.astype(np.float64) for z in state)
+        w64 = lstm.to(tt.float64)._layer_weights(0, 0)
+        assert fused_lstm.layer_function(x64, s64, w64) is FusedLSTMLayer
+        lstm.to(tt.float32)
+        with kernels.composed():
+            assert fused_lstm.layer_function(x, state, lstm._layer_weights(0, 0)) is FusedLSTMLayer
+    # the whole module against torch, float32, two layers, batch_first
+    ours, theirs = tt.nn.LSTM(8, 32, 2, batch_first=True), torch.nn.LSTM(8, 32, 2, batch_first=True)
+    ours.load_state_dict(theirs.state_dict())
+    xb = np.random.randn(3, 5, 8).astype(np.float32)
+    xo, xr = tt.tensor(xb, requires_grad=True), torch.tensor(xb, requires_grad=True)
+    ours(xo)[0].sum().backward()
+    theirs(xr)[0].sum().backward()
+    assert_close(xo.grad, xr.grad.numpy())
