@@ -5,12 +5,13 @@
 //   cross-entropy  loss_n = (1 - eps) w[t] (lse - x[t]) + (eps / C) sum_c w[c] (lse - x[c])
 //                  with lse = max + log sum exp(x - max)           (log_softmax is never stored)
 //                  backward dx = s_n (a_n exp(x - lse) - (1 - eps) w[t] onehot(t) - (eps/C) w)
+//                  (max and the log-sum are kept apart, two floats per row: see ce_forward_row)
 //
 // The composed NumPy ops (tinytorch/ops/nn.py, the twins these are tested against) make five
 // to eight passes over the (N, C) array, each allocating a temporary; here a row of C floats
 // (a few KB, it stays in L1) is read two or three times and written once, and rows run on the
-// OpenMP threads. The cross-entropy saves one float per row (lse) instead of the (N, C)
-// log-probabilities, and its backward rebuilds softmax from x and lse.
+// OpenMP threads. The cross-entropy saves two floats per row (max, log-sum) instead of the
+// (N, C) log-probabilities, and its backward rebuilds softmax from x and them.
 //
 // exp here is not simd.h's vexp2_neg: every argument is x - max <= 0, but softmax's small
 // entries are outputs (not only weights summed into an output as in attention), so it needs
@@ -185,10 +186,13 @@ inline void log_softmax_row(const float* x, float* y, i64 C) {
         fill_row(y, C, kNaN);
         return;
     }
-    const vec<W> shift = vec<W>{} + (m + std::log(row_exp_sum<W, false>(x, nullptr, C, m)));
+    // (x - m) - log s, not x - (m + log s): with logits of 1e4, m + log s would round away
+    // the digits that log s carries
+    const float ls = std::log(row_exp_sum<W, false>(x, nullptr, C, m));
+    const vec<W> mv = vec<W>{} + m, lv = vec<W>{} + ls;
     i64 i = 0;
-    for (; i + W <= C; i += W) vstore<W>(y + i, vload<W>(x + i) - shift);
-    for (; i < C; ++i) y[i] = x[i] - shift[0];
+    for (; i + W <= C; i += W) vstore<W>(y + i, (vload<W>(x + i) - mv) - lv);
+    for (; i < C; ++i) y[i] = (x[i] - m) - ls;
 }
 
 template <int W>
@@ -211,26 +215,29 @@ struct CeArgs {
     float eps;        // label smoothing
 };
 
-// loss of one row and its lse (log-sum-exp); an ignored row gives loss 0 (lse still set).
+// loss of one row and its max m and log-sum ls (lse = m + ls, kept apart: -log p[c] is
+// (m - x[c]) + ls, exact to float32 even for logits of 1e4, where m + ls would round away the
+// digits of ls); an ignored row gives loss 0 (m and ls still set).
 template <int W>
-inline void ce_forward_row(const float* x, i64 t, float* loss, float* lse, i64 C,
+inline void ce_forward_row(const float* x, i64 t, float* loss, float* stats, i64 C,
                            const CeArgs& a) {
     bool bad = false;
     const float m = row_max<W>(x, C, &bad);
-    const float l = bad ? kNaN : m + std::log(row_exp_sum<W, false>(x, nullptr, C, m));
-    *lse = l;
+    const float ls = bad ? kNaN : std::log(row_exp_sum<W, false>(x, nullptr, C, m));
+    stats[0] = m;
+    stats[1] = ls;
     if (t == a.ignore) {
         *loss = 0.f;
         return;
     }
     const float wt = a.w ? a.w[t] : 1.f;
-    float out = (1.f - a.eps) * wt * (l - x[t]);
-    if (a.eps != 0.f) {  // (eps / C) sum_c w[c] (lse - x[c]): every term >= 0, no cancellation
+    float out = (1.f - a.eps) * wt * ((m - x[t]) + ls);
+    if (a.eps != 0.f) {  // (eps / C) sum_c w[c] (-log p[c]): every term >= 0, no cancellation
         float s = 0.f;
         if (a.w) {
-            for (i64 c = 0; c < C; ++c) s += a.w[c] * (l - x[c]);
+            for (i64 c = 0; c < C; ++c) s += a.w[c] * ((m - x[c]) + ls);
         } else {
-            for (i64 c = 0; c < C; ++c) s += l - x[c];
+            for (i64 c = 0; c < C; ++c) s += (m - x[c]) + ls;
         }
         out += a.eps / static_cast<float>(C) * s;
     }
@@ -240,7 +247,7 @@ inline void ce_forward_row(const float* x, i64 t, float* loss, float* lse, i64 C
 // dx of one row, scaled by s (the upstream gradient of this row's loss, / the weight total for
 // 'mean'); an ignored row gets 0.
 template <int W>
-inline void ce_backward_row(const float* x, i64 t, float lse, float s, float* dx, i64 C,
+inline void ce_backward_row(const float* x, i64 t, const float* stats, float s, float* dx, i64 C,
                             const CeArgs& a) {
     if (t == a.ignore) {
         fill_row(dx, C, 0.f);
@@ -248,9 +255,13 @@ inline void ce_backward_row(const float* x, i64 t, float lse, float s, float* dx
     }
     const float wt = a.w ? a.w[t] : 1.f;
     const float k = (a.w ? (1.f - a.eps) * wt + a.eps / static_cast<float>(C) * a.wsum : 1.f) * s;
+    const vec<W> m = vec<W>{} + stats[0], ls = vec<W>{} + stats[1];  // p = exp((x - m) - ls)
     i64 i = 0;
-    for (; i + W <= C; i += W) vstore<W>(dx + i, vexp_neg<W>(vload<W>(x + i) - lse) * k);
-    if (i < C) store_tail<W>(dx + i, C - i, vexp_neg<W>(load_tail<W>(x + i, C - i, -kInf) - lse) * k);
+    for (; i + W <= C; i += W) vstore<W>(dx + i, vexp_neg<W>((vload<W>(x + i) - m) - ls) * k);
+    if (i < C) {
+        const vec<W> xt = load_tail<W>(x + i, C - i, -kInf);
+        store_tail<W>(dx + i, C - i, vexp_neg<W>((xt - m) - ls) * k);
+    }
     dx[t] -= (1.f - a.eps) * wt * s;
     if (a.eps != 0.f) {
         const float e = a.eps / static_cast<float>(C) * s;
@@ -288,12 +299,13 @@ typedef void (*CeBwd)(const float*, const std::int64_t*, const float*, const flo
     }                                                                                        \
     attr void ce_fwd_##isa(const float* x, const std::int64_t* t, float* loss, float* lse,    \
                            i64 r0, i64 r1, i64 C, const CeArgs& a) {                           \
-        for (i64 r = r0; r < r1; ++r) ce_forward_row<W>(x + r * C, t[r], loss + r, lse + r, C, a); \
+        for (i64 r = r0; r < r1; ++r)                                                        \
+            ce_forward_row<W>(x + r * C, t[r], loss + r, lse + 2 * r, C, a);                  \
     }                                                                                        \
     attr void ce_bwd_##isa(const float* x, const std::int64_t* t, const float* lse,            \
                            const float* s, float* dx, i64 r0, i64 r1, i64 C, const CeArgs& a) { \
         for (i64 r = r0; r < r1; ++r)                                                        \
-            ce_backward_row<W>(x + r * C, t[r], lse[r], s[r], dx + r * C, C, a);              \
+            ce_backward_row<W>(x + r * C, t[r], lse + 2 * r, s[r], dx + r * C, C, a);         \
     }
 #if TT_X86
 TT_SOFTMAX_ENTRIES(avx512, TT_ENTRY("avx512f,fma"), 16)
@@ -377,7 +389,8 @@ void register_softmax(py::module_& m) {
         py::arg("x"), py::arg("target"), py::arg("weight"), py::arg("weight_sum"),
         py::arg("loss"), py::arg("lse"), py::arg("N"), py::arg("C"), py::arg("ignore_index"),
         py::arg("label_smoothing"), rel,
-        "per-row cross-entropy loss (N,) and log-sum-exp (N,); weight 0 = none");
+        "per-row cross-entropy loss (N,) and (max, log sum exp(x - max)) per row (N, 2); "
+        "weight 0 = none");
     m.def(
         "cross_entropy_backward_cpu",
         [](u x, u t, u w, float wsum, u lse, u scale, u dx, i64 N, i64 C, i64 ignore,

@@ -192,8 +192,8 @@ def test_backward_against_finite_differences(op):
     elif op == "log_softmax":
         grad = S.log_softmax_backward(S.log_softmax_forward(x), r)
     else:
-        lse = S.cross_entropy_forward(x, t, w, -100, 0.1)[1]
-        grad = S.cross_entropy_backward(x, t, lse, np.ones(4, np.float32), w, -100, 0.1)
+        stats = S.cross_entropy_forward(x, t, w, -100, 0.1)[1]
+        grad = S.cross_entropy_backward(x, t, stats, np.ones(4, np.float32), w, -100, 0.1)
     h = np.float32(1e-2)
     num = np.zeros_like(x)
     for i in np.ndindex(x.shape):
@@ -471,3 +471,20 @@ def test_nn_lstm_takes_the_kernel_for_float32_multiples_of_16():
     ours(xo)[0].sum().backward()
     theirs(xr)[0].sum().backward()
     assert_close(xo.grad, xr.grad.numpy())
+
+
+def test_huge_logits_keep_their_precision():
+    """Logits of 1e4: the row max is subtracted first and log-sum-exp kept in two parts, so
+    the loss of a row whose logits differ by 1 is exact to float32 (m + log s would round the
+    0.31 of log s to a multiple of 1e4's spacing, 0.001)."""
+    x = np.array([[1e4, 0.0, -1e4], [0.0, 1e4, 1e4 - 1.0]], np.float32)
+    t = np.array([0, 2])
+    xt = tt.tensor(x, requires_grad=True)
+    out = F.cross_entropy(xt, tt.tensor(t), reduction="none")
+    out.sum().backward()
+    xr = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(xr, torch.tensor(t), reduction="none")
+    ref.sum().backward()
+    assert_close(out, ref.detach().numpy())
+    assert_close(xt.grad, xr.grad.numpy())
+    assert_close(S.log_softmax_forward(x), torch.log_softmax(xr, -1).detach().numpy())

@@ -10,14 +10,15 @@ Raw arrays (NumPy, float32, C-contiguous, N >= 1 and C >= 1):
     dx = backward(y, grad)                             # y (grad - sum(grad y))
     y = log_softmax_forward(x)
     dx = log_softmax_backward(y, grad)                 # grad - exp(y) sum(grad)
-    loss, lse = cross_entropy_forward(x, target, weight=None, ignore_index=-100,
-                                      label_smoothing=0.0)          # (N,), (N,)
-    dx = cross_entropy_backward(x, target, lse, scale, weight=None, ignore_index=-100,
+    loss, stats = cross_entropy_forward(x, target, weight=None, ignore_index=-100,
+                                        label_smoothing=0.0)        # (N,), (N, 2)
+    dx = cross_entropy_backward(x, target, stats, scale, weight=None, ignore_index=-100,
                                 label_smoothing=0.0)   # row n scaled by scale[n]
 
 target: (N,) int64 class indices (0..C-1 or ignore_index), weight: (C,) float32 or None.
-The cross-entropy never stores the (N, C) log-probabilities: it keeps lse = log sum exp per row
-and its backward rebuilds softmax = exp(x - lse). Bad input raises TypeError or ValueError here
+The cross-entropy never stores the (N, C) log-probabilities: it keeps stats = (max, log sum
+exp(x - max)) per row (log-sum-exp in two parts: huge logits keep their precision) and its
+backward rebuilds softmax = exp((x - max) - log sum). Bad input raises TypeError or ValueError here
 (the bindings check nothing again).
 
 Tensor level: `SoftmaxFunction`, `LogSoftmaxFunction`, `CrossEntropyFunction` (autograd
@@ -120,32 +121,33 @@ def log_softmax_backward(y, grad):
 
 
 def cross_entropy_forward(x, target, weight=None, ignore_index=-100, label_smoothing=0.0):
-    """(loss (N,), lse (N,)): each row's loss (0 where the target is ignore_index) and its
-    log-sum-exp, which the backward needs."""
+    """(loss (N,), stats (N, 2)): each row's loss (0 where the target is ignore_index) and its
+    (max, log sum exp(x - max)), which the backward needs."""
     where = "cross_entropy forward"
     N, C = _rows(x, "x", where)
     wp, wsum = _targets(target, weight, N, C, ignore_index, where)
-    loss, lse = np.empty(N, np.float32), np.empty(N, np.float32)
+    loss, stats = np.empty(N, np.float32), np.empty((N, 2), np.float32)
     lib().cross_entropy_forward_cpu(
-        ptr(x), ptr(target), wp, wsum, ptr(loss), ptr(lse), N, C, int(ignore_index),
+        ptr(x), ptr(target), wp, wsum, ptr(loss), ptr(stats), N, C, int(ignore_index),
         float(label_smoothing),
     )  # fmt: skip
-    return loss, lse
+    return loss, stats
 
 
 def cross_entropy_backward(
-    x, target, lse, scale, weight=None, ignore_index=-100, label_smoothing=0.0
+    x, target, stats, scale, weight=None, ignore_index=-100, label_smoothing=0.0
 ):
-    """dL/dx (N, C) where L = sum_n scale[n] * loss_n (scale: the upstream gradient per row)."""
+    """dL/dx (N, C) where L = sum_n scale[n] * loss_n (scale: the upstream gradient per row);
+    stats: the forward's (N, 2)."""
     where = "cross_entropy backward"
     N, C = _rows(x, "x", where)
     wp, wsum = _targets(target, weight, N, C, ignore_index, where)
-    check_array(lse, "lse", where, (N,))
+    check_array(stats, "stats", where, (N, 2))
     check_array(scale, "scale", where, (N,))
     dx = np.empty_like(x)
     lib().cross_entropy_backward_cpu(
-        ptr(x), ptr(target), wp, wsum, ptr(lse), ptr(scale), ptr(dx), N, C, int(ignore_index),
-        float(label_smoothing),
+        ptr(x), ptr(target), wp, wsum, ptr(stats), ptr(scale), ptr(dx), N, C,
+        int(ignore_index), float(label_smoothing),
     )  # fmt: skip
     return dx
 
@@ -185,14 +187,14 @@ class LogSoftmaxFunction(Function):
 class CrossEntropyFunction(Function):
     """Cross-entropy of logits x (N, C) against int64 targets (N,), PyTorch's semantics (see
     ops/nn.py's CrossEntropy, the composed twin): weight (C,) or None, ignore_index, reduction,
-    label smoothing eps. Saves x and one float per row."""
+    label smoothing eps. Saves x and two floats per row."""
 
     def forward(self, x, target, weight=None, ignore_index=-100, reduction="mean", eps=0.0):
         x = np.ascontiguousarray(x)
         target = np.ascontiguousarray(target, dtype=np.int64)
         w = None if weight is None else np.ascontiguousarray(weight, dtype=np.float32)
-        loss, lse = cross_entropy_forward(x, target, w, ignore_index, eps)
-        self.saved = (x, target, w, lse)
+        loss, stats = cross_entropy_forward(x, target, w, ignore_index, eps)
+        self.saved = (x, target, w, stats)
         self.ignore_index, self.eps, self.reduction = ignore_index, eps, reduction
         self.keep = target != ignore_index
         if reduction == "none":
@@ -205,11 +207,11 @@ class CrossEntropyFunction(Function):
         return loss.sum() / self.total
 
     def backward(self, g):
-        x, target, w, lse = self.saved
+        x, target, w, stats = self.saved
         up = g if self.reduction != "mean" else g / self.total
         scale = np.where(self.keep, up, np.float32(0)).astype(np.float32)  # ignored rows: 0
-        scale = np.ascontiguousarray(np.broadcast_to(scale, lse.shape))
-        dx = cross_entropy_backward(x, target, lse, scale, w, self.ignore_index, self.eps)
+        scale = np.ascontiguousarray(np.broadcast_to(scale, target.shape))
+        dx = cross_entropy_backward(x, target, stats, scale, w, self.ignore_index, self.eps)
         return dx, None
 
 
