@@ -75,8 +75,11 @@ class LSTMKernelLayer(FusedLSTMLayer):
             cell(a_acts, c_prev, a_tcs, a_g, a_dh, a_dc, a_d, t, B, H)
             np.matmul(d[t], w_hh, out=dh)  # what reaches h_{t-1} (dh's own memory)
         dx = (d.reshape(-1, 4 * H) @ w_ih).reshape(x.shape)
-        dws = _weight_grads(x, _h_prev(out[:T], h0, reverse), d, d, with_bias)
-        return (dx, dh, dc) + dws
+        dw_ih, dw_hh, _, _ = _weight_grads(x, _h_prev(out[:T], h0, reverse), d, d, False)
+        # both biases get the same gradient (d is the gradient at x W_ih^T + b_ih + h W_hh^T +
+        # b_hh): one sum, handed to both (the engine copies what two leaves would share)
+        db = d.reshape(-1, 4 * H).sum(0) if with_bias else None
+        return dx, dh, dc, dw_ih, dw_hh, db, db
 
 
 def supports(x, state, weights) -> bool:
