@@ -23,6 +23,11 @@ When each kernel is used (measured; chapter 11 and benchmarks/results/):
 - GELU (F.gelu, nn.GELU; exact, float32): on the CPU only (kernels/gelu.cpp: one pass instead
   of the composition's ten; benchmarks/results/gelu_cpu_cpu.md); the GPU keeps the composed
   CuPy ops.
+- Chapter 12's training-step kernels, on the CPU for float32: the softmax family (`softmax`:
+  softmax, masked softmax, log_softmax and the cross-entropy over rows, for tinytorch.softmax,
+  log_softmax and F.cross_entropy), the multi-tensor optimizer step and gradient norm
+  (`foreach`: Adam/AdamW.step, clip_grad_norm_) and the LSTM cell's pointwise work (`lstm`:
+  nn.LSTM layers with a hidden size that is a multiple of 16).
 Anything unsupported (float64, other head dims, dropout, arbitrary additive masks, GELU's tanh
 approximation, a module that did not build) takes the composed path, which handles every case.
 

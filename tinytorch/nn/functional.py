@@ -15,6 +15,7 @@ import warnings
 from .. import ops
 from ..kernels import gelu as fused_gelu
 from ..kernels import layernorm as fused_layernorm
+from ..kernels import softmax as fused_softmax
 from ..ops import (  # noqa: F401 - re-exported under torch.nn.functional's names
     dropout,
     embedding,
@@ -178,6 +179,12 @@ def cross_entropy(
     if isinstance(target, Tensor) and target.dtype.kind == "f":
         return _soft_cross_entropy(input, target, weight, reduction, label_smoothing, cdim)
     x, t = _rows(input, target, ignore_index, "cross_entropy")
+    # float32 on the CPU: the fused kernel of chapter 12 (log_softmax never stored)
+    out = fused_softmax.dispatch_cross_entropy(
+        x, t.data, w, ignore_index, reduction, label_smoothing
+    )
+    if out is not None:
+        return ops.reshape(out, target.shape) if reduction == "none" else out
     out = CrossEntropy.apply(
         x,
         t.data,

@@ -9,7 +9,9 @@ One layer and direction over a whole sequence runs two ways:
 
 - `fused = True` (the default): `FusedRNNLayer`, `FusedLSTMLayer`, `FusedGRULayer`
   (rnn_fused.py), the sequence as a single Function on raw arrays, with the input projection of
-  all steps in one matmul and backpropagation through time written by hand. Fast.
+  all steps in one matmul and backpropagation through time written by hand. Fast. An LSTM
+  layer on float32 CPU arrays runs tinytorch/kernels/lstm.py's LSTMKernelLayer instead: the
+  same Function with each step's elementwise work in one C++ call (chapter 12).
 - `fused = False`: the readable loop, one cell function (rnn_cells.py) per time step, with
   autograd doing BPTT. The same numbers; the tests check both against PyTorch.
 """
@@ -19,11 +21,12 @@ from __future__ import annotations
 import warnings
 
 from .. import creation, ops
+from ..kernels import lstm as fused_lstm
 from ..tensor import Tensor
 from . import functional as F
 from .module import Module, Parameter
 from .rnn_cells import gru_cell, lstm_cell, reset_uniform_, rnn_cell
-from .rnn_fused import FusedGRULayer, FusedLSTMLayer, FusedRNNLayer
+from .rnn_fused import FusedGRULayer, FusedRNNLayer
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNBase"]
 
@@ -234,7 +237,9 @@ class RNNBase(Module):
         last = 0 if reverse else T - 1
         if self.fused:
             if self.mode == "LSTM":
-                packed = FusedLSTMLayer.apply(x, *state, *weights, reverse=reverse)
+                # float32 on the CPU: the per-step C++ cell of chapter 12, else chapter 05's
+                layer = fused_lstm.layer_function(x, state, weights)
+                packed = layer.apply(x, *state, *weights, reverse=reverse)
                 return packed[:T], packed[last], packed[T]
             if self.mode == "GRU":
                 out = FusedGRULayer.apply(x, state, *weights, reverse=reverse)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..autograd import Function
+from ..kernels import softmax as fused
 from ..tensor import Tensor
 from .shape import _dim, scatter_add
 
@@ -155,20 +156,27 @@ class Dropout(Function):
         return g * self.mask
 
 
+# softmax, masked_softmax and log_softmax take the fused CPU kernels of chapter 12 first
+# (tinytorch/kernels/softmax.py: float32, last dim); the Functions above are their twins.
 def softmax(input, dim: int = -1):
     """torch.softmax: probabilities along `dim` (an all -inf row gives NaN, as in PyTorch)."""
-    return Softmax.apply(input, axis=_dim(dim, max(input.ndim, 1), "softmax"))
+    axis = _dim(dim, max(input.ndim, 1), "softmax")
+    out = fused.dispatch_softmax(input, axis)
+    return out if out is not None else Softmax.apply(input, axis=axis)
 
 
 def masked_softmax(input, dim: int = -1):
     """softmax, except that a row that is all -inf (every entry masked) gives 0, not NaN, and a
     zero gradient: attention's weights for a query with no allowed key (see Softmax)."""
     axis = _dim(dim, max(input.ndim, 1), "masked_softmax")
-    return Softmax.apply(input, axis=axis, zero_masked_rows=True)
+    out = fused.dispatch_softmax(input, axis, zero_masked=True)
+    return out if out is not None else Softmax.apply(input, axis=axis, zero_masked_rows=True)
 
 
 def log_softmax(input, dim: int = -1):
-    return LogSoftmax.apply(input, axis=_dim(dim, max(input.ndim, 1), "log_softmax"))
+    axis = _dim(dim, max(input.ndim, 1), "log_softmax")
+    out = fused.dispatch_log_softmax(input, axis)
+    return out if out is not None else LogSoftmax.apply(input, axis=axis)
 
 
 def embedding(input, weight, padding_idx=None):

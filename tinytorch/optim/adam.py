@@ -16,6 +16,7 @@ decay GPT-style recipes use. As in torch 2.x, AdamW is Adam with decoupled_weigh
 from __future__ import annotations
 
 from .. import backend
+from ..kernels import foreach
 from ..tensor import Tensor
 from .optimizer import Optimizer, check_non_negative
 
@@ -87,42 +88,80 @@ class Adam(Optimizer):
 
     def step(self, closure=None):
         loss = self._closure_loss(closure)
-        for group, p in self._params_with_grad():
-            lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-            wd, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
-            g = p.grad.data
-            if group["maximize"]:
-                g = -g
-            state = self.state.get(p)
-            if not state:
-                xp = p.xp
-                state = self.state[p] = {
-                    "step": 0,
-                    "exp_avg": Tensor._wrap(xp.zeros_like(p.data)),
-                    "exp_avg_sq": Tensor._wrap(xp.zeros_like(p.data)),
-                }
-                if group["amsgrad"]:
-                    state["max_exp_avg_sq"] = Tensor._wrap(xp.zeros_like(p.data))
-            state["step"] += 1
-            if wd != 0:
-                if decoupled:
-                    p.data *= 1 - lr * wd
-                else:
-                    g = g + wd * p.data
-            ams = state.get("max_exp_avg_sq") if group["amsgrad"] else None
-            adam_update(
-                p.data,
-                g,
-                state["exp_avg"].data,
-                state["exp_avg_sq"].data,
-                state["step"],
-                lr,
-                beta1,
-                beta2,
-                eps,
-                None if ams is None else ams.data,
-            )
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if params and not self._fused_step(group, params):
+                for p in params:
+                    self._step_one(group, p)
         return loss
+
+    def _state(self, group, p):
+        state = self.state.get(p)
+        if not state:
+            xp = p.xp
+            state = self.state[p] = {
+                "step": 0,
+                "exp_avg": Tensor._wrap(xp.zeros_like(p.data)),
+                "exp_avg_sq": Tensor._wrap(xp.zeros_like(p.data)),
+            }
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = Tensor._wrap(xp.zeros_like(p.data))
+        return state
+
+    def _fused_step(self, group, params) -> bool:
+        """The whole group in one multi-tensor kernel call (chapter 12, kernels/foreach.cpp):
+        float32 CPU parameters, when the kernels are on. Same result as _step_one for each
+        parameter, bit for bit. False = not taken (the caller runs _step_one)."""
+        datas, grads = [p.data for p in params], [p.grad.data for p in params]
+        if not foreach.supports(datas, grads):
+            return False
+        states = [self._state(group, p) for p in params]
+        for state in states:
+            state["step"] += 1
+        ams = group["amsgrad"]
+        foreach.adam_step(
+            datas,
+            grads,
+            [s["exp_avg"].data for s in states],
+            [s["exp_avg_sq"].data for s in states],
+            [s["max_exp_avg_sq"].data for s in states] if ams else None,
+            [s["step"] for s in states],
+            group["lr"],
+            *group["betas"],
+            group["eps"],
+            group["weight_decay"],
+            group["decoupled_weight_decay"],
+            group["maximize"],
+        )
+        return True
+
+    def _step_one(self, group, p):
+        """The composed update of one parameter: weight decay, then adam_update."""
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        wd, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
+        g = p.grad.data
+        if group["maximize"]:
+            g = -g
+        state = self._state(group, p)
+        state["step"] += 1
+        if wd != 0:
+            if decoupled:
+                p.data *= 1 - lr * wd
+            else:
+                g = g + wd * p.data
+        ams = state.get("max_exp_avg_sq") if group["amsgrad"] else None
+        adam_update(
+            p.data,
+            g,
+            state["exp_avg"].data,
+            state["exp_avg_sq"].data,
+            state["step"],
+            lr,
+            beta1,
+            beta2,
+            eps,
+            None if ams is None else ams.data,
+        )
 
 
 class AdamW(Adam):
