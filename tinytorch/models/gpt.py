@@ -271,6 +271,16 @@ class GPT(Module):
         return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, **kwargs)
 
     @classmethod
+    def from_pretrained(cls, path_or_name, **overrides) -> GPT:
+        """GPT-2's published weights from a Hugging Face folder (config.json +
+        model.safetensors) or a name ("gpt2": downloaded once into the cache, checked), with
+        the Conv1D weights transposed as nanoGPT does; eval mode. overrides: GPTConfig fields
+        (e.g. dropout=0.1). See tinytorch.models.pretrained (chapter 09)."""
+        from .pretrained import gpt_from_pretrained
+
+        return gpt_from_pretrained(cls, path_or_name, **overrides)
+
+    @classmethod
     def from_nanogpt(cls, checkpoint) -> GPT:
         """A GPT from a nanoGPT checkpoint dict (`torch.load("ckpt.pt")`: "model_args" and
         "model"); drops torch.compile's "_orig_mod." prefix and the old mask buffers."""
