@@ -27,8 +27,9 @@ from tinytorch.text.files import read_checked_json, write_checked_json
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4 in the word vocabulary
 _BRACKETS = {"-lrb-": "(", "-rrb-": ")", "-lsb-": "[", "-rsb-": "]", "-lcb-": "{", "-rcb-": "}"}
-# SST's tokenization (Penn Treebank style): clitics split off, punctuation runs on their own
-_WORD = re.compile(r"n't|'s|'re|'ve|'m|'ll|'d|\w+(?:[-.']\w+)*|[^\w\s]+")
+# SST's tokenization (Penn Treebank style): clitics split off, each punctuation mark on its own
+# (a run of the same mark, -- or ..., stays one token)
+_WORD = re.compile(r"n't|'s|'re|'ve|'m|'ll|'d|\w+(?:[-.]\w+)*|([^\w\s])\1*")
 
 
 def words(text: str) -> list[str]:
@@ -37,7 +38,7 @@ def words(text: str) -> list[str]:
     text = text.lower().replace("n't", " n't")
     for code, bracket in _BRACKETS.items():
         text = text.replace(code, bracket)
-    return _WORD.findall(text)
+    return [m.group() for m in _WORD.finditer(text)]
 
 
 def sst_words(line: str) -> list[str]:
@@ -83,6 +84,8 @@ def wikitext_sentences(max_len: int) -> list[list[str]]:
     greedily (headings dropped), so most sequences are full."""
     out = []
     text = dataset_path("wikitext2-valid").read_text(encoding="utf-8")
+    for code, char in ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", ".")):  # WikiText's joiners
+        text = text.replace(code, char)
     for para in text.splitlines():
         para = para.strip()
         if not para or para.startswith("="):
