@@ -173,6 +173,8 @@ def test_masked_lm_logits_and_loss(tmp_path, dtype):
     assert_close(logits.detach(), out.logits, **tol)
     assert_close(loss.detach(), out.loss, **tol)
     assert_close(model(_t(ids), _t(mask), _t(types)).detach(), out.logits, **tol)
+    fast = model.masked_lm_loss(_t(ids), _t(labels), _t(mask), _t(types))
+    assert_close(fast.detach(), out.loss, **tol)
 
 
 @pytest.mark.parametrize("num_labels", [2, 3])
@@ -211,6 +213,9 @@ def test_masked_lm_gradients_match(tmp_path, device):
     args = (_t(x, device) for x in (ids, mask, types))
     model(*args, labels=_t(labels, device))[1].backward()
     names = _grads_match(model, ref)
+    model.zero_grad()
+    model.masked_lm_loss(*(_t(x, device) for x in (ids, labels, mask, types))).backward()
+    _grads_match(model, ref)  # the same loss, the same gradients
     # the tied matrix gathers both uses: the embedding lookup and the output layer
     assert "bert.embeddings.word_embeddings.weight" in names
 

@@ -72,8 +72,18 @@ def test_gpt2_logits_match_transformers(tmp_path, dtype, device):
 
 def test_gpt2_base_model_folder_loads(tmp_path):
     """A GPT2Model folder (the hub's "gpt2": no "transformer." prefix, no lm_head) loads too."""
+    from safetensors.numpy import load_file, save_file
+
     lm = hf_gpt2()
     folder = saved(tmp_path, lm.transformer, "base")
+    state = load_file(folder / "model.safetensors")
+    assert "wte.weight" in state
+    # the hub's file also holds each layer's causal mask buffers: not weights, dropped
+    causal = np.tril(np.ones((1, 1, 16, 16), dtype=bool))
+    for i in range(2):
+        state[f"h.{i}.attn.bias"] = causal
+        state[f"h.{i}.attn.masked_bias"] = np.array(-1e4, dtype=np.float32)
+    save_file(state, folder / "model.safetensors")
     model = GPT.from_pretrained(folder).double()
     lm = lm.double()
     ids = ids_batch()
@@ -374,3 +384,40 @@ def test_manual_check_script_on_a_local_folder(tmp_path, capsys):
     assert P.main(["--check", str(folder), "Hello, world", "--tokens", "5"]) == 0
     out = capsys.readouterr().out
     assert "tinytorch:" in out and "same greedy continuation" in out
+
+
+@pytest.mark.parametrize("exact_gelu", [False, True])
+def test_gpt_save_pretrained_loads_in_transformers(tmp_path, exact_gelu):
+    """GPT-2 folders out: chapter 07's GPT (exact GELU, "gelu") and a GPT-2 ("gelu_new")."""
+    from tinytorch.models import GPTConfig
+
+    tt.manual_seed(0)
+    if exact_gelu:
+        model = GPT(GPTConfig(block_size=16, vocab_size=99, n_layer=2, n_head=4, n_embd=32))
+    else:
+        model = GPT.from_pretrained(saved(tmp_path, hf_gpt2()))
+    model.save_pretrained(tmp_path / "out")
+    ref = transformers.GPT2LMHeadModel.from_pretrained(
+        tmp_path / "out", attn_implementation="eager"
+    ).eval()
+    assert ref.config.activation_function == ("gelu" if exact_gelu else "gelu_new")
+    ids = ids_batch()
+    with torch.no_grad():
+        want = ref(torch.tensor(ids)).logits
+    model.eval()
+    assert_close(model(_t(ids))[0].detach(), want, **F32)
+    back = GPT.from_pretrained(tmp_path / "out")
+    assert_close(back(_t(ids))[0].detach(), model(_t(ids))[0].detach())
+
+
+def test_gpt_classifier_save_pretrained_loads_in_transformers(tmp_path):
+    ref = hf_gpt2(transformers.GPT2ForSequenceClassification, num_labels=3, pad_token_id=0)
+    model = GPTForSequenceClassification.from_pretrained(saved(tmp_path, ref), num_labels=3)
+    model.save_pretrained(tmp_path / "out")
+    again = transformers.GPT2ForSequenceClassification.from_pretrained(
+        tmp_path / "out", attn_implementation="eager"
+    ).eval()
+    ids, _ = right_padded()
+    with torch.no_grad():
+        a, b = ref(torch.tensor(ids)).logits, again(torch.tensor(ids)).logits
+    np.testing.assert_array_equal(a.numpy(), b.numpy())  # the same weights, bit for bit

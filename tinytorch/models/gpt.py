@@ -280,6 +280,12 @@ class GPT(Module):
 
         return gpt_from_pretrained(cls, path_or_name, **overrides)
 
+    def save_pretrained(self, folder) -> None:
+        """This GPT as a Hugging Face GPT-2 folder (config.json + model.safetensors)."""
+        from .pretrained import gpt_save_pretrained
+
+        gpt_save_pretrained(self, folder)
+
     @classmethod
     def from_nanogpt(cls, checkpoint) -> GPT:
         """A GPT from a nanoGPT checkpoint dict (`torch.load("ckpt.pt")`: "model_args" and

@@ -105,3 +105,9 @@ class GPTForSequenceClassification(Module):
         return gpt_from_pretrained(
             cls, path_or_name, new=("score.",), num_labels=num_labels, **overrides
         )
+
+    def save_pretrained(self, folder) -> None:
+        """A Hugging Face GPT2ForSequenceClassification folder (config.json + safetensors)."""
+        from .pretrained import gpt_save_pretrained
+
+        gpt_save_pretrained(self, folder)

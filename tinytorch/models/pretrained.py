@@ -3,11 +3,12 @@
 A Hugging Face model folder holds `config.json` (the hyperparameters) and `model.safetensors`
 (name -> array). Loading one into a tinytorch model is three steps:
 
-1. `resolve(path_or_name)`: a folder on disk, or a name ("gpt2", "bert-base-uncased", or any
-   hub repository id) looked up in `<tinytorch cache>/pretrained/<name>/`, then downloaded from
-   the Hugging Face hub into its cache (huggingface_hub, the `pretrained` extra) and checked:
-   the hub stores each file under its hash, and the bytes must have that hash. Offline, or
-   without huggingface_hub, the error says which files to put in which folder.
+1. `resolve(path_or_name)` (tinytorch.models.hub): a folder on disk, or a name ("gpt2",
+   "bert-base-uncased", or any hub repository id) looked up in `<tinytorch cache>/pretrained/
+   <name>/`, then downloaded from the Hugging Face hub into its cache (huggingface_hub, the
+   `pretrained` extra) and checked: the hub stores each file under its hash, and the bytes
+   must have that hash. Offline, or without huggingface_hub, the error says which files to
+   put in which folder.
 2. `read_folder(folder)`: the config dict and the arrays (safetensors only: never a pickle).
 3. `rename_state_dict`: the checkpoint's names -> the model's. Checkpoints differ from the
    model in small ways: old TensorFlow-era BERT files call LayerNorm's parameters gamma and
@@ -21,8 +22,9 @@ that fine-tuning trains from scratch); leftover pretraining heads are dropped.
 
 `PretrainedMixin` gives the BERT classes `from_pretrained(path_or_name, **overrides)` and
 `save_pretrained(folder)` (config.json + model.safetensors with Hugging Face's names, written
-atomically, loadable by `transformers`' from_pretrained). `gpt_from_pretrained` is behind
-`GPT.from_pretrained` and `GPTForSequenceClassification.from_pretrained`.
+atomically, loadable by `transformers`' from_pretrained). `gpt_from_pretrained` and
+`gpt_save_pretrained` are behind `GPT.from_pretrained` / `save_pretrained` and the GPT
+classifier's.
 
 Manual check with the real GPT-2 (online; `python -m tinytorch.models.pretrained --check gpt2
 "prompt"`, see `main` below): tinytorch's greedy continuation equals transformers'.
@@ -30,12 +32,12 @@ Manual check with the real GPT-2 (online; `python -m tinytorch.models.pretrained
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 from dataclasses import fields
 from pathlib import Path
+
+from .hub import FILES, HUB_NAMES, pretrained_cache, read_folder, resolve  # noqa: F401
 
 __all__ = [
     "HUB_NAMES",
@@ -48,12 +50,6 @@ __all__ = [
     "CONV1D_WEIGHTS",
 ]
 
-FILES = ("config.json", "model.safetensors")
-# short names -> hub repositories (the hub redirects the old names, but say where they live)
-HUB_NAMES = {
-    "gpt2": "openai-community/gpt2",
-    "bert-base-uncased": "google-bert/bert-base-uncased",
-}
 # GPT-2's Conv1D layers: weight (in, out), to transpose into Linear's (out, in)
 CONV1D_WEIGHTS = (
     "attn.c_attn.weight",
@@ -66,89 +62,6 @@ CONV1D_WEIGHTS = (
 IGNORED = re.compile(
     r"(^|\.)(position_ids|attn\.bias|attn\.masked_bias)$|^cls\.seq_relationship\.|(^|\.)pooler\."
 )
-
-
-# ---- finding the files ----------------------------------------------------------------------
-def pretrained_cache() -> Path:
-    """`<$TINYTORCH_CACHE or ~/.cache/tinytorch>/pretrained`: put a model folder here by hand
-    (e.g. pretrained/gpt2/config.json) to use it by name without the network."""
-    from ..data.datasets import cache_dir
-
-    return cache_dir().parent / "pretrained"
-
-
-def _has_files(folder: Path) -> bool:
-    return all((folder / f).is_file() for f in FILES)
-
-
-def _verify(path: Path) -> None:
-    """The hub cache names each file's blob by its hash: sha256 for large (LFS) files, the git
-    blob sha1 for small ones. The bytes must match the name, or the download is damaged."""
-    blob = Path(os.path.realpath(path)).name
-    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", blob):
-        return  # a cache without hash-named blobs (e.g. copied files): nothing to check against
-    data = path.read_bytes()
-    if len(blob) == 64:
-        got = hashlib.sha256(data).hexdigest()
-    else:
-        got = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-    if got != blob:
-        raise OSError(
-            f"{path}: the downloaded file is damaged (its hash is {got}, the hub's is {blob}); "
-            "delete it and download again"
-        )
-
-
-def _missing_message(name: str, why: str) -> str:
-    repo = HUB_NAMES.get(name, name)
-    return (
-        f"cannot load the pretrained model {name!r}: {why}. Download "
-        f"{' and '.join(FILES)} from https://huggingface.co/{repo}/tree/main and put them in "
-        f"{pretrained_cache() / name}/ (or any folder, and pass its path)"
-    )
-
-
-def resolve(path_or_name) -> Path:
-    """The folder holding config.json and model.safetensors for a path or a hub name."""
-    p = Path(path_or_name).expanduser()
-    if p.is_dir():
-        missing = [f for f in FILES if not (p / f).is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"{p} is not a Hugging Face model folder: it has no {', '.join(missing)} "
-                "(tinytorch reads config.json and model.safetensors, never pytorch_model.bin)"
-            )
-        return p
-    name = str(path_or_name)
-    if p.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise FileNotFoundError(f"{name}: not a folder (expected a model folder or a hub name)")
-    local = pretrained_cache() / name
-    if _has_files(local):
-        return local
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:
-        raise FileNotFoundError(
-            _missing_message(
-                name, "huggingface_hub is not installed (pip install 'tinytorch[pretrained]')"
-            )
-        ) from None
-    try:
-        paths = [Path(hf_hub_download(HUB_NAMES.get(name, name), f)) for f in FILES]
-    except Exception as e:  # noqa: BLE001 - offline, unknown repository, no such file...
-        raise FileNotFoundError(_missing_message(name, f"the download failed ({e})")) from None
-    for path in paths:
-        _verify(path)
-    return paths[0].parent
-
-
-def read_folder(folder) -> tuple[dict, dict]:
-    """(config dict, {name: NumPy array}) from a model folder's two files."""
-    from safetensors.numpy import load_file
-
-    folder = Path(folder)
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    return config, load_file(folder / "model.safetensors")
 
 
 # ---- names --------------------------------------------------------------------------------
@@ -339,6 +252,44 @@ def gpt_from_pretrained(cls, path_or_name, new=(), **overrides):
         model, state, "transformer.", CONV1D_WEIGHTS, new=new, tied=("lm_head.weight",)
     )
     return model.eval()
+
+
+def gpt_save_pretrained(model, folder) -> None:
+    """A GPT (or GPTForSequenceClassification) as a Hugging Face GPT-2 folder: config.json and
+    model.safetensors with the Conv1D weights transposed back; transformers' GPT2LMHeadModel
+    (GPT2ForSequenceClassification) loads it."""
+    c = model.config
+    if not c.bias:
+        raise ValueError("save_pretrained: GPT-2's format has biases; this GPT has bias=False")
+    gelus = {m.approximate for n, m in model.named_modules() if n.endswith("mlp.gelu")}
+    config = {
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": c.vocab_size,
+        "n_positions": c.block_size,
+        "n_ctx": c.block_size,
+        "n_embd": c.n_embd,
+        "n_layer": c.n_layer,
+        "n_head": c.n_head,
+        "activation_function": "gelu_new" if gelus == {"tanh"} else "gelu",
+        "resid_pdrop": c.dropout,
+        "embd_pdrop": c.dropout,
+        "attn_pdrop": c.dropout,
+        "layer_norm_epsilon": model.transformer.ln_f.eps,
+        "tie_word_embeddings": True,
+    }
+    n = getattr(model, "num_labels", None)
+    if n is not None:
+        config["architectures"] = ["GPT2ForSequenceClassification"]
+        config["pad_token_id"] = model.pad_token_id
+        config["id2label"] = {str(i): f"LABEL_{i}" for i in range(n)}
+        config["label2id"] = {f"LABEL_{i}": i for i in range(n)}
+    arrays = {}
+    for k, v in model.state_dict().items():
+        if k == "lm_head.weight":  # tied to transformer.wte.weight
+            continue
+        arrays[k] = v.data.T.copy() if k.endswith(CONV1D_WEIGHTS) else v.data
+    _write_folder(folder, config, arrays)
 
 
 # ---- the manual check with the real GPT-2 --------------------------------------------------
