@@ -164,3 +164,28 @@ def test_predict_without_a_model_says_to_run_main_first(tmp_path):
     )
     assert proc.returncode != 0
     assert "no trained model" in proc.stderr and "first" in proc.stderr
+
+
+def test_mean_pool_classifier_ignores_padding_and_round_trips(tmp_path):
+    from pooling import BertMeanPoolClassifier
+
+    cfg = BertConfig(
+        vocab_size=30,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=12,
+    )
+    model = BertMeanPoolClassifier(cfg, num_labels=2).eval()
+    ids = np.random.randint(5, 30, (1, 6))
+    padded = np.concatenate([ids, np.zeros((1, 3), np.int64)], axis=1)
+    mask = (padded != 0).astype(np.int64)
+    alone = model(tt.tensor(ids))
+    assert_close(model(tt.tensor(padded), mask), alone, rtol=1e-5, atol=1e-6)
+    hidden, _ = model.bert(tt.tensor(ids))
+    expected = model.classifier(hidden.mean(dim=1))
+    assert_close(alone, expected, rtol=1e-5, atol=1e-6)
+    model.save_pretrained(tmp_path / "m")
+    again = BertMeanPoolClassifier.from_pretrained(tmp_path / "m")
+    assert_close(again(tt.tensor(ids)), alone, rtol=1e-6, atol=1e-7)

@@ -36,6 +36,7 @@ from data import (
     sst_sentences,
     sst_words,
 )
+from pooling import BertMeanPoolClassifier
 from recipes import finetune, predict, pretrain_mlm
 
 import tinytorch as tt
@@ -53,14 +54,15 @@ p.add_argument("--hidden", type=int, default=128)
 p.add_argument("--layers", type=int, default=2)
 p.add_argument("--heads", type=int, default=4)
 p.add_argument("--max-len", type=int, default=64, help="tokens per sequence, [CLS] and [SEP] in")
-p.add_argument("--pretrain-steps", type=int, default=2000)
+p.add_argument("--pretrain-steps", type=int, default=1500)
 p.add_argument("--pretrain-batch", type=int, default=128)
 p.add_argument("--pretrain-lr", type=float, default=1e-3)
 p.add_argument("--finetune-data", choices=("glue", "sentences", "both"), default="glue")
 p.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs (BERT models)")
 p.add_argument("--batch-size", type=int, default=64)
 p.add_argument("--lr", type=float, default=1e-3, help="the new head's (and scratch model's) lr")
-p.add_argument("--body-lr", type=float, default=3e-4, help="the pretrained body's lr")
+p.add_argument("--body-lr", type=float, default=1e-3, help="the pretrained body's lr")
+p.add_argument("--pool", choices=("mean", "cls"), default="mean", help="what the head reads")
 p.add_argument("--lstm-epochs", type=float, default=1.0)
 p.add_argument("--lstm-lr", type=float, default=2e-3)
 p.add_argument("--skip-baselines", action="store_true", help="no scratch model, no LSTM")
@@ -69,6 +71,8 @@ p.set_quick(pretrain_steps=30, epochs=0.02, lstm_epochs=0.02, hidden=32, bpe_voc
 args = p.parse_args()
 out = args.out
 model_dir = out / "model"
+CLASSIFIERS = {"cls": BertForSequenceClassification, "mean": BertMeanPoolClassifier}
+Classifier = CLASSIFIERS[args.pool]
 
 
 def log(line):
@@ -84,7 +88,7 @@ if args.predict:
         )
     meta = json.loads((model_dir / "chapter09.json").read_text())
     tok = load_tokenizer(model_dir / "tokenizer.json")
-    model = BertForSequenceClassification.from_pretrained(model_dir)
+    model = CLASSIFIERS[meta.get("pool", "cls")].from_pretrained(model_dir)
     lines = open(args.predict, encoding="utf-8").read().splitlines()
     seqs = [tok.encode(sst_words(line.lower()), meta["max_len"]) for line in lines]
     for label in predict(model, seqs, tok.pad_id) if seqs else []:
@@ -172,7 +176,7 @@ mlm.save_pretrained(out / "pretrained")  # a Hugging Face folder: config.json + 
 # ---- stage 2: fine-tuning, and the same model from scratch ------------------------------------
 log("\n== fine-tuning the pretrained BERT ==")
 tt.manual_seed(args.seed + 1)
-bert = BertForSequenceClassification.from_pretrained(out / "pretrained", num_labels=2).train()
+bert = Classifier.from_pretrained(out / "pretrained", num_labels=2).train()
 t0 = time.perf_counter()
 groups = body_lr_groups(bert, ("classifier", "bert.pooler"), args.lr, args.body_lr, 0.01)
 curve = finetune(bert, train_set, dev_set, epochs=args.epochs, param_groups=groups, rng=rng,
@@ -180,12 +184,13 @@ curve = finetune(bert, train_set, dev_set, epochs=args.epochs, param_groups=grou
 report("BERT, pretrained", bert, curve, time.perf_counter() - t0 + pre_curve.seconds)
 bert.save_pretrained(model_dir)
 tok.save(model_dir / "tokenizer.json")
-(model_dir / "chapter09.json").write_text(json.dumps({"max_len": args.max_len}) + "\n")
+meta = {"max_len": args.max_len, "pool": args.pool}
+(model_dir / "chapter09.json").write_text(json.dumps(meta) + "\n")
 
 if not args.skip_baselines:
     log("\n== the same BERT from scratch (no pretraining) ==")
     tt.manual_seed(args.seed + 1)
-    scratch = BertForSequenceClassification(config, num_labels=2)
+    scratch = Classifier(config, num_labels=2)
     t0 = time.perf_counter()
     curve = finetune(scratch, train_set, dev_set, epochs=args.epochs, rng=rng, name="scratch",
                      param_groups=[{"params": list(scratch.parameters()), "lr": args.lr}],
