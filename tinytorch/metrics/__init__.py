@@ -2,6 +2,7 @@
 
     accuracy, precision_score, recall_score, f1_score, precision_recall_fscore_support,
     confusion_matrix                          classification (classification.py)
+    binary_scores, BinaryScores               tp/fp/fn/tn, precision, recall, F1 of one class
     perplexity                                language models: exp(mean cross-entropy)
     corpus_bleu, tokenize_13a                 translation (bleu.py)
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+from .binary import BinaryScores, binary_scores  # noqa: F401
 from .bleu import BLEUScore, bleu_from_counts, corpus_bleu, tokenize_13a  # noqa: F401
 from .classification import (  # noqa: F401
     UndefinedMetricWarning,

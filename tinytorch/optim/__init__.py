@@ -6,6 +6,6 @@ state_dict layout, and is checked step by step against torch.optim in tests/test
 
 from . import lr_scheduler  # noqa: F401
 from .adam import Adam, AdamW  # noqa: F401
-from .groups import decay_param_groups  # noqa: F401
+from .groups import body_lr_groups, decay_param_groups  # noqa: F401
 from .optimizer import Optimizer  # noqa: F401
 from .sgd import SGD  # noqa: F401
