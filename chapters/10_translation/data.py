@@ -1,0 +1,172 @@
+"""Chapter 10's data: English-French pairs, split by English sentence, and their batches.
+
+eng-fra-100k.txt (see the course data README) holds 97,009 lines `ENGLISH<TAB>FRENCH`, sorted
+roughly by length; one English sentence often has several French translations on consecutive
+lines ("Run!" -> "Cours !", "Courez !"). So the unit of splitting is the English sentence: all
+its translations go to the same side, and at test time they are all references for BLEU.
+Splitting by line instead would put "Cours !" in training and "Courez !" in the test set, and
+the model would be tested on sentences it has seen.
+
+    pairs = read_pairs(dataset_path("eng-fra-100k"))
+    splits = split_by_sentence(pairs, n_valid=500, n_test=1000, n_test_short=500, seed=0)
+    splits.train            [(english, french), ...]    every translation of the rest
+    splits.test             [(english, [french, ...])]  drawn from lines 20,001-100,000
+    splits.test_short       [(english, [french, ...])]  drawn from the first 20,000 lines
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+
+SHORT_LINES = 20_000  # the file's first 20,000 lines: the shortest, easiest sentences
+
+# French typography puts a (narrow) no-break space before ? ! : ; and inside « »; the file mixes
+# U+00A0, U+202F, U+2009 and plain spaces, and curly and straight apostrophes. One spelling of
+# each keeps the tokenizer from learning two tokens for the same thing, and BLEU from counting
+# "l’homme" and "l'homme" as different words.
+_SPACES = re.compile(r"[\u00a0\u2009\u202f\s]+")
+_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u2010": "-", "\u200b": None})
+
+
+def normalize(text: str) -> str:
+    """NFC, one kind of space and apostrophe, no zero-width characters, single spaces."""
+    text = unicodedata.normalize("NFC", text).translate(_QUOTES)
+    return _SPACES.sub(" ", text).strip()
+
+
+def read_pairs(path) -> list[tuple[int, str, str]]:
+    """(line number from 1, English, French) for every line of a tab-separated pair file."""
+    pairs = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 2:
+                raise ValueError(f"{path}:{i}: expected ENGLISH<TAB>FRENCH, got {line!r}")
+            pairs.append((i, normalize(parts[0]), normalize(parts[1])))
+    return pairs
+
+
+@dataclass
+class Splits:
+    """train/valid pairs to learn from; valid/test/test_short groups to score BLEU on."""
+
+    train: list  # [(english, french)]: one pair per translation
+    valid: list  # [(english, [french, ...])]: every translation of the sentence
+    test: list  # same, English sentences first seen after line SHORT_LINES
+    test_short: list  # same, English sentences seen only in the first SHORT_LINES lines
+
+    def summary(self) -> str:
+        def n(groups):
+            return f"{len(groups):,} sentences ({sum(len(r) for _, r in groups):,} references)"
+
+        return (
+            f"train {len(self.train):,} pairs; valid {n(self.valid)}; test (lines > "
+            f"{SHORT_LINES:,}) {n(self.test)}; test_short (first {SHORT_LINES:,}) "
+            f"{n(self.test_short)}"
+        )
+
+
+def group_by_english(pairs) -> dict[str, tuple[list[int], list[str]]]:
+    """english -> (its line numbers, its French translations), in order of first line."""
+    groups: dict[str, tuple[list[int], list[str]]] = {}
+    for line, en, fr in pairs:
+        lines, frs = groups.setdefault(en, ([], []))
+        lines.append(line)
+        if fr not in frs:  # the same translation twice would count twice in training
+            frs.append(fr)
+    return groups
+
+
+def split_by_sentence(
+    pairs, n_valid: int, n_test: int, n_test_short: int, seed: int = 0, short_lines=SHORT_LINES
+) -> Splits:
+    """Hold out whole English sentences: n_valid and n_test drawn from those whose every line
+    is after `short_lines`, n_test_short from those whose every line is within it (a sentence
+    with lines on both sides is never held out); everything else is training data."""
+    groups = group_by_english(pairs)
+    late = [en for en, (lines, _) in groups.items() if min(lines) > short_lines]
+    early = [en for en, (lines, _) in groups.items() if max(lines) <= short_lines]
+    if n_valid + n_test > len(late) or n_test_short > len(early):
+        raise ValueError(
+            f"cannot hold out {n_valid} + {n_test} of {len(late)} late and {n_test_short} of "
+            f"{len(early)} early English sentences"
+        )
+    rng = np.random.default_rng(seed)
+    late_pick = rng.permutation(len(late))[: n_valid + n_test]
+    early_pick = rng.permutation(len(early))[:n_test_short]
+    valid = [late[i] for i in sorted(late_pick[:n_valid])]
+    test = [late[i] for i in sorted(late_pick[n_valid:])]
+    test_short = [early[i] for i in sorted(early_pick)]
+    held = set(valid) | set(test) | set(test_short)
+    train = [(en, fr) for en, (_, frs) in groups.items() if en not in held for fr in frs]
+    return Splits(
+        train=train,
+        valid=[(en, groups[en][1]) for en in valid],
+        test=[(en, groups[en][1]) for en in test],
+        test_short=[(en, groups[en][1]) for en in test_short],
+    )
+
+
+def length_buckets(src_lens, tgt_lens, max_tokens: int, rng) -> list[np.ndarray]:
+    """Indices of the examples cut into batches of similar length, in a random order.
+
+    Sorting by length (with a little noise, so batches differ between epochs) means little
+    padding: a batch of 7-token sentences costs 7 positions each, not the longest sentence's
+    20. Each batch holds as many examples as fit in max_tokens (counting its padded length)."""
+    src_lens, tgt_lens = np.asarray(src_lens), np.asarray(tgt_lens)
+    noise = rng.uniform(0, 1, len(src_lens))
+    order = np.lexsort((noise, src_lens, tgt_lens))  # by target length, then source length
+    batches, start = [], 0
+    while start < len(order):
+        longest, end = 0, start
+        while end < len(order):
+            i = order[end]
+            longest = max(longest, src_lens[i], tgt_lens[i])
+            if (end - start + 1) * longest > max_tokens and end > start:
+                break
+            end += 1
+        batches.append(order[start:end])
+        start = end
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def pad(rows, pad_id: int) -> np.ndarray:
+    """(B, T) int64 array of the id lists in `rows`, right-padded with pad_id."""
+    out = np.full((len(rows), max(len(r) for r in rows)), pad_id, dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+class PairBatches:
+    """Endless (src, tgt) batches of padded id arrays, bucketed by length, reshuffled each epoch.
+
+    src (B, S): source ids; tgt (B, T + 2): BOS, target ids, EOS. Teacher forcing feeds
+    tgt[:, :-1] to the decoder and scores its predictions against tgt[:, 1:].
+    """
+
+    def __init__(self, src, tgt, *, bos_id, eos_id, pad_id, max_tokens, seed=0):
+        self.src = src
+        self.tgt = [[bos_id, *t, eos_id] for t in tgt]
+        self.pad_id, self.max_tokens = pad_id, max_tokens
+        self.rng = np.random.default_rng(seed)
+        self.epoch, self._queue = 0, []
+
+    def __call__(self):
+        if not self._queue:
+            self.epoch += 1
+            lens = (list(map(len, self.src)), list(map(len, self.tgt)))
+            self._queue = length_buckets(*lens, self.max_tokens, self.rng)[::-1]
+        idx = self._queue.pop()
+        return (
+            pad([self.src[i] for i in idx], self.pad_id),
+            pad([self.tgt[i] for i in idx], self.pad_id),
+        )
+
+    def batches_per_epoch(self) -> int:
+        lens = (list(map(len, self.src)), list(map(len, self.tgt)))
+        return len(length_buckets(*lens, self.max_tokens, np.random.default_rng(0)))
