@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import to_numpy
 
 from tinytorch import data
 from tinytorch.data import datasets as ds_mod
@@ -119,20 +120,23 @@ def test_length_buckets_cover_each_example_once_within_the_budget():
         assert len(b) == 1 or len(b) * longest <= max_tokens
 
 
-def test_pair_batches_pad_and_frame_the_targets():
+def test_pair_batches_cover_an_epoch_with_framed_targets():
     rng = np.random.default_rng()
     src = [list(rng.integers(3, 50, int(rng.integers(1, 9)))) for _ in range(40)]
     tgt = [list(rng.integers(3, 50, int(rng.integers(1, 9)))) for _ in range(40)]
     pb = D.PairBatches(src, tgt, bos_id=1, eos_id=2, pad_id=0, max_tokens=40, seed=0)
     seen = []
     for _ in range(pb.batches_per_epoch()):
-        s, t = pb()
-        assert s.dtype == np.int64 and s.shape[0] == t.shape[0]
-        assert (t[:, 0] == 1).all()
-        for row_s, row_t in zip(s, t):
-            body = row_t[1 : list(row_t).index(2)].tolist()
+        s, t_in, t_out = (to_numpy(x) for x in pb())
+        assert s.dtype == np.int64 and s.shape[0] == t_in.shape[0] and t_in.shape == t_out.shape
+        assert s.shape[0] * max(s.shape[1], t_in.shape[1]) <= 40 or s.shape[0] == 1
+        for row_s, row_in, row_out in zip(s, t_in, t_out):
+            n = int((row_out != -100).sum())
+            body = row_in[1:n].tolist()
+            assert row_in[0] == 1 and row_out[n - 1] == 2 and row_out[: n - 1].tolist() == body
             i = next(i for i in range(40) if tgt[i] == body and src[i] == row_s[row_s > 0].tolist())
             seen.append(i)
-            assert (row_t[len(body) + 2 :] == 0).all()
     assert sorted(seen) == list(range(40))  # one epoch: every pair once
     assert pb.epoch == 1
+    fixed = pb.fixed(3)
+    assert len(fixed) == 3 and all(len(b) == 3 for b in fixed)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinytorch.data import make_teacher_forcing_batch
+
 SHORT_LINES = 20_000  # the file's first 20,000 lines: the shortest, easiest sentences
 
 # French typography puts a (narrow) no-break space before ? ! : ; and inside « »; the file mixes
@@ -134,39 +136,38 @@ def length_buckets(src_lens, tgt_lens, max_tokens: int, rng) -> list[np.ndarray]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def pad(rows, pad_id: int) -> np.ndarray:
-    """(B, T) int64 array of the id lists in `rows`, right-padded with pad_id."""
-    out = np.full((len(rows), max(len(r) for r in rows)), pad_id, dtype=np.int64)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return out
-
-
 class PairBatches:
-    """Endless (src, tgt) batches of padded id arrays, bucketed by length, reshuffled each epoch.
+    """Endless teacher-forcing batches (src, tgt_in, tgt_out), bucketed by length and
+    reshuffled every epoch; a call returns the next one (tinytorch.train's batch function).
 
-    src (B, S): source ids; tgt (B, T + 2): BOS, target ids, EOS. Teacher forcing feeds
-    tgt[:, :-1] to the decoder and scores its predictions against tgt[:, 1:].
+    src and tgt are lists of id lists (without BOS/EOS); each batch comes from
+    tinytorch.data.make_teacher_forcing_batch: src (B, S) padded with pad_id, tgt_in (B, T) =
+    BOS + target, tgt_out (B, T) = target + EOS padded with -100 (ignored by the loss).
     """
 
     def __init__(self, src, tgt, *, bos_id, eos_id, pad_id, max_tokens, seed=0):
-        self.src = src
-        self.tgt = [[bos_id, *t, eos_id] for t in tgt]
-        self.pad_id, self.max_tokens = pad_id, max_tokens
+        self.src, self.tgt = src, tgt
+        self.ids = dict(bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+        self.max_tokens = max_tokens
         self.rng = np.random.default_rng(seed)
         self.epoch, self._queue = 0, []
+
+    def _buckets(self, rng):
+        lens = ([len(s) for s in self.src], [len(t) + 1 for t in self.tgt])
+        return length_buckets(*lens, self.max_tokens, rng)
 
     def __call__(self):
         if not self._queue:
             self.epoch += 1
-            lens = (list(map(len, self.src)), list(map(len, self.tgt)))
-            self._queue = length_buckets(*lens, self.max_tokens, self.rng)[::-1]
-        idx = self._queue.pop()
-        return (
-            pad([self.src[i] for i in idx], self.pad_id),
-            pad([self.tgt[i] for i in idx], self.pad_id),
-        )
+            self._queue = self._buckets(self.rng)[::-1]
+        return self.batch(self._queue.pop())
+
+    def batch(self, idx):
+        return make_teacher_forcing_batch([(self.src[i], self.tgt[i]) for i in idx], **self.ids)
 
     def batches_per_epoch(self) -> int:
-        lens = (list(map(len, self.src)), list(map(len, self.tgt)))
-        return len(length_buckets(*lens, self.max_tokens, np.random.default_rng(0)))
+        return len(self._buckets(np.random.default_rng(0)))
+
+    def fixed(self, n: int, seed: int = 0) -> list:
+        """n batches drawn once (validation: the same batches at every evaluation)."""
+        return [self.batch(idx) for idx in self._buckets(np.random.default_rng(seed))[:n]]
