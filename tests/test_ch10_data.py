@@ -1,34 +1,19 @@
 """Chapter 10's data: the eng-fra-100k registry entry, normalization, the split by English
-sentence (nothing of a held-out sentence in training, every translation a reference) and the
-length-bucketed batches (chapters/10_translation/data.py)."""
+sentence (nothing of a held-out sentence in training, every translation a reference), the
+joint BPE and the length-bucketed batches (tinytorch/data/translation.py)."""
 
 from __future__ import annotations
-
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import to_numpy
 
+import tinytorch as tt
 from tinytorch import data
 from tinytorch.data import datasets as ds_mod
+from tinytorch.data import translation as D
 
 pytestmark = pytest.mark.ch10
-
-CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "10_translation"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_ch10_{name}", CHAPTER / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-D = _load("data")
 
 
 def test_eng_fra_100k_is_registered_and_checked():
@@ -140,3 +125,39 @@ def test_pair_batches_cover_an_epoch_with_framed_targets():
     assert pb.epoch == 1
     fixed = pb.fixed(3)
     assert len(fixed) == 3 and all(len(b) == 3 for b in fixed)
+
+
+def test_joint_bpe_special_ids_and_encoding():
+    pairs = [("I am cold.", "J'ai froid."), ("Tom is here.", "Tom est ici.")] * 20
+    tok = D.train_joint_bpe(pairs, 300)
+    ids = D.special_ids(tok)
+    V = tok.vocab_size  # at most 300: a small text may run out of pairs to merge
+    assert V <= 300 and sorted(ids.values()) == [V - 3, V - 2, V - 1]
+    assert [ids["pad_id"], ids["bos_id"], ids["eos_id"]] == [V - 3, V - 2, V - 1]
+    assert tok.decode(tok.encode("Tom a froid.")) == "Tom a froid."  # bytes: any text
+    long = ("word " * 80, "mot")
+    src, tgt = D.encode_pairs(tok, [*pairs[:2], long], max_len=20)
+    assert len(src) == 2 and tok.decode(tgt[1]) == "Tom est ici."  # the long pair is left out
+    assert all(len(t) < 20 and len(s) <= 20 for s, t in zip(src, tgt))
+
+
+def test_decode_corpus_keeps_the_order_and_equals_one_by_one():
+    from tinytorch.models.seq2seq import Seq2SeqTransformer, beam_search, greedy_decode
+
+    rng = np.random.default_rng()
+    tt.manual_seed(int(rng.integers(1 << 30)))
+    model = Seq2SeqTransformer(20, 20, d_model=16, nhead=2, num_encoder_layers=1,
+                               num_decoder_layers=1, dim_feedforward=32, dropout=0.0,
+                               pad_id=0, max_len=32, dtype=tt.float64)  # fmt: skip
+    sources = [list(rng.integers(3, 20, int(rng.integers(1, 8)))) for _ in range(11)]
+    kw = dict(bos_id=1, eos_id=2)
+    for beam in (1, 3):
+        got = D.decode_corpus(model, sources, pad_id=0, beam_size=beam, batch_size=4, max_len=32,
+                              **kw)  # fmt: skip
+        for s, g in zip(sources, got):
+            n = min(2 * len(s) + 10, 31)  # the bound decode_corpus gives a batch: its longest
+            if beam == 1:
+                alone = greedy_decode(model, tt.tensor([s]), max_len=n, **kw)[0]
+            else:
+                alone = beam_search(model, tt.tensor([s]), beam_size=3, max_len=n, **kw)[0]
+            assert g[: len(alone)] == alone[: len(g)]

@@ -27,18 +27,14 @@ from pathlib import Path
 
 import numpy as np
 import report
-from data import SHORT_LINES, PairBatches, read_pairs, split_by_sentence
 from translate import (
-    RECIPES,
     TOKENIZER_FILE,
     bleu,
     build_model,
     load_model,
+    load_recipes,
     num_params,
     save_model,
-    seq2seq_loss,
-    special_ids,
-    train_tokenizer,
     translate,
 )
 
@@ -46,22 +42,33 @@ import tinytorch as tt
 from tinytorch.bench import record
 from tinytorch.chapter import chapter_args
 from tinytorch.data import dataset_path
+from tinytorch.data.translation import (
+    SHORT_LINES,
+    PairBatches,
+    encode_pairs,
+    read_pairs,
+    special_ids,
+    split_by_sentence,
+    train_joint_bpe,
+)
 from tinytorch.optim import AdamW
 from tinytorch.optim.groups import decay_param_groups
 from tinytorch.optim.lr_scheduler import WarmupCosineLR
-from tinytorch.train import train
+from tinytorch.train import seq2seq_loss, train
 
+RECIPES = load_recipes()
+DATA = RECIPES["data"]
 p = chapter_args(__file__, "Chapter 10: translation")
 p.add_argument("--translate", type=Path, metavar="FILE", help="translate FILE (English lines)")
 p.add_argument("--beam", type=int, default=4, help="beam width (1: greedy)")
-p.add_argument("--vocab-size", type=int, default=4000, help="the joint BPE vocabulary")
-p.add_argument("--transformer-steps", type=int, default=RECIPES["transformer"]["steps"])
-p.add_argument("--rnn-steps", type=int, default=RECIPES["rnn"]["steps"], help="0: no RNN")
+p.add_argument("--vocab-size", type=int, default=DATA["vocab_size"], help="joint BPE size")
+p.add_argument("--transformer-steps", type=int, default=RECIPES["transformer"]["train"]["steps"])
+p.add_argument("--rnn-steps", type=int, default=RECIPES["rnn"]["train"]["steps"], help="0: none")
 p.add_argument("--max-tokens", type=int, default=None, help="batch size in padded tokens")
 p.add_argument("--eval-every", type=int, default=200)
-p.add_argument("--n-valid", type=int, default=500, help="English sentences held out")
-p.add_argument("--n-test", type=int, default=1000, help="test sentences from lines > 20,000")
-p.add_argument("--n-test-short", type=int, default=500, help="from the first 20,000 lines")
+p.add_argument("--n-valid", type=int, default=DATA["n_valid"], help="English sentences")
+p.add_argument("--n-test", type=int, default=DATA["n_test"], help="from lines > 20,000")
+p.add_argument("--n-test-short", type=int, default=DATA["n_test_short"], help="first 20,000")
 p.add_argument("--train-pairs", type=int, default=None, help="use only this many pairs")
 p.set_quick(vocab_size=400, transformer_steps=10, rnn_steps=6, max_tokens=500, eval_every=5,
             n_valid=16, n_test=24, n_test_short=12, train_pairs=2000)  # fmt: skip
@@ -88,47 +95,39 @@ if args.train_pairs:
     keep = np.random.default_rng(args.seed).permutation(len(train_pairs))[: args.train_pairs]
     train_pairs = [train_pairs[i] for i in sorted(keep)]
 print(f"eng-fra-100k: {len(pairs):,} pairs; {splits.summary()}")
-tok = train_tokenizer([t for pair in train_pairs for t in pair], args.vocab_size)
+tok = train_joint_bpe(train_pairs, args.vocab_size)
 tok.save(out / TOKENIZER_FILE)
 ids = special_ids(tok)
-max_len = RECIPES["transformer"]["max_len"]
-src = [tok.encode(en) for en, _ in train_pairs]
-tgt = [tok.encode(fr) for _, fr in train_pairs]
-fits = [i for i in range(len(src)) if len(src[i]) <= max_len and len(tgt[i]) < max_len]
-src, tgt = [src[i] for i in fits], [tgt[i] for i in fits]
+src, tgt = encode_pairs(tok, train_pairs, DATA["max_len"])
 print(
     f"joint BPE: {tok.vocab_size} tokens; English {np.mean([len(s) for s in src]):.1f} and "
     f"French {np.mean([len(t) for t in tgt]):.1f} tokens a sentence on average; "
     f"{len(src):,} training pairs",
     flush=True,
 )
-valid_src = [tok.encode(en) for en, refs in splits.valid for _ in refs]
-valid_tgt = [tok.encode(fr) for _, refs in splits.valid for fr in refs]
+valid_pairs = [(en, fr) for en, refs in splits.valid for fr in refs]
+valid_src, valid_tgt = encode_pairs(tok, valid_pairs, DATA["max_len"])
 
 
 # ---- training -----------------------------------------------------------------------------
-def fit(name: str, steps: int):
-    recipe = dict(RECIPES[name], steps=steps)
+def fit(kind: str, steps: int):
+    model_kw, hp = dict(RECIPES[kind]["model"]), dict(RECIPES[kind]["train"], steps=steps)
     if args.quick:  # narrow models: the quick run checks the pipeline, not the translations
-        recipe.update(d_model=64, dim_feedforward=128, emb_dim=64, hidden_size=64, max_len=40)
+        small = dict(d_model=64, dim_feedforward=128, emb_dim=64, hidden_size=64)
+        model_kw.update({k: v for k, v in small.items() if k in model_kw})
     if args.max_tokens:
-        recipe["max_tokens"] = args.max_tokens
+        hp["max_tokens"] = args.max_tokens
     tt.manual_seed(args.seed)
-    model = build_model(tok, recipe)
-    batches = PairBatches(src, tgt, max_tokens=recipe["max_tokens"], seed=args.seed, **ids)
-    valid = PairBatches(valid_src, valid_tgt, max_tokens=recipe["max_tokens"], **ids).fixed(8)
-    optimizer = AdamW(
-        decay_param_groups(model, recipe["weight_decay"]), lr=recipe["lr"], betas=(0.9, 0.98)
-    )
-    scheduler = WarmupCosineLR(
-        optimizer,
-        min(recipe["warmup"], steps // 4),  # --quick's few steps
-        steps,
-        min_ratio=recipe["min_lr"] / recipe["lr"],
-    )
+    model = build_model(kind, tok, model_kw)
+    batches = PairBatches(src, tgt, max_tokens=hp["max_tokens"], seed=args.seed, **ids)
+    valid = PairBatches(valid_src, valid_tgt, max_tokens=hp["max_tokens"], **ids).fixed(8)
+    decay = decay_param_groups(model, hp["weight_decay"])
+    optimizer = AdamW(decay, lr=hp["lr"], betas=tuple(hp["betas"]))
+    warmup = min(hp["warmup"], steps // 4)  # --quick's few steps
+    scheduler = WarmupCosineLR(optimizer, warmup, steps, min_ratio=hp["min_lr"] / hp["lr"])
     print(
-        f"{name}: {num_params(model) / 1e6:.2f}M parameters, {steps} steps of about "
-        f"{recipe['max_tokens']} tokens ({batches.batches_per_epoch()} batches an epoch)",
+        f"{kind}: {num_params(model) / 1e6:.2f}M parameters, {steps} steps of about "
+        f"{hp['max_tokens']} tokens ({batches.batches_per_epoch()} batches an epoch)",
         flush=True,
     )
     hist = train(
@@ -136,22 +135,22 @@ def fit(name: str, steps: int):
         optimizer,
         batches,
         steps,
-        loss_fn=seq2seq_loss(recipe["label_smoothing"]),
+        loss_fn=seq2seq_loss(hp["label_smoothing"]),
         scheduler=scheduler,
         val_data=valid,
         eval_every=args.eval_every,
-        clip_grad_norm=recipe["clip"],
+        clip_grad_norm=hp["clip"],
         log_every=max(1, min(50, steps // 4)),
     )
-    print(f"{name}: {hist.seconds:.0f} s, {batches.epoch} epoch(s) begun", flush=True)
-    save_model(out, name, model, recipe)
-    return model, hist
+    print(f"{kind}: {hist.seconds:.0f} s, {batches.epoch} epoch(s) begun", flush=True)
+    save_model(out, kind, model, model_kw)
+    return model, hist, hp
 
 
-models, histories = {}, {}
+models, histories, hparams = {}, {}, {}
 for name, steps in (("transformer", args.transformer_steps), ("rnn", args.rnn_steps)):
     if steps > 0:
-        models[name], histories[name] = fit(name, steps)
+        models[name], histories[name], hparams[name] = fit(name, steps)
 
 # ---- scoring: greedy and beam search on both test sets ------------------------------------
 scores, hyps, decode_s = {}, {}, {}
@@ -198,7 +197,7 @@ metrics = {
     "final_val_loss": {k: h.val_loss[-1] for k, h in histories.items()},
     "history": {k: h.to_dict() for k, h in histories.items()},
     "params": {k: num_params(m) for k, m in models.items()},
-    "recipes": {k: dict(RECIPES[k], steps=len(histories[k].steps)) for k in models},
+    "train_settings": hparams,
     "vocab_size": tok.vocab_size,
     "splits": splits.summary(),
     "short_lines": SHORT_LINES,

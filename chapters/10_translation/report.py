@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-from translate import special_ids
 
 import tinytorch as tt
 from tinytorch.chapter import smooth
+from tinytorch.data.translation import special_ids
 from tinytorch.metrics import corpus_bleu
 
 

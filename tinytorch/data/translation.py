@@ -1,4 +1,5 @@
-"""Chapter 10's data: English-French pairs, split by English sentence, and their batches.
+"""Parallel text for translation (chapter 10): pairs split by source sentence, a joint BPE,
+and length-bucketed teacher-forcing batches.
 
 eng-fra-100k.txt (see the course data README) holds 97,009 lines `ENGLISH<TAB>FRENCH`, sorted
 roughly by length; one English sentence often has several French translations on consecutive
@@ -12,6 +13,10 @@ the model would be tested on sentences it has seen.
     splits.train            [(english, french), ...]    every translation of the rest
     splits.test             [(english, [french, ...])]  drawn from lines 20,001-100,000
     splits.test_short       [(english, [french, ...])]  drawn from the first 20,000 lines
+    tok = train_joint_bpe(splits.train, vocab_size=4000)   one BPE for both languages
+    src, tgt = encode_pairs(tok, splits.train, max_len=64)
+    batches = PairBatches(src, tgt, max_tokens=3000, **special_ids(tok))
+    src, tgt_in, tgt_out = batches()                        the next batch (Tensors)
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinytorch.data import make_teacher_forcing_batch
+from ..text import BPETokenizer
+from .seq2seq import make_teacher_forcing_batch
 
 SHORT_LINES = 20_000  # the file's first 20,000 lines: the shortest, easiest sentences
 
@@ -113,6 +119,34 @@ def split_by_sentence(
     )
 
 
+PAD, BOS, EOS = "<pad>", "<s>", "</s>"
+
+
+def train_joint_bpe(pairs, vocab_size: int) -> BPETokenizer:
+    """One byte-level BPE (chapter 02) learned on both sides of `pairs` [(source, target)],
+    one sentence a line, with three special tokens last: <pad>, <s> (begin), </s> (end)."""
+    text = "\n".join(s for pair in pairs for s in pair)
+    return BPETokenizer.train(text, vocab_size, special_tokens=[PAD, BOS, EOS])
+
+
+def special_ids(tok: BPETokenizer) -> dict:
+    """{"pad_id", "bos_id", "eos_id"} of a tokenizer from train_joint_bpe."""
+    sp = tok.special_tokens
+    return dict(pad_id=sp[PAD], bos_id=sp[BOS], eos_id=sp[EOS])
+
+
+def encode_pairs(tok: BPETokenizer, pairs, max_len: int):
+    """(sources, targets) as id lists, leaving out the pairs that a model with max_len
+    positions cannot hold (source > max_len tokens, or target + BOS > max_len)."""
+    src, tgt = [], []
+    for s, t in pairs:
+        a, b = tok.encode(s), tok.encode(t)
+        if len(a) <= max_len and len(b) < max_len:
+            src.append(a)
+            tgt.append(b)
+    return src, tgt
+
+
 def length_buckets(src_lens, tgt_lens, max_tokens: int, rng) -> list[np.ndarray]:
     """Indices of the examples cut into batches of similar length, in a random order.
 
@@ -171,3 +205,49 @@ class PairBatches:
     def fixed(self, n: int, seed: int = 0) -> list:
         """n batches drawn once (validation: the same batches at every evaluation)."""
         return [self.batch(idx) for idx in self._buckets(np.random.default_rng(seed))[:n]]
+
+
+def decode_corpus(
+    model,
+    sources,
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    beam_size: int = 4,
+    batch_size: int = 200,
+    max_len: int = 64,
+    use_cache: bool = True,
+    length_penalty: float = 0.6,
+) -> list:
+    """Translate many sentences (id lists) with greedy_decode (beam_size 1) or beam_search,
+    in batches of similar length, and return the output id lists in the input order.
+
+    Sorting by length keeps padding small; each batch may generate up to 2 x its longest
+    source + 10 tokens (targets run longer than sources), capped at max_len - 1."""
+    from ..models.decoding import beam_search, greedy_decode
+    from ..tensor import Tensor
+
+    order = np.argsort([len(s) for s in sources], kind="stable")
+    out: list = [None] * len(sources)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        src = np.full((len(idx), max(len(sources[i]) for i in idx)), pad_id, dtype=np.int64)
+        for r, i in enumerate(idx):
+            src[r, : len(sources[i])] = sources[i]
+        kw = dict(
+            bos_id=bos_id,
+            eos_id=eos_id,
+            max_len=min(2 * src.shape[1] + 10, max_len - 1),
+            use_cache=use_cache,
+        )
+        src_t = Tensor._wrap(src)
+        if beam_size == 1:
+            hyps = greedy_decode(model, src_t, **kw)
+        else:
+            hyps = beam_search(
+                model, src_t, beam_size=beam_size, length_penalty=length_penalty, **kw
+            )
+        for i, h in zip(idx, hyps):
+            out[i] = h
+    return out
