@@ -27,6 +27,7 @@ import json
 import math
 import os
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +46,12 @@ from tinytorch.data.translation import (
     train_joint_bpe,
 )
 from tinytorch.metrics import corpus_bleu
-from tinytorch.models.seq2seq import Seq2SeqTransformer
+from tinytorch.models.seq2seq import Seq2SeqTransformer, seq2seq_loss
 from tinytorch.nn.attention import sinusoidal_positional_encoding
 from tinytorch.optim import AdamW
 from tinytorch.optim.groups import decay_param_groups
 from tinytorch.optim.lr_scheduler import WarmupCosineLR, warmup_cosine
-from tinytorch.train import seq2seq_loss, train_step
+from tinytorch.train import train_step
 
 RECIPES = ROOT / "chapters" / "10_translation" / "recipes.json"
 
@@ -118,7 +119,7 @@ def train_tinytorch(model, batches, hp, steps):
         decay_param_groups(model, hp["weight_decay"]), lr=hp["lr"], betas=tuple(hp["betas"])
     )
     sched = WarmupCosineLR(opt, warmup(hp, steps), steps, min_ratio=hp["min_lr"] / hp["lr"])
-    loss_fn, losses = seq2seq_loss(hp["label_smoothing"]), []
+    loss_fn, losses = partial(seq2seq_loss, label_smoothing=hp["label_smoothing"]), []
 
     def step():
         losses.append(train_step(model, opt, batches(), loss_fn, clip_grad_norm=hp["clip"]))
@@ -192,7 +193,7 @@ def main():
     # the same function at the start: one batch, both losses
     probe = PairBatches(src, tgt, max_tokens=hp["max_tokens"], seed=args.seed, **ids)()
     with tt.no_grad():
-        l_ours = seq2seq_loss(hp["label_smoothing"])(ours.eval(), probe).item()
+        l_ours = seq2seq_loss(ours.eval(), probe, hp["label_smoothing"]).item()
     with torch.no_grad():
         s, i, o = (torch.from_numpy(t.numpy()) for t in probe)
         logits = twin.eval()(s, i)

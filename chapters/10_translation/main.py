@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -51,10 +52,11 @@ from tinytorch.data.translation import (
     split_by_sentence,
     train_joint_bpe,
 )
+from tinytorch.models.seq2seq import seq2seq_loss
 from tinytorch.optim import AdamW
 from tinytorch.optim.groups import decay_param_groups
 from tinytorch.optim.lr_scheduler import WarmupCosineLR
-from tinytorch.train import seq2seq_loss, train
+from tinytorch.train import train
 
 RECIPES = load_recipes()
 DATA = RECIPES["data"]
@@ -135,7 +137,7 @@ def fit(kind: str, steps: int):
         optimizer,
         batches,
         steps,
-        loss_fn=seq2seq_loss(hp["label_smoothing"]),
+        loss_fn=partial(seq2seq_loss, label_smoothing=hp["label_smoothing"]),
         scheduler=scheduler,
         val_data=valid,
         eval_every=args.eval_every,

@@ -5,15 +5,7 @@ from .accumulate import MicroBatches, StepLoss, accumulate_grad  # noqa: F401
 from .callbacks import Callback, EarlyStopping, LambdaCallback  # noqa: F401
 from .checkpoint import CheckpointManager, checkpoint_state, restore_state  # noqa: F401
 from .logging import Progress, RunLogger, read_jsonl  # noqa: F401
-from .loop import (  # noqa: F401
-    History,
-    evaluate,
-    gpt_loss,
-    lm_loss,
-    seq2seq_loss,
-    train,
-    train_step,
-)
+from .loop import History, evaluate, gpt_loss, lm_loss, train, train_step  # noqa: F401
 from .plot import plot_run, plot_search  # noqa: F401
 from .rng import get_rng_state, set_rng_state  # noqa: F401
 from .search import (  # noqa: F401

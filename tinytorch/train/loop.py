@@ -59,24 +59,6 @@ def gpt_loss(model, batch):
     return model(x, y)[1]
 
 
-def seq2seq_loss(label_smoothing: float = 0.0):
-    """A loss_fn for encoder-decoders (chapter 10) on batches (src, tgt_in, tgt_out) from
-    make_teacher_forcing_batch: the mean cross-entropy of model(src, tgt_in) (B, T, V)
-    against tgt_out over its real tokens (padding is -100, ignored), with label smoothing
-    (the target puts 1 - eps on the right token and eps / V on every token)."""
-
-    def loss_fn(model, batch):
-        src, tgt_in, tgt_out = batch
-        logits = model(src, tgt_in)
-        return F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]),
-            tgt_out.reshape(-1),
-            label_smoothing=label_smoothing,
-        )
-
-    return loss_fn
-
-
 def train_step(model, optimizer, batch, loss_fn=lm_loss, clip_grad_norm=None) -> float:
     """One optimizer step on one batch; returns the batch's loss (before the update).
 
