@@ -44,7 +44,7 @@ from ..autograd import no_grad
 from ..tensor import Tensor
 from .seq2seq_transformer import check_ids
 
-__all__ = ["greedy_decode", "beam_search", "beam_step", "length_penalty"]
+__all__ = ["greedy_decode", "beam_search", "beam_step", "length_penalty", "top_k_indices"]
 
 
 def length_penalty(length, alpha: float):
@@ -55,19 +55,28 @@ def length_penalty(length, alpha: float):
     return lp
 
 
+def top_k_indices(x: np.ndarray, k: int) -> np.ndarray:
+    """The column indices (B, k) of each row's k largest entries of x (B, N), largest first
+    (equal values in any order). A partial sort: O(N) per row, then k log k, not N log N."""
+    k = min(k, x.shape[1])
+    part = np.argpartition(x, -k, axis=1)[:, -k:] if k < x.shape[1] else np.indices(x.shape)[1]
+    vals = np.take_along_axis(x, part, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")  # the k chosen, best first
+    return np.take_along_axis(part, order, axis=1)
+
+
 def beam_step(scores: np.ndarray, log_probs: np.ndarray, k: int):
     """One step of beam search for B sentences with K alive beams each.
 
     scores (B, K) (the beams' summed log-probs, -inf for an empty slot), log_probs (B, K, V)
     (each beam's next token) -> the k best continuations of each sentence, best first:
     new_scores (B, k), beam (B, k) (the parent's index within its sentence, 0..K-1) and
-    token (B, k) (the appended id). Ties keep the lower flat index (beam * V + token).
+    token (B, k) (the appended id). Use top_k_indices(x, k) for the k best of each row.
     """
     B, K, V = log_probs.shape
-    k = min(k, K * V)
     # BEGIN EXERCISE ch10: beam_step - add scores, top k of each sentence's K*V, parent and token
     cand = (scores[:, :, None] + log_probs).reshape(B, K * V)  # every one-token extension
-    top = np.argsort(-cand, axis=1, kind="stable")[:, :k]  # flat indices beam * V + token
+    top = top_k_indices(cand, k)  # flat indices beam * V + token
     new_scores = np.take_along_axis(cand, top, axis=1)
     beam, token = top // V, top % V
     # END EXERCISE

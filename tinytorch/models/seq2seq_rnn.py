@@ -165,6 +165,7 @@ class Seq2SeqRNN(Module):
         return self.generator(self.dropout(attentional)), states[:, -1], weights
 
     def forward(self, src, tgt_in, return_attention: bool = False):
+        src = check_ids(src, "Seq2SeqRNN: src")
         memory = self.encode(src)
         tgt_in = check_ids(tgt_in, "Seq2SeqRNN: tgt_in")
         if tgt_in.shape[0] != src.shape[0]:

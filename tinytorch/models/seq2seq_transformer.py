@@ -219,6 +219,7 @@ class Seq2SeqTransformer(Module):
         return TransformerMemory(memory, src_padding)
 
     def forward(self, src, tgt_in, return_attention: bool = False):
+        src = check_ids(src, "Seq2SeqTransformer: src", self.max_len)
         memory = self.encode(src)
         tgt_in = check_ids(tgt_in, "Seq2SeqTransformer: tgt_in", self.max_len)
         if tgt_in.shape[0] != src.shape[0]:
@@ -295,16 +296,17 @@ class Seq2SeqTransformer(Module):
         With a cache (from init_cache), tokens (B, n) are the new positions only (usually
         n = 1); their keys and values join the cache, which is returned. Without one
         (cache=None), tokens (B, t) is the whole prefix, run through the decoder again, and
-        the returned cache is None."""
+        the returned cache is None. A decoded prefix has no padding: pad_id among tokens is
+        read as a token (as the cache does), not masked as forward does."""
         dec = self.transformer.decoder
         if cache is None:
             tokens = check_ids(tokens, "Seq2SeqTransformer.decode_step: tokens", self.max_len)
-            causal, tgt_padding = decoder_masks(tokens, self.pad_id)
+            # a decoded prefix holds no padding: the causal mask alone, as the cached path
+            causal, _ = decoder_masks(tokens, self.pad_id)
             out = dec(
                 self._embed(self.tgt_tok_emb, tokens),
                 memory.memory,
                 tgt_mask=causal,
-                tgt_key_padding_mask=tgt_padding,
                 memory_key_padding_mask=memory.src_padding,
             )
             return F.log_softmax(self.generator(out[:, -1]), -1), None
