@@ -219,12 +219,14 @@ def decode_corpus(
     max_len: int = 64,
     use_cache: bool = True,
     length_penalty: float = 0.6,
+    max_new_tokens: int | None = None,
 ) -> list:
     """Translate many sentences (id lists) with greedy_decode (beam_size 1) or beam_search,
     in batches of similar length, and return the output id lists in the input order.
 
-    Sorting by length keeps padding small; each batch may generate up to 2 x its longest
-    source + 10 tokens (targets run longer than sources), capped at max_len - 1."""
+    Sorting by length keeps padding small. Each batch may generate up to max_new_tokens
+    tokens, by default 2 x its longest source + 10 (targets run longer than sources), capped
+    at max_len - 1 (the model's positions after BOS)."""
     from ..models.decoding import beam_search, greedy_decode
     from ..tensor import Tensor
 
@@ -238,7 +240,7 @@ def decode_corpus(
         kw = dict(
             bos_id=bos_id,
             eos_id=eos_id,
-            max_len=min(2 * src.shape[1] + 10, max_len - 1),
+            max_len=min(max_new_tokens or 2 * src.shape[1] + 10, max_len - 1),
             use_cache=use_cache,
         )
         src_t = Tensor._wrap(src)
