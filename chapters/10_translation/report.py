@@ -12,9 +12,10 @@ from tinytorch.metrics import corpus_bleu
 
 
 def sentence_bleus(hyps, groups) -> list[float]:
-    """Each hypothesis' own BLEU against its references (exp smoothing, so a short sentence
-    with no 4-gram match still gets a graded score): for ranking examples, not reporting."""
-    return [corpus_bleu([h], [refs], smooth="exp").score for h, (_, refs) in zip(hyps, groups)]
+    """Each hypothesis' own BLEU against its references, for ranking examples, not reporting.
+    Add-one smoothing of the 2- to 4-gram counts (Lin and Och, 2004): unsmoothed, or with the
+    corpus default, a three-token output has no 4-gram and scores 0 however right it is."""
+    return [corpus_bleu([h], [refs], smooth="add-k").score for h, (_, refs) in zip(hyps, groups)]
 
 
 def examples(hyps, groups, k: int = 6, min_words: int = 6) -> dict:
