@@ -11,6 +11,10 @@ its sha256 and a canonical address, and found, in this order:
    place with `os.replace`, so the cache never holds a partial or wrong file.
 4. otherwise a clear error naming the file, the variable and the folder to put it in.
 
+A file made from its source by more than cutting (eng-fra-100k: a slice of fra.txt less a
+held-back test set) has no canonical address: its entry says how it was made (`derived`),
+steps 1, 2 and a mirror still work, and the error says where to get it.
+
 `TINYTORCH_DATA_URL` (or `base_url=`) points downloads at a mirror laid out like the data
 folder (`<base>/<relpath>`): the tests serve one from 127.0.0.1.
 """
@@ -41,6 +45,7 @@ class DatasetFile:
     path: str  # path inside the repo
     member: str | None = None  # the file inside a zip archive at `path`
     head_lines: int | None = None  # keep only the first lines of `member` (eng-fra)
+    derived: str | None = None  # how it was made, when it cannot be downloaded as it is
 
     @property
     def url(self) -> str:
@@ -135,6 +140,18 @@ REGISTRY: dict[str, DatasetFile] = {
         member="fra.txt",
         head_lines=20000,
     ),
+    "eng-fra-100k": DatasetFile(
+        "eng-fra/eng-fra-100k.txt",
+        "c33cfc69b200e7bc55e90f1c549fefbeebd1ff8e9efd2aec799d2f674943c649",
+        *_FRA,
+        "fra-eng.zip",
+        member="fra.txt",
+        derived="it is the first 100,000 lines of fra.txt in that archive less the pairs of "
+        "2,000 English sentences held back as a private test set (97,009 pairs), so no "
+        "address serves it as it is; copy it from the course's shared data folder "
+        "(shared/data/eng-fra/, whose README describes it) or from a mirror "
+        f"(${ENV_URL})",
+    ),
     "eng-fra-about": DatasetFile(
         "eng-fra/_about.txt",
         "359011f5738272138286287b44db215d184823911eb049da2160a6ac6933d6c9",
@@ -219,7 +236,9 @@ def dataset_path(
     if cached.is_file():
         return _check(cached, entry, name) if verify else cached
     base_url = base_url or os.environ.get(ENV_URL)
-    if download:
+    if download and entry.derived and not base_url:
+        why = f"it cannot be downloaded from {entry.url}: {entry.derived}"
+    elif download:
         url = (
             (base_url.rstrip("/") + "/" + urllib.parse.quote(entry.relpath))
             if base_url
@@ -235,7 +254,12 @@ def dataset_path(
     raise DatasetNotFoundError(
         f"dataset {name!r} ({entry.relpath}) was not found ({looked}; not in the cache "
         f"{cache_dir()}) and {why}. Put the file at <folder>/{entry.relpath} and set "
-        f"{ENV_DIR}=<folder>, or download it from {entry.url} to {cached}."
+        f"{ENV_DIR}=<folder>, or "
+        + (
+            f"copy it to {cached}."
+            if entry.derived
+            else f"download it from {entry.url} to {cached}."
+        )
     )
 
 

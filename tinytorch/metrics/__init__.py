@@ -4,7 +4,7 @@
     confusion_matrix                          classification (classification.py)
     binary_scores, BinaryScores               tp/fp/fn/tn, precision, recall, F1 of one class
     perplexity                                language models: exp(mean cross-entropy)
-    corpus_bleu, tokenize_13a                 translation (bleu.py)
+    corpus_bleu, tokenize_13a, ngram_counts   translation (bleu.py)
 
 Inputs may be Python lists, NumPy arrays, tinytorch Tensors or torch tensors. The tests check
 every function against scikit-learn and sacrebleu (tests/test_ch08_metrics.py).
@@ -15,7 +15,13 @@ from __future__ import annotations
 import math
 
 from .binary import BinaryScores, binary_scores  # noqa: F401
-from .bleu import BLEUScore, bleu_from_counts, corpus_bleu, tokenize_13a  # noqa: F401
+from .bleu import (  # noqa: F401
+    BLEUScore,
+    bleu_from_counts,
+    corpus_bleu,
+    ngram_counts,
+    tokenize_13a,
+)
 from .classification import (  # noqa: F401
     UndefinedMetricWarning,
     accuracy,

@@ -92,11 +92,23 @@ def _tokens(sentence, tokenize, lowercase: bool) -> list[str]:
     raise ValueError(f"tokenize must be '13a', 'none' or a function, got {tokenize!r}")
 
 
-def ngrams(tokens: list[str], max_n: int) -> Counter:
-    """Counts of every n-gram (a tuple of tokens) of orders 1..max_n."""
-    return Counter(
-        tuple(tokens[i : i + n]) for n in range(1, max_n + 1) for i in range(len(tokens) - n + 1)
-    )
+def ngram_counts(tokens: list[str], max_n: int) -> Counter:
+    """How often each n-gram of orders 1..max_n occurs in `tokens`: a Counter whose keys are
+    tuples of n consecutive tokens (n = 1..max_n), counted at every position, overlaps too.
+
+        ngram_counts(["the", "the", "cat"], 2)
+        == Counter({("the",): 2, ("cat",): 1, ("the", "the"): 1, ("the", "cat"): 1})
+
+    A sentence of L tokens has L - n + 1 n-grams (none when L < n); BLEU clips a hypothesis'
+    counts by a reference's, which is why they are counts and not sets.
+    """
+    # BEGIN EXERCISE ch10: ngram_counts - Counter of tuple(tokens[i:i+n]) for n in 1..max_n
+    counts = Counter()
+    for n in range(1, max_n + 1):
+        for i in range(len(tokens) - n + 1):
+            counts[tuple(tokens[i : i + n])] += 1
+    return counts
+    # END EXERCISE
 
 
 def _closest(hyp_len: int, ref_lens: list[int]) -> int:
@@ -142,11 +154,11 @@ def corpus_bleu(
         for ref in refs:
             r = _tokens(ref, tokenize, lowercase)
             lens.append(len(r))
-            for gram, count in ngrams(r, max_n).items():
+            for gram, count in ngram_counts(r, max_n).items():
                 best[gram] = max(best[gram], count)
         hyp_len += len(h)
         ref_len += _closest(len(h), lens)
-        for gram, count in ngrams(h, max_n).items():
+        for gram, count in ngram_counts(h, max_n).items():
             total[len(gram) - 1] += count
             correct[len(gram) - 1] += min(count, best[gram])
         # END EXERCISE
