@@ -121,29 +121,103 @@ inline vec<W> vrelu(vec<W> x) {
 }
 
 // ---- loops over one range: whole vectors, then the tail through zero-padded vectors ----------
+// Elements before y + i is 64-byte aligned: stores that straddle two cache lines cost about
+// 20% of a memory-bound loop (NumPy's arrays are only 16-byte aligned).
+inline i64 head_to_align(const float* y, i64 n) {
+    return std::min<i64>(n, ((0 - reinterpret_cast<std::uintptr_t>(y)) & 63) / sizeof(float));
+}
+
+template <int W, class F>
+inline void map1_part(const float* x, float* y, i64 n, F f) {  // n < W
+    float b[W] = {};
+    std::memcpy(b, x, n * sizeof(float));
+    vstore<W>(b, f(vload<W>(b)));
+    std::memcpy(y, b, n * sizeof(float));
+}
+
 template <int W, class F>
 inline void map1(const float* x, float* y, i64 n, F f) {
-    i64 i = 0;
+    i64 i = std::min<i64>(head_to_align(y, n), W - 1);
+    if (i) map1_part<W>(x, y, i, f);
     for (; i + W <= n; i += W) vstore<W>(y + i, f(vload<W>(x + i)));
-    if (i < n) {
-        float b[W] = {};
-        std::memcpy(b, x + i, (n - i) * sizeof(float));
-        vstore<W>(b, f(vload<W>(b)));
-        std::memcpy(y + i, b, (n - i) * sizeof(float));
-    }
+    if (i < n) map1_part<W>(x + i, y + i, n - i, f);
+}
+
+template <int W, class F>
+inline void map2_part(const float* x, const float* z, float* y, i64 n, F f) {  // n < W
+    float bx[W] = {}, bz[W] = {};
+    std::memcpy(bx, x, n * sizeof(float));
+    std::memcpy(bz, z, n * sizeof(float));
+    vstore<W>(bx, f(vload<W>(bx), vload<W>(bz)));
+    std::memcpy(y, bx, n * sizeof(float));
 }
 
 template <int W, class F>
 inline void map2(const float* x, const float* z, float* y, i64 n, F f) {
-    i64 i = 0;
+    i64 i = std::min<i64>(head_to_align(y, n), W - 1);
+    if (i) map2_part<W>(x, z, y, i, f);
     for (; i + W <= n; i += W) vstore<W>(y + i, f(vload<W>(x + i), vload<W>(z + i)));
-    if (i < n) {
-        float bx[W] = {}, bz[W] = {};
-        std::memcpy(bx, x + i, (n - i) * sizeof(float));
-        std::memcpy(bz, z + i, (n - i) * sizeof(float));
-        vstore<W>(bx, f(vload<W>(bx), vload<W>(bz)));
-        std::memcpy(y + i, bx, (n - i) * sizeof(float));
+    if (i < n) map2_part<W>(x + i, z + i, y + i, n - i, f);
+}
+
+// d[0, n) = s[0, n) with aligned stores (glibc's memcpy, which picks `rep movsb` for pieces of
+// this size, ran at half speed on misaligned NumPy arrays). The empty asm keeps GCC from
+// turning the loop back into a memcpy call.
+template <int W>
+inline void copy_row(const float* s, float* d, i64 n) {
+    i64 i = head_to_align(d, n);
+    for (i64 k = 0; k < i; ++k) d[k] = s[k];
+    for (; i + 4 * W <= n; i += 4 * W) {
+        const vec<W> a = vload<W>(s + i), b = vload<W>(s + i + W);
+        const vec<W> c = vload<W>(s + i + 2 * W), e = vload<W>(s + i + 3 * W);
+        vstore<W>(d + i, a);
+        vstore<W>(d + i + W, b);
+        vstore<W>(d + i + 2 * W, c);
+        vstore<W>(d + i + 3 * W, e);
+        asm volatile("" ::: "memory");
     }
+    for (; i < n; ++i) d[i] = s[i];
+}
+
+// W x W block transpose in registers: r[k][l] becomes r[l][k]. log2(W) rounds of "interleave
+// the low halves of rows k and k + W/2, then the high halves" (a perfect shuffle of rows and
+// columns at once; after log2(W) of them each element has moved to its transposed place).
+template <int W>
+inline void transpose_block(vec<W>* r) {
+    ivec<W> lo, hi;
+    for (int k = 0; k < W / 2; ++k) {
+        lo[2 * k] = k, lo[2 * k + 1] = k + W;
+        hi[2 * k] = k + W / 2, hi[2 * k + 1] = k + W / 2 + W;
+    }
+    for (int round = 1; round < W; round *= 2) {
+        vec<W> t[W];
+        for (int k = 0; k < W / 2; ++k) {
+            t[2 * k] = __builtin_shuffle(r[k], r[k + W / 2], lo);
+            t[2 * k + 1] = __builtin_shuffle(r[k], r[k + W / 2], hi);
+        }
+        for (int k = 0; k < W; ++k) r[k] = t[k];
+    }
+}
+
+// d[i * ld + j] = s[i + j * sj] for i < ni, j < nj (s is contiguous along i, d along j): W x W
+// blocks through registers, so each block reads W source and writes W destination pieces of
+// W floats (a cache line at W = 16) instead of striding through memory element by element.
+template <int W>
+inline void transpose_copy(const float* s, i64 sj, float* d, i64 ld, i64 ni, i64 nj) {
+    i64 j0 = 0;
+    for (; j0 + W <= nj; j0 += W) {
+        i64 i0 = 0;
+        for (; i0 + W <= ni; i0 += W) {
+            vec<W> r[W];
+            for (int k = 0; k < W; ++k) r[k] = vload<W>(s + (j0 + k) * sj + i0);
+            transpose_block<W>(r);
+            for (int k = 0; k < W; ++k) vstore<W>(d + (i0 + k) * ld + j0, r[k]);
+        }
+        for (; i0 < ni; ++i0)
+            for (i64 j = j0; j < j0 + W; ++j) d[i0 * ld + j] = s[i0 + j * sj];
+    }
+    for (i64 i = 0; i < ni; ++i)
+        for (i64 j = j0; j < nj; ++j) d[i * ld + j] = s[i + j * sj];
 }
 
 template <int W>
@@ -242,6 +316,8 @@ struct Table {
     void (*mul_bwd)(const float*, const float*, const float*, float*, float*, i64);
     double (*sum)(const float*, const float*, i64);
     void (*colsum)(const float*, const float*, float*, i64, i64);
+    void (*copy_row)(const float*, float*, i64);
+    void (*transpose_copy)(const float*, i64, float*, i64, i64, i64);
 };
 
 #define TT_EW_ENTRIES(isa, attr, W)                                                          \
@@ -264,8 +340,14 @@ struct Table {
     attr void colsum_##isa(const float* x, const float* y, float* acc, i64 rows, i64 cols) { \
         colsum_rows<W>(x, y, acc, rows, cols);                                              \
     }                                                                                       \
-    const Table table_##isa = {unary_fwd_##isa, unary_bwd_##isa, binary_##isa,              \
-                               mul_bwd_##isa,   sum_##isa,       colsum_##isa};
+    attr void copy_row_##isa(const float* s, float* d, i64 n) { copy_row<W>(s, d, n); }     \
+    attr void transpose_copy_##isa(const float* s, i64 sj, float* d, i64 ld, i64 ni,        \
+                                   i64 nj) {                                                \
+        transpose_copy<W>(s, sj, d, ld, ni, nj);                                            \
+    }                                                                                       \
+    const Table table_##isa = {unary_fwd_##isa, unary_bwd_##isa,  binary_##isa,             \
+                               mul_bwd_##isa,   sum_##isa,        colsum_##isa,             \
+                               copy_row_##isa,  transpose_copy_##isa};
 #if TT_X86
 TT_EW_ENTRIES(avx512, TT_ENTRY("avx512f,fma"), 16)
 TT_EW_ENTRIES(avx2, TT_ENTRY("avx2,fma"), 8)
@@ -395,6 +477,7 @@ void colsum(const float* x, const float* y, float* out, i64 rows, i64 cols) {
 void copy3d(const float* src, float* dst, i64 n0, i64 n1, i64 n2, i64 s0, i64 s1, i64 s2,
             i64 ld) {
     const bool parallel = n0 * n1 * n2 >= kParallelMin;
+    const Table& k = table();
     if (s2 <= 1) {  // rows: contiguous (memcpy) or one value repeated (fill)
         const i64 rows = n0 * n1, pieces = (n2 + kChunk - 1) / kChunk;  // long rows: pieces
 #pragma omp parallel for schedule(static) if (parallel)
@@ -404,13 +487,24 @@ void copy3d(const float* src, float* dst, i64 n0, i64 n1, i64 n2, i64 s0, i64 s1
             const float* s = src + (r / n1) * s0 + (r % n1) * s1 + a * s2;
             float* d = dst + r * ld + a;
             if (s2 == 1)
-                std::memcpy(d, s, m * sizeof(float));
+                k.copy_row(s, d, m);
             else
                 std::fill(d, d + m, *s);
         }
         return;
     }
-    // strided last axis (a transposed layout): 32 x 32 tiles of (n1, n2), both sides in cache
+    if (s1 == 1) {  // a transposed layout: bands of 64 rows of d, W x W blocks in registers
+        constexpr i64 B = 64;
+        const i64 bands = (n1 + B - 1) / B;
+#pragma omp parallel for schedule(static) if (parallel)
+        for (i64 t = 0; t < n0 * bands; ++t) {
+            const i64 i0 = t / bands, a = (t % bands) * B;
+            k.transpose_copy(src + i0 * s0 + a, s2, dst + (i0 * n1 + a) * ld, ld,
+                             std::min(B, n1 - a), n2);
+        }
+        return;
+    }
+    // both axes strided (a[::2, ::3].T): 32 x 32 tiles of (n1, n2), both sides in cache
     constexpr i64 T = 32;
     const i64 t1 = (n1 + T - 1) / T, t2 = (n2 + T - 1) / T;
 #pragma omp parallel for schedule(static) if (parallel)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import fused_enabled
 from .common import lib, ptr, runs_on
 
 __all__ = [
@@ -51,10 +52,16 @@ _UNARY = {"exp": 0, "tanh": 1, "sigmoid": 2, "relu": 3}
 _BINARY = {"add": 0, "mul": 1}
 
 
-def _on() -> bool:
-    from . import fused_enabled
+_built = False  # the module built and imported (checked once; it never unloads)
 
-    return fused_enabled() and runs_on("cpu")
+
+def _on() -> bool:
+    global _built
+    if not fused_enabled():
+        return False
+    if not _built:
+        _built = runs_on("cpu")
+    return _built
 
 
 def takes(x) -> bool:
