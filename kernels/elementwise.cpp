@@ -8,7 +8,9 @@
 //
 //   unary forward   y = exp(x), tanh(x), sigmoid(x), relu(x)
 //   unary backward  dx = g*y, g*(1 - y*y), g*y*(1 - y), (y > 0 ? g : 0)   (from the saved output)
-//   binary          out = a + b, a * b; b the same size as a, or one row broadcast over a's rows
+//   binary          out = a + b, a - b, a * b, a / b; both the same size, one of them a row
+//                   broadcast over the other's rows, or one a scalar
+//   div backward    ga = g / b and gb = -(g / b) * out in one pass
 //   mul backward    ga = g*b and gb = g*a in one pass (either may be skipped)
 //   sums            over everything, over the last dim (one value per row; x scale for mean),
 //                   over the rows (the backward of broadcasting a row; optionally of g * y)
@@ -48,7 +50,7 @@ constexpr i64 kParallelMin = 1 << 16;  // below: one thread (waking threads cost
 constexpr i64 kBlock = 1024;           // float accumulation before a sum moves to double
 
 enum Unary { kExp = 0, kTanh = 1, kSigmoid = 2, kRelu = 3 };
-enum Binary { kAdd = 0, kMul = 1 };
+enum Binary { kAdd = 0, kSub = 1, kMul = 2, kDiv = 3 };
 
 // ---- vector math ---------------------------------------------------------------------------
 template <int W>
@@ -246,8 +248,49 @@ inline void unary_bwd(int op, const float* y, const float* g, float* dx, i64 n) 
 
 template <int W>
 inline void binary(int op, const float* a, const float* b, float* out, i64 n) {
-    if (op == kAdd) return map2<W>(a, b, out, n, [](vec<W> u, vec<W> v) { return u + v; });
-    map2<W>(a, b, out, n, [](vec<W> u, vec<W> v) { return u * v; });
+    switch (op) {
+        case kAdd: return map2<W>(a, b, out, n, [](vec<W> u, vec<W> v) { return u + v; });
+        case kSub: return map2<W>(a, b, out, n, [](vec<W> u, vec<W> v) { return u - v; });
+        case kMul: return map2<W>(a, b, out, n, [](vec<W> u, vec<W> v) { return u * v; });
+        default: return map2<W>(a, b, out, n, [](vec<W> u, vec<W> v) { return u / v; });
+    }
+}
+
+// out = a op s, or s op a (left)
+template <int W>
+inline void binary_scalar(int op, const float* a, float s, float* out, i64 n, bool left) {
+    const vec<W> c = vsplat<W>(s);
+    if (left) {
+        switch (op) {
+            case kAdd: return map1<W>(a, out, n, [c](vec<W> u) { return c + u; });
+            case kSub: return map1<W>(a, out, n, [c](vec<W> u) { return c - u; });
+            case kMul: return map1<W>(a, out, n, [c](vec<W> u) { return c * u; });
+            default: return map1<W>(a, out, n, [c](vec<W> u) { return c / u; });
+        }
+    }
+    switch (op) {
+        case kAdd: return map1<W>(a, out, n, [c](vec<W> u) { return u + c; });
+        case kSub: return map1<W>(a, out, n, [c](vec<W> u) { return u - c; });
+        case kMul: return map1<W>(a, out, n, [c](vec<W> u) { return u * c; });
+        default: return map1<W>(a, out, n, [c](vec<W> u) { return u / c; });
+    }
+}
+
+// out = a / b: ga = g / b, gb = -(g / b) * out (the composed Div's formula and rounding)
+template <int W>
+inline void div_bwd(const float* g, const float* b, const float* out, float* ga, float* gb,
+                    i64 n) {
+    i64 i = 0;
+    for (; i + W <= n; i += W) {
+        const vec<W> t = vload<W>(g + i) / vload<W>(b + i);
+        if (ga) vstore<W>(ga + i, t);
+        if (gb) vstore<W>(gb + i, -(t * vload<W>(out + i)));
+    }
+    for (; i < n; ++i) {
+        const float t = g[i] / b[i];
+        if (ga) ga[i] = t;
+        if (gb) gb[i] = -(t * out[i]);
+    }
 }
 
 template <int W>
@@ -313,6 +356,8 @@ struct Table {
     void (*unary_fwd)(int, const float*, float*, i64);
     void (*unary_bwd)(int, const float*, const float*, float*, i64);
     void (*binary)(int, const float*, const float*, float*, i64);
+    void (*binary_scalar)(int, const float*, float, float*, i64, bool);
+    void (*div_bwd)(const float*, const float*, const float*, float*, float*, i64);
     void (*mul_bwd)(const float*, const float*, const float*, float*, float*, i64);
     double (*sum)(const float*, const float*, i64);
     void (*colsum)(const float*, const float*, float*, i64, i64);
@@ -330,6 +375,14 @@ struct Table {
     attr void binary_##isa(int op, const float* a, const float* b, float* out, i64 n) {     \
         binary<W>(op, a, b, out, n);                                                        \
     }                                                                                       \
+    attr void binary_scalar_##isa(int op, const float* a, float s, float* out, i64 n,       \
+                                  bool left) {                                              \
+        binary_scalar<W>(op, a, s, out, n, left);                                           \
+    }                                                                                       \
+    attr void div_bwd_##isa(const float* g, const float* b, const float* out, float* ga,    \
+                            float* gb, i64 n) {                                             \
+        div_bwd<W>(g, b, out, ga, gb, n);                                                   \
+    }                                                                                       \
     attr void mul_bwd_##isa(const float* g, const float* a, const float* b, float* ga,      \
                             float* gb, i64 n) {                                             \
         mul_bwd<W>(g, a, b, ga, gb, n);                                                     \
@@ -345,9 +398,10 @@ struct Table {
                                    i64 nj) {                                                \
         transpose_copy<W>(s, sj, d, ld, ni, nj);                                            \
     }                                                                                       \
-    const Table table_##isa = {unary_fwd_##isa, unary_bwd_##isa,  binary_##isa,             \
-                               mul_bwd_##isa,   sum_##isa,        colsum_##isa,             \
-                               copy_row_##isa,  transpose_copy_##isa};
+    const Table table_##isa = {unary_fwd_##isa,     unary_bwd_##isa, binary_##isa,          \
+                               binary_scalar_##isa, div_bwd_##isa,   mul_bwd_##isa,         \
+                               sum_##isa,           colsum_##isa,    copy_row_##isa,        \
+                               transpose_copy_##isa};
 #if TT_X86
 TT_EW_ENTRIES(avx512, TT_ENTRY("avx512f,fma"), 16)
 TT_EW_ENTRIES(avx2, TT_ENTRY("avx2,fma"), 8)
@@ -398,17 +452,32 @@ void unary_backward(int op, const float* y, const float* g, float* dx, i64 n) {
     parallel_chunks(n, kChunk, [&](i64 a, i64 b) { fn(op, y + a, g + a, dx + a, b - a); });
 }
 
-// out = a op b; a (rows, cols), b (rows, cols) or, with b_row, one row (cols,) for every row
+// out (rows, cols) = a op b; mode 0: a and b (rows, cols); 1: b one row (cols,) for every row;
+// 2: a one row
 void binary_op(int op, const float* a, const float* b, float* out, i64 rows, i64 cols,
-               bool b_row) {
+               int mode) {
     const auto fn = table().binary;
-    if (!b_row) {
+    if (mode == 0) {
         parallel_chunks(rows * cols, kChunk,
                         [&](i64 s, i64 e) { fn(op, a + s, b + s, out + s, e - s); });
         return;
     }
+    const i64 sa = mode == 2 ? 0 : cols, sb = mode == 1 ? 0 : cols;
     parallel_rows(rows, cols, [&](i64 r0, i64 r1) {
-        for (i64 r = r0; r < r1; ++r) fn(op, a + r * cols, b, out + r * cols, cols);
+        for (i64 r = r0; r < r1; ++r) fn(op, a + r * sa, b + r * sb, out + r * cols, cols);
+    });
+}
+
+void binary_scalar_op(int op, const float* a, float s, float* out, i64 n, bool left) {
+    const auto fn = table().binary_scalar;
+    parallel_chunks(n, kChunk, [&](i64 i, i64 e) { fn(op, a + i, s, out + i, e - i, left); });
+}
+
+void div_backward(const float* g, const float* b, const float* out, float* ga, float* gb,
+                  i64 n) {
+    const auto fn = table().div_bwd;
+    parallel_chunks(n, kChunk, [&](i64 s, i64 e) {
+        fn(g + s, b + s, out + s, ga ? ga + s : nullptr, gb ? gb + s : nullptr, e - s);
     });
 }
 
@@ -544,13 +613,29 @@ void register_elementwise(py::module_& m) {
         "dx = grad * f'(x) from the output y = f(x) (op as in ew_unary_forward_cpu)");
     m.def(
         "ew_binary_cpu",
-        [](int op, u a, u b, u out, i64 rows, i64 cols, bool b_row) {
+        [](int op, u a, u b, u out, i64 rows, i64 cols, int mode) {
             binary_op(op, ptr_of<const float>(a), ptr_of<const float>(b), ptr_of<float>(out),
-                      rows, cols, b_row);
+                      rows, cols, mode);
         },
         py::arg("op"), py::arg("a"), py::arg("b"), py::arg("out"), py::arg("rows"),
-        py::arg("cols"), py::arg("b_row"), g,
-        "out = a + b (op 0) or a * b (op 1); a (rows, cols), b the same or one row (b_row)");
+        py::arg("cols"), py::arg("mode"), g,
+        "out (rows, cols) = a op b, op 0 +, 1 -, 2 *, 3 /; mode 0: a, b (rows, cols); 1: b one "
+        "row (cols,); 2: a one row");
+    m.def(
+        "ew_binary_scalar_cpu",
+        [](int op, u a, float s, u out, i64 n, bool left) {
+            binary_scalar_op(op, ptr_of<const float>(a), s, ptr_of<float>(out), n, left);
+        },
+        py::arg("op"), py::arg("a"), py::arg("s"), py::arg("out"), py::arg("n"),
+        py::arg("left"), g, "out = a op s (s op a when left) over n float32s, op as ew_binary_cpu");
+    m.def(
+        "ew_div_backward_cpu",
+        [](u grad, u b, u out, u ga, u gb, i64 n) {
+            div_backward(ptr_of<const float>(grad), ptr_of<const float>(b),
+                         ptr_of<const float>(out), ptr_of<float>(ga), ptr_of<float>(gb), n);
+        },
+        py::arg("grad"), py::arg("b"), py::arg("out"), py::arg("ga"), py::arg("gb"), py::arg("n"),
+        g, "out = a / b: ga = grad / b, gb = -(grad / b) * out in one pass (0 skips one)");
     m.def(
         "ew_mul_backward_cpu",
         [](u grad, u a, u b, u ga, u gb, i64 n) {

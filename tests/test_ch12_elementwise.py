@@ -92,24 +92,30 @@ def test_unary_backward_refuses_strided_or_mismatched_grad():
     assert E.unary_backward("tanh", y, np.ones(BIG)) is None  # float64
 
 
+BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
+
+
 @pytest.mark.parametrize("isa", CPU_ISAS)
-@pytest.mark.parametrize("name", ["add", "mul"])
+@pytest.mark.parametrize("name", list(BINARY))
 def test_binary_is_exact(isa, name):
     rng = _rng()
     a = rng.standard_normal(BIG).astype(np.float32)
     b = rng.standard_normal(BIG).astype(np.float32)
     row = rng.standard_normal(BIG[-1]).astype(np.float32)
-    op = np.add if name == "add" else np.multiply
+    op = BINARY[name]
+    pairs = [(a, b), (a, row), (row, a), (a, row.reshape(1, -1)), (row[None], a)]
+    pairs += [(a, 0.1), (0.1, a), (a, 3), (-7, a), (a[:7, :5].copy(), 1.5)]  # Python scalars
     with _isa(isa):
-        for x, y in [(a, b), (a, row), (row, a), (a, row.reshape(1, -1)), (row[None], a)]:
+        for x, y in pairs:
             got = E.binary(name, x, y)
-            assert got.shape == np.broadcast_shapes(x.shape, y.shape)
-            assert np.array_equal(got, op(x, y)), (x.shape, y.shape)
+            want = op(x, y)
+            assert got.shape == want.shape and got.dtype == want.dtype == np.float32
+            assert np.array_equal(got, want), (np.shape(x), np.shape(y))
 
 
 def test_binary_declines_what_it_does_not_cover():
     a = np.ones(BIG, np.float32)
-    assert E.binary("add", a, 2.0) is None  # a Python scalar: NumPy
+    assert E.binary("add", a, np.float64(2.0)) is None  # a NumPy scalar (apply passes floats)
     assert E.binary("add", a, np.ones((BIG[0], 1), np.float32)) is None  # a column
     assert E.binary("add", a, np.ones(BIG)) is None  # float64
     assert E.binary("add", a.T, np.ones(BIG[::-1], np.float32)) is None  # strided
@@ -134,6 +140,20 @@ def test_mul_backward(isa):
             want = (g.astype(np.float64) * a).sum(0)
             assert g_row.shape == row.shape
             assert_close(g_row, want, atol=1e-5 * np.abs(g * a).sum(0).max())
+
+
+@pytest.mark.parametrize("isa", CPU_ISAS)
+def test_div_backward_matches_the_composed_formula(isa):
+    rng = _rng()
+    a, b, g = (rng.standard_normal(BIG).astype(np.float32) for _ in range(3))
+    out = a / b
+    with _isa(isa):
+        ga, gb = E.div_backward(g, b, out, True, True)
+        only_b = E.div_backward(g, b, out, False, True)
+    t = g / b
+    assert np.array_equal(ga, t) and np.array_equal(gb, -(t * out))
+    assert only_b[0] is None and np.array_equal(only_b[1], gb)
+    assert E.div_backward(g, b[:, :1].copy(), out, True, True) is None  # a broadcast b
 
 
 @pytest.mark.parametrize("isa", CPU_ISAS)
@@ -220,6 +240,10 @@ CASES = {
     "bcast_add": lambda L, x, y, b: b + x,
     "mul": lambda L, x, y, b: x * y,
     "mul_bcast": lambda L, x, y, b: b * x,
+    "scalars": lambda L, x, y, b: (2.5 - x) * 0.5 + 1 - x / 3,
+    "sub_bcast": lambda L, x, y, b: b - x,
+    "div": lambda L, x, y, b: x / (y * y + 1),
+    "div_bcast": lambda L, x, y, b: b / (x * x + 1),
     "exp": lambda L, x, y, b: L.exp(x),
     "tanh": lambda L, x, y, b: L.tanh(x),
     "sigmoid": lambda L, x, y, b: L.sigmoid(x),
@@ -275,7 +299,7 @@ def test_ops_fused_match_composed_and_torch(case):
 
 def _spy(monkeypatch):
     calls = []
-    for name in ("unary", "unary_backward", "binary", "mul_backward", "sum_all",
+    for name in ("unary", "unary_backward", "binary", "mul_backward", "div_backward", "sum_all",
                  "sum_lastdim", "colsum", "copy", "cat"):  # fmt: skip
         real = getattr(E, name)
 
@@ -296,6 +320,7 @@ def _spy(monkeypatch):
         ("sigmoid", ["unary", "unary_backward"]),
         ("add_bcast", ["binary", "colsum", "copy"]),
         ("mul", ["binary", "mul_backward"]),
+        ("div", ["binary", "div_backward", "mul_backward"]),
         ("mean_dim", ["sum_lastdim", "copy"]),
         ("transpose_reshape", ["copy", "copy"]),
         ("cat", ["cat", "copy", "copy"]),

@@ -23,6 +23,11 @@ When each kernel is used (measured; chapter 11 and benchmarks/results/):
 - GELU (F.gelu, nn.GELU; exact, float32): on the CPU only (kernels/gelu.cpp: one pass instead
   of the composition's ten; benchmarks/results/gelu_cpu_cpu.md); the GPU keeps the composed
   CuPy ops.
+- Elementwise (chapter 12; tinytorch/kernels/elementwise.py): exp, tanh, sigmoid, relu, add,
+  sub, mul, div, sum, mean, cat and the copies of strided views (transpose + reshape, a leaf's
+  gradient) inside the ops themselves, on the CPU for float32 arrays of at least 65,536 elements:
+  one pass on every core instead of NumPy's one or more on one core
+  (benchmarks/results/ops_cpu.md). Smaller arrays keep NumPy (the call costs more than the work).
 Anything unsupported (float64, other head dims, dropout, arbitrary additive masks, GELU's tanh
 approximation, a module that did not build) takes the composed path, which handles every case.
 

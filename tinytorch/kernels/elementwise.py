@@ -8,8 +8,10 @@ functions when `takes(array)` says so, and otherwise run NumPy as before:
 
     unary(name, x) -> y                      name: "exp", "tanh", "sigmoid", "relu"
     unary_backward(name, y, grad) -> dx      from the saved output y = name(x)
-    binary(name, a, b) -> out or None        "add", "mul"; b of a's shape or a row (a's last dim)
+    binary(name, a, b) -> out or None        "add", "sub", "mul", "div": a and b of one shape,
+                                             one a row (the other's last dim), or a Python scalar
     mul_backward(grad, a, b, need_a, need_b) -> (ga, gb) or None
+    div_backward(grad, b, out, need_a, need_b) -> (ga, gb) or None
     sum_all(x) -> 0-d array; sum_lastdim(x, scale) -> x.shape[:-1]; colsum(x, y) -> x.shape[-1:]
     copy(src) -> C-contiguous copy or None   (strided, broadcast and transposed views)
     cat(arrays, axis) -> out or None
@@ -20,7 +22,8 @@ is faster: the arithmetic takes microseconds, and waking a second thread, or eve
 the module, costs about as much (benchmarks/ops_cpu.py, 64 x 64). The functions that may
 return None do so for layouts the kernel does not cover; the caller then runs NumPy.
 
-Results agree with the NumPy twins: add, mul, copies and cat exactly; exp, tanh and sigmoid
+Results agree with the NumPy twins: add, sub, mul, div (and their backwards), copies and cat
+exactly; exp, tanh and sigmoid
 within a few float32 ulps (Cephes' polynomials); sums to float32 rounding (float vectors over
 blocks of 1024, blocks added in double).
 """
@@ -39,6 +42,7 @@ __all__ = [
     "unary_backward",
     "binary",
     "mul_backward",
+    "div_backward",
     "sum_all",
     "sum_lastdim",
     "colsum",
@@ -49,7 +53,8 @@ __all__ = [
 MIN_SIZE = 1 << 16  # elements; kernels/elementwise.cpp goes parallel from the same size
 _F32 = np.dtype("float32")
 _UNARY = {"exp": 0, "tanh": 1, "sigmoid": 2, "relu": 3}
-_BINARY = {"add": 0, "mul": 1}
+_BINARY = {"add": 0, "sub": 1, "mul": 2, "div": 3}
+_SCALARS = (int, float)  # Python numbers: NumPy rounds them to float32 first, and so do we
 
 
 _built = False  # the module built and imported (checked once; it never unloads)
@@ -108,20 +113,31 @@ def _is_row(b, a) -> bool:
 
 
 def binary(name, a, b):
-    """a + b or a * b for float32 arrays of one shape, or a full one and a row (either side);
-    None for anything else (scalars, other broadcasts, strided or other dtypes)."""
+    """a op b (op: add, sub, mul, div) for C-contiguous float32 arrays of one shape, a full one
+    and a row (either side), or one such array and a Python scalar (either side); None for
+    anything else (other broadcasts, strided arrays, other dtypes)."""
+    op = _BINARY[name]
+    if type(b) in _SCALARS or type(a) in _SCALARS:
+        left = type(a) in _SCALARS
+        x, s = (b, a) if left else (a, b)
+        if not _contiguous_f32(x):
+            return None
+        out = np.empty_like(x)
+        lib().ew_binary_scalar_cpu(op, ptr(x), float(np.float32(s)), ptr(out), x.size, left)
+        return out
     if not (_contiguous_f32(a) and _contiguous_f32(b)):
         return None
+    mode, full = 0, a
     if a.shape != b.shape:
-        if a.ndim >= 1 and b.ndim >= 1 and a.size < b.size:
-            a, b = b, a  # both ops commute (bit for bit)
-        if a.ndim < 1 or not _is_row(b, a):
+        if a.ndim >= 1 and _is_row(b, a):
+            mode = 1
+        elif b.ndim >= 1 and _is_row(a, b):
+            mode, full = 2, b
+        else:
             return None
-    out = np.empty_like(a)
-    cols = a.shape[-1] if a.ndim else 1
-    lib().ew_binary_cpu(
-        _BINARY[name], ptr(a), ptr(b), ptr(out), a.size // max(cols, 1), cols, a.shape != b.shape
-    )
+    out = np.empty_like(full)
+    cols = full.shape[-1] if full.ndim else 1
+    lib().ew_binary_cpu(op, ptr(a), ptr(b), ptr(out), full.size // max(cols, 1), cols, mode)
     return out
 
 
@@ -129,6 +145,13 @@ def mul_backward(grad, a, b, need_a, need_b):
     """(grad * b, grad * a), each unbroadcast to its input's shape (None where not needed),
     in one pass for equal shapes; a row input gets its gradient by colsum. None for anything
     else."""
+    if type(a) in _SCALARS or type(b) in _SCALARS:  # the other is grad's shape: one product
+        left = type(a) in _SCALARS
+        need = need_b if left else need_a
+        g = binary("mul", grad, a if left else b) if need else None
+        if need and g is None:
+            return None
+        return (None, g) if left else (g, None)
     if not (_contiguous_f32(grad) and _contiguous_f32(a) and _contiguous_f32(b)):
         return None
     if a.shape == b.shape == grad.shape:
@@ -144,6 +167,20 @@ def mul_backward(grad, a, b, need_a, need_b):
     g_full = binary("mul", grad, row) if need_full else None
     g_row = colsum(grad, full).reshape(row.shape) if need_row else None
     return (g_row, g_full) if swap else (g_full, g_row)
+
+
+def div_backward(grad, b, out, need_a, need_b):
+    """For out = a / b with a, b, out and grad of one shape: (grad / b, -(grad / b) * out) in
+    one pass (None where not needed); None for other shapes or layouts."""
+    if (
+        not all(_contiguous_f32(v) for v in (grad, b, out))
+        or not grad.shape == b.shape == out.shape
+    ):
+        return None
+    ga = np.empty_like(b) if need_a else None
+    gb = np.empty_like(b) if need_b else None
+    lib().ew_div_backward_cpu(ptr(grad), ptr(b), ptr(out), ptr(ga), ptr(gb), grad.size)
+    return ga, gb
 
 
 def sum_all(x):
