@@ -3,6 +3,7 @@
     python -m benchmarks.ops_cpu              # sizes 64 and 1024 (about a minute)
     python -m benchmarks.ops_cpu --quick      # fewer repeats: checks that it runs
     python -m benchmarks.ops_cpu --threads 1  # both libraries on one thread (busy machines)
+    python -m benchmarks.ops_cpu --sizes 1024 --ops exp cat   # a few ops: prints, records nothing
 
 Each op runs on the same float32 inputs in both libraries, in the same process: the inputs
 are leaves that require grad, one call builds the output and `backward(gradient)` sends a
