@@ -1,6 +1,6 @@
-// Elementwise ops, reductions and copies on the CPU (C++ and OpenMP), float32: the everyday ops
-// of tinytorch/ops (exp, tanh, sigmoid, relu, add, mul, sum, mean, transpose + reshape, cat) for
-// large arrays.
+// Elementwise ops on the CPU (C++ and OpenMP), float32, for large arrays: exp, tanh, sigmoid,
+// relu, add, sub, mul, div and their backwards, as tinytorch/ops runs them (the sums are in
+// reduce.cpp, the copies of strided views in copy.cpp; all three share elementwise.h).
 //
 // NumPy runs each of these on one core, often in several passes (sigmoid's composed forward
 // makes four: negate, exp, add 1, reciprocal; tanh's backward two: 1 - y*y, then times g). Here
@@ -12,52 +12,29 @@
 //                   broadcast over the other's rows, or one a scalar
 //   div backward    ga = g / b and gb = -(g / b) * out in one pass
 //   mul backward    ga = g*b and gb = g*a in one pass (either may be skipped)
-//   sums            over everything, over the last dim (one value per row; x scale for mean),
-//                   over the rows (the backward of broadcasting a row; optionally of g * y)
-//   copy            a strided 3-d view into a C-contiguous array: plain copies, broadcasts
-//                   (stride 0: fills), row slices (cat's backward), and transposed layouts in
-//                   32 x 32 tiles that stay in cache (transpose + reshape)
 //
 // exp is Cody-Waite range reduction plus a degree-7 polynomial (Cephes' expf; within 2 ulp),
 // tanh an odd polynomial for |x| < 0.625 (Cephes' tanhf) and (1 - e)/(1 + e), e = exp(-2|x|),
-// beyond; sigmoid 1/(1 + e) or e/(1 + e), e = exp(-|x|), so nothing overflows. Sums accumulate
-// in float vectors over blocks of kBlock elements and add the blocks in double (at least as
-// accurate as NumPy's pairwise sum). The math runs on vec<W> (kernels/simd.h), one copy per
-// instruction set. The bindings take raw host pointers and sizes: tinytorch/kernels/
-// elementwise.py has checked dtype, contiguity and shapes, once.
+// beyond; sigmoid 1/(1 + e) or e/(1 + e), e = exp(-|x|), so nothing overflows. The math runs on
+// vec<W> (kernels/simd.h), one copy per instruction set. The bindings take raw host pointers
+// and sizes: tinytorch/kernels/elementwise.py has checked dtype, contiguity and shapes, once.
 #include <pybind11/pybind11.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <vector>
-
-#include <omp.h>
 
 #include "common.h"
-#include "simd.h"
+#include "elementwise.h"
 
 namespace py = pybind11;
 
 namespace tt {
 namespace {
 
-using namespace simd;
-using i64 = std::int64_t;
-
-constexpr i64 kChunk = 1 << 14;        // elements per OpenMP task
-constexpr i64 kParallelMin = 1 << 16;  // below: one thread (waking threads costs more)
-constexpr i64 kBlock = 1024;           // float accumulation before a sum moves to double
-
 enum Unary { kExp = 0, kTanh = 1, kSigmoid = 2, kRelu = 3 };
 enum Binary { kAdd = 0, kSub = 1, kMul = 2, kDiv = 3 };
 
 // ---- vector math ---------------------------------------------------------------------------
-template <int W>
-inline vec<W> vsplat(float v) {
-    return vec<W>{} + v;
-}
-
 template <int W>
 inline vec<W> vabs(vec<W> x) {
     ivec<W> bits;
@@ -120,106 +97,6 @@ inline vec<W> vsigmoid(vec<W> x) {
 template <int W>
 inline vec<W> vrelu(vec<W> x) {
     return x < 0.f ? vec<W>{} : x;  // NaN stays NaN, as in PyTorch
-}
-
-// ---- loops over one range: whole vectors, then the tail through zero-padded vectors ----------
-// Elements before y + i is 64-byte aligned: stores that straddle two cache lines cost about
-// 20% of a memory-bound loop (NumPy's arrays are only 16-byte aligned).
-inline i64 head_to_align(const float* y, i64 n) {
-    return std::min<i64>(n, ((0 - reinterpret_cast<std::uintptr_t>(y)) & 63) / sizeof(float));
-}
-
-template <int W, class F>
-inline void map1_part(const float* x, float* y, i64 n, F f) {  // n < W
-    float b[W] = {};
-    std::memcpy(b, x, n * sizeof(float));
-    vstore<W>(b, f(vload<W>(b)));
-    std::memcpy(y, b, n * sizeof(float));
-}
-
-template <int W, class F>
-inline void map1(const float* x, float* y, i64 n, F f) {
-    i64 i = std::min<i64>(head_to_align(y, n), W - 1);
-    if (i) map1_part<W>(x, y, i, f);
-    for (; i + W <= n; i += W) vstore<W>(y + i, f(vload<W>(x + i)));
-    if (i < n) map1_part<W>(x + i, y + i, n - i, f);
-}
-
-template <int W, class F>
-inline void map2_part(const float* x, const float* z, float* y, i64 n, F f) {  // n < W
-    float bx[W] = {}, bz[W] = {};
-    std::memcpy(bx, x, n * sizeof(float));
-    std::memcpy(bz, z, n * sizeof(float));
-    vstore<W>(bx, f(vload<W>(bx), vload<W>(bz)));
-    std::memcpy(y, bx, n * sizeof(float));
-}
-
-template <int W, class F>
-inline void map2(const float* x, const float* z, float* y, i64 n, F f) {
-    i64 i = std::min<i64>(head_to_align(y, n), W - 1);
-    if (i) map2_part<W>(x, z, y, i, f);
-    for (; i + W <= n; i += W) vstore<W>(y + i, f(vload<W>(x + i), vload<W>(z + i)));
-    if (i < n) map2_part<W>(x + i, z + i, y + i, n - i, f);
-}
-
-// d[0, n) = s[0, n) with aligned stores (glibc's memcpy, which picks `rep movsb` for pieces of
-// this size, ran at half speed on misaligned NumPy arrays). The empty asm keeps GCC from
-// turning the loop back into a memcpy call.
-template <int W>
-inline void copy_row(const float* s, float* d, i64 n) {
-    i64 i = head_to_align(d, n);
-    for (i64 k = 0; k < i; ++k) d[k] = s[k];
-    for (; i + 4 * W <= n; i += 4 * W) {
-        const vec<W> a = vload<W>(s + i), b = vload<W>(s + i + W);
-        const vec<W> c = vload<W>(s + i + 2 * W), e = vload<W>(s + i + 3 * W);
-        vstore<W>(d + i, a);
-        vstore<W>(d + i + W, b);
-        vstore<W>(d + i + 2 * W, c);
-        vstore<W>(d + i + 3 * W, e);
-        asm volatile("" ::: "memory");
-    }
-    for (; i < n; ++i) d[i] = s[i];
-}
-
-// W x W block transpose in registers: r[k][l] becomes r[l][k]. log2(W) rounds of "interleave
-// the low halves of rows k and k + W/2, then the high halves" (a perfect shuffle of rows and
-// columns at once; after log2(W) of them each element has moved to its transposed place).
-template <int W>
-inline void transpose_block(vec<W>* r) {
-    ivec<W> lo, hi;
-    for (int k = 0; k < W / 2; ++k) {
-        lo[2 * k] = k, lo[2 * k + 1] = k + W;
-        hi[2 * k] = k + W / 2, hi[2 * k + 1] = k + W / 2 + W;
-    }
-    for (int round = 1; round < W; round *= 2) {
-        vec<W> t[W];
-        for (int k = 0; k < W / 2; ++k) {
-            t[2 * k] = __builtin_shuffle(r[k], r[k + W / 2], lo);
-            t[2 * k + 1] = __builtin_shuffle(r[k], r[k + W / 2], hi);
-        }
-        for (int k = 0; k < W; ++k) r[k] = t[k];
-    }
-}
-
-// d[i * ld + j] = s[i + j * sj] for i < ni, j < nj (s is contiguous along i, d along j): W x W
-// blocks through registers, so each block reads W source and writes W destination pieces of
-// W floats (a cache line at W = 16) instead of striding through memory element by element.
-template <int W>
-inline void transpose_copy(const float* s, i64 sj, float* d, i64 ld, i64 ni, i64 nj) {
-    i64 j0 = 0;
-    for (; j0 + W <= nj; j0 += W) {
-        i64 i0 = 0;
-        for (; i0 + W <= ni; i0 += W) {
-            vec<W> r[W];
-            for (int k = 0; k < W; ++k) r[k] = vload<W>(s + (j0 + k) * sj + i0);
-            transpose_block<W>(r);
-            for (int k = 0; k < W; ++k) vstore<W>(d + (i0 + k) * ld + j0, r[k]);
-        }
-        for (; i0 < ni; ++i0)
-            for (i64 j = j0; j < j0 + W; ++j) d[i0 * ld + j] = s[i0 + j * sj];
-    }
-    for (i64 i = 0; i < ni; ++i)
-        for (i64 j = j0; j < nj; ++j) d[i * ld + j] = s[i + j * sj];
 }
 
 template <int W>
@@ -309,48 +186,6 @@ inline void mul_bwd(const float* g, const float* a, const float* b, float* ga, f
     }
 }
 
-// sum of x[0, n) (times y when given), in float vectors per kBlock, blocks added in double
-template <int W>
-inline double sum_range(const float* x, const float* y, i64 n) {
-    double total = 0.0;
-    for (i64 s = 0; s < n; s += kBlock) {
-        const i64 m = std::min(kBlock, n - s);
-        vec<W> a0{}, a1{};
-        i64 i = 0;
-        if (y) {
-            for (; i + 2 * W <= m; i += 2 * W) {
-                a0 += vload<W>(x + s + i) * vload<W>(y + s + i);
-                a1 += vload<W>(x + s + i + W) * vload<W>(y + s + i + W);
-            }
-        } else {
-            for (; i + 2 * W <= m; i += 2 * W) {
-                a0 += vload<W>(x + s + i);
-                a1 += vload<W>(x + s + i + W);
-            }
-        }
-        float t = hsum<W>(a0 + a1);
-        for (; i < m; ++i) t += y ? x[s + i] * y[s + i] : x[s + i];
-        total += t;
-    }
-    return total;
-}
-
-// acc[0, cols) += x[row] (* y[row]) for rows [0, rows) of a (rows, cols) block
-template <int W>
-inline void colsum_rows(const float* x, const float* y, float* acc, i64 rows, i64 cols) {
-    for (i64 r = 0; r < rows; ++r) {
-        const float* xr = x + r * cols;
-        const float* yr = y ? y + r * cols : nullptr;
-        i64 j = 0;
-        for (; j + W <= cols; j += W) {
-            vec<W> v = vload<W>(xr + j);
-            if (yr) v *= vload<W>(yr + j);
-            vstore<W>(acc + j, vload<W>(acc + j) + v);
-        }
-        for (; j < cols; ++j) acc[j] += yr ? xr[j] * yr[j] : xr[j];
-    }
-}
-
 // ---- one copy per instruction set --------------------------------------------------------
 struct Table {
     void (*unary_fwd)(int, const float*, float*, i64);
@@ -359,10 +194,6 @@ struct Table {
     void (*binary_scalar)(int, const float*, float, float*, i64, bool);
     void (*div_bwd)(const float*, const float*, const float*, float*, float*, i64);
     void (*mul_bwd)(const float*, const float*, const float*, float*, float*, i64);
-    double (*sum)(const float*, const float*, i64);
-    void (*colsum)(const float*, const float*, float*, i64, i64);
-    void (*copy_row)(const float*, float*, i64);
-    void (*transpose_copy)(const float*, i64, float*, i64, i64, i64);
 };
 
 #define TT_EW_ENTRIES(isa, attr, W)                                                          \
@@ -387,21 +218,8 @@ struct Table {
                             float* gb, i64 n) {                                             \
         mul_bwd<W>(g, a, b, ga, gb, n);                                                     \
     }                                                                                       \
-    attr double sum_##isa(const float* x, const float* y, i64 n) {                          \
-        return sum_range<W>(x, y, n);                                                       \
-    }                                                                                       \
-    attr void colsum_##isa(const float* x, const float* y, float* acc, i64 rows, i64 cols) { \
-        colsum_rows<W>(x, y, acc, rows, cols);                                              \
-    }                                                                                       \
-    attr void copy_row_##isa(const float* s, float* d, i64 n) { copy_row<W>(s, d, n); }     \
-    attr void transpose_copy_##isa(const float* s, i64 sj, float* d, i64 ld, i64 ni,        \
-                                   i64 nj) {                                                \
-        transpose_copy<W>(s, sj, d, ld, ni, nj);                                            \
-    }                                                                                       \
     const Table table_##isa = {unary_fwd_##isa,     unary_bwd_##isa, binary_##isa,          \
-                               binary_scalar_##isa, div_bwd_##isa,   mul_bwd_##isa,         \
-                               sum_##isa,           colsum_##isa,    copy_row_##isa,        \
-                               transpose_copy_##isa};
+                               binary_scalar_##isa, div_bwd_##isa,   mul_bwd_##isa};
 #if TT_X86
 TT_EW_ENTRIES(avx512, TT_ENTRY("avx512f,fma"), 16)
 TT_EW_ENTRIES(avx2, TT_ENTRY("avx2,fma"), 8)
@@ -414,31 +232,6 @@ const Table& table() {
 #else
     return table_base;
 #endif
-}
-
-// [0, n) in chunks of `chunk` elements over the threads, or one call when small.
-template <class Fn>
-void parallel_chunks(i64 n, i64 chunk, Fn fn) {
-    if (n < kParallelMin) {
-        if (n > 0) fn(0, n);
-        return;
-    }
-    const i64 chunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static)
-    for (i64 c = 0; c < chunks; ++c) fn(c * chunk, std::min(n, (c + 1) * chunk));
-}
-
-// Rows [0, rows) of `cols` elements in blocks of about kChunk elements.
-template <class Fn>
-void parallel_rows(i64 rows, i64 cols, Fn fn) {
-    const i64 per = std::max<i64>(1, kChunk / std::max<i64>(cols, 1));
-    if (rows * cols < kParallelMin) {
-        if (rows > 0) fn(0, rows);
-        return;
-    }
-    const i64 blocks = (rows + per - 1) / per;
-#pragma omp parallel for schedule(static)
-    for (i64 c = 0; c < blocks; ++c) fn(c * per, std::min(rows, (c + 1) * per));
 }
 
 // ---- the ops -----------------------------------------------------------------------------
@@ -486,107 +279,6 @@ void mul_backward(const float* g, const float* a, const float* b, float* ga, flo
     parallel_chunks(n, kChunk, [&](i64 s, i64 e) {
         fn(g + s, a + s, b + s, ga ? ga + s : nullptr, gb ? gb + s : nullptr, e - s);
     });
-}
-
-double sum_all(const float* x, i64 n) {
-    const auto fn = table().sum;
-    if (n < kParallelMin) return fn(x, nullptr, n);
-    const i64 chunks = (n + kChunk - 1) / kChunk;
-    std::vector<double> part(chunks);
-#pragma omp parallel for schedule(static)
-    for (i64 c = 0; c < chunks; ++c)
-        part[c] = fn(x + c * kChunk, nullptr, std::min(kChunk, n - c * kChunk));
-    double t = 0.0;
-    for (double p : part) t += p;
-    return t;
-}
-
-// out[r] = scale * sum of row r of x (rows, cols)
-void sum_lastdim(const float* x, float* out, i64 rows, i64 cols, double scale) {
-    const auto fn = table().sum;
-    parallel_rows(rows, cols, [&](i64 r0, i64 r1) {
-        for (i64 r = r0; r < r1; ++r) out[r] = static_cast<float>(fn(x + r * cols, nullptr, cols) * scale);
-    });
-}
-
-// out[j] = sum over rows of x[r, j] (* y[r, j]): each thread sums 64 rows at a time into its own
-// float row and adds that into its double row; the threads' rows are added last.
-void colsum(const float* x, const float* y, float* out, i64 rows, i64 cols) {
-    const auto fn = table().colsum;
-    constexpr i64 per = 64;  // rows summed in float before the move to double
-    const i64 blocks = (rows + per - 1) / per;
-    const bool parallel = rows * cols >= kParallelMin;
-    std::vector<std::vector<double>> totals;
-#pragma omp parallel if (parallel)
-    {
-#pragma omp single
-        totals.resize(omp_get_num_threads());
-        const int me = omp_get_thread_num();
-        std::vector<double>& tot = totals[me];
-        tot.assign(cols, 0.0);
-        std::vector<float> acc(cols);
-#pragma omp for schedule(static)
-        for (i64 c = 0; c < blocks; ++c) {
-            const i64 r0 = c * per, r1 = std::min(rows, r0 + per);
-            std::fill(acc.begin(), acc.end(), 0.f);
-            fn(x + r0 * cols, y ? y + r0 * cols : nullptr, acc.data(), r1 - r0, cols);
-            for (i64 j = 0; j < cols; ++j) tot[j] += acc[j];
-        }
-    }
-    for (i64 j = 0; j < cols; ++j) {
-        double t = 0.0;
-        for (const auto& tot : totals) t += tot[j];
-        out[j] = static_cast<float>(t);
-    }
-}
-
-// dst (n0, n1, n2) from src with element strides (s0, s1, s2) >= 0; dst's rows (the last axis)
-// are contiguous and `ld` elements apart (n2: C-contiguous; more: a band of a wider array, as
-// cat writes its inputs side by side).
-void copy3d(const float* src, float* dst, i64 n0, i64 n1, i64 n2, i64 s0, i64 s1, i64 s2,
-            i64 ld) {
-    const bool parallel = n0 * n1 * n2 >= kParallelMin;
-    const Table& k = table();
-    if (s2 <= 1) {  // rows: contiguous (memcpy) or one value repeated (fill)
-        const i64 rows = n0 * n1, pieces = (n2 + kChunk - 1) / kChunk;  // long rows: pieces
-#pragma omp parallel for schedule(static) if (parallel)
-        for (i64 item = 0; item < rows * pieces; ++item) {
-            const i64 r = item / pieces, a = (item % pieces) * kChunk;
-            const i64 m = std::min(n2, a + kChunk) - a;
-            const float* s = src + (r / n1) * s0 + (r % n1) * s1 + a * s2;
-            float* d = dst + r * ld + a;
-            if (s2 == 1)
-                k.copy_row(s, d, m);
-            else
-                std::fill(d, d + m, *s);
-        }
-        return;
-    }
-    if (s1 == 1) {  // a transposed layout: bands of 64 rows of d, W x W blocks in registers
-        constexpr i64 B = 64;
-        const i64 bands = (n1 + B - 1) / B;
-#pragma omp parallel for schedule(static) if (parallel)
-        for (i64 t = 0; t < n0 * bands; ++t) {
-            const i64 i0 = t / bands, a = (t % bands) * B;
-            k.transpose_copy(src + i0 * s0 + a, s2, dst + (i0 * n1 + a) * ld, ld,
-                             std::min(B, n1 - a), n2);
-        }
-        return;
-    }
-    // both axes strided (a[::2, ::3].T): 32 x 32 tiles of (n1, n2), both sides in cache
-    constexpr i64 T = 32;
-    const i64 t1 = (n1 + T - 1) / T, t2 = (n2 + T - 1) / T;
-#pragma omp parallel for schedule(static) if (parallel)
-    for (i64 t = 0; t < n0 * t1; ++t) {
-        const i64 i0 = t / t1, a0 = (t % t1) * T, a1 = std::min(n1, a0 + T);
-        const float* s = src + i0 * s0;
-        float* d = dst + i0 * n1 * ld;
-        for (i64 b = 0; b < t2; ++b) {
-            const i64 b0 = b * T, b1 = std::min(n2, b0 + T);
-            for (i64 j = b0; j < b1; ++j)
-                for (i64 i = a0; i < a1; ++i) d[i * ld + j] = s[i * s1 + j * s2];
-        }
-    }
 }
 
 }  // namespace
@@ -644,31 +336,4 @@ void register_elementwise(py::module_& m) {
         },
         py::arg("grad"), py::arg("a"), py::arg("b"), py::arg("ga"), py::arg("gb"), py::arg("n"),
         g, "ga = grad * b, gb = grad * a in one pass (a 0 pointer skips that output)");
-    m.def(
-        "ew_sum_cpu", [](u x, i64 n) { return sum_all(ptr_of<const float>(x), n); },
-        py::arg("x"), py::arg("n"), g, "the sum of n float32s, as a double");
-    m.def(
-        "ew_sum_lastdim_cpu",
-        [](u x, u out, i64 rows, i64 cols, double scale) {
-            sum_lastdim(ptr_of<const float>(x), ptr_of<float>(out), rows, cols, scale);
-        },
-        py::arg("x"), py::arg("out"), py::arg("rows"), py::arg("cols"), py::arg("scale"), g,
-        "out[r] = scale * sum(x[r, :]) for x (rows, cols)");
-    m.def(
-        "ew_colsum_cpu",
-        [](u x, u y, u out, i64 rows, i64 cols) {
-            colsum(ptr_of<const float>(x), ptr_of<const float>(y), ptr_of<float>(out), rows,
-                   cols);
-        },
-        py::arg("x"), py::arg("y"), py::arg("out"), py::arg("rows"), py::arg("cols"), g,
-        "out[j] = sum over r of x[r, j] (* y[r, j] unless y is 0) for x (rows, cols)");
-    m.def(
-        "ew_copy_cpu",
-        [](u src, u dst, i64 n0, i64 n1, i64 n2, i64 s0, i64 s1, i64 s2, i64 ld) {
-            copy3d(ptr_of<const float>(src), ptr_of<float>(dst), n0, n1, n2, s0, s1, s2, ld);
-        },
-        py::arg("src"), py::arg("dst"), py::arg("n0"), py::arg("n1"), py::arg("n2"),
-        py::arg("s0"), py::arg("s1"), py::arg("s2"), py::arg("ld"), g,
-        "dst (n0, n1, n2), rows ld elements apart, = src read with element strides "
-        "(s0, s1, s2) >= 0");
 }

@@ -1,5 +1,5 @@
-"""Chapter 12: the elementwise kernel family (kernels/elementwise.cpp, tinytorch/kernels/
-elementwise.py) and its wiring into the ops.
+"""Chapter 12: the elementwise kernels (kernels/elementwise.cpp, reduce.cpp, copy.cpp; bound in
+tinytorch/kernels/elementwise.py) and their wiring into the ops.
 
 Three oracles: PyTorch in float64 (the math), the composed NumPy twin (the same op with
 `tinytorch.kernels.composed()`, which is what the library runs without the kernels), and NumPy

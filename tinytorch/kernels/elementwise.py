@@ -1,6 +1,6 @@
 """Elementwise ops, reductions and copies for large float32 arrays on the CPU (chapter 12): one
-pass over memory on every core (kernels/elementwise.cpp), where NumPy makes one or more passes on
-one core.
+pass over memory on every core (kernels/elementwise.cpp, kernels/reduce.cpp, kernels/copy.cpp,
+sharing kernels/elementwise.h), where NumPy makes one or more passes on one core.
 
 The ops of tinytorch/ops keep their Functions and their NumPy code (the composed twin, which
 handles every case); inside forward and backward they hand the arithmetic to these raw-array
