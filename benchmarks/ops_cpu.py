@@ -3,6 +3,7 @@
     python -m benchmarks.ops_cpu              # sizes 64 and 1024 (about a minute)
     python -m benchmarks.ops_cpu --quick      # fewer repeats: checks that it runs
     python -m benchmarks.ops_cpu --threads 1  # both libraries on one thread (busy machines)
+    python -m benchmarks.ops_cpu --sizes 1024 --ops exp cat   # a few ops: prints, records nothing
 
 Each op runs on the same float32 inputs in both libraries, in the same process: the inputs
 are leaves that require grad, one call builds the output and `backward(gradient)` sends a
@@ -112,12 +113,14 @@ def _interleaved(fn_a, fn_b, rounds, **kw):
     return min(ta), min(tb)
 
 
-def bench(sizes, repeat, min_time, rounds):
+def bench(sizes, repeat, min_time, rounds, ops=None):
     rng = np.random.default_rng(0)
     rows = []
     for n in sizes:
         (ours, oi, ot), (ref, ri, rt) = _inputs(n, rng)
         for name, fn in OPS.items():
+            if ops and name not in ops:
+                continue
             t_ours, t_ref = _interleaved(
                 _step(tt, fn, ours, oi, ot, [None]),
                 _step(torch, fn, ref, ri, rt, [None]),
@@ -190,18 +193,22 @@ def main(argv=None):
         "--threads", type=int, default=None, help="threads for both libraries (BLAS and torch)"
     )
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 1024])
+    p.add_argument(
+        "--ops", nargs="+", choices=list(OPS), default=None, help="only these ops (no result file)"
+    )
     args = p.parse_args(argv)
     if args.threads:
         _restart_with_threads(args.threads)
         torch.set_num_threads(args.threads)
     if args.quick:
-        rows = bench(args.sizes, repeat=lambda n: 3, min_time=lambda n: 0.0, rounds=1)
+        rows = bench(args.sizes, repeat=lambda n: 3, min_time=lambda n: 0.0, rounds=1, ops=args.ops)
     else:
         rows = bench(
             args.sizes,
             repeat=lambda n: 50 if n <= 128 else 5,
             min_time=lambda n: 0.05 if n <= 128 else 0.1,
             rounds=5,
+            ops=args.ops,
         )
     columns = ["op", "size", "tinytorch_us", "torch_us", "ratio"]
     small = [r["ratio"] for r in rows if r["size"] == f"{min(args.sizes)}x{min(args.sizes)}"]
@@ -214,7 +221,7 @@ def main(argv=None):
         f"{max(args.sizes)}x{max(args.sizes)}. Targets: < 2 at the small size (Python "
         f"overhead), < 1.5 at the medium one."
     )
-    if args.quick:
+    if args.quick or args.ops:  # a partial run is for checking, not for the record
         print(notes)
         return
     write_results(

@@ -6,7 +6,9 @@ copy otherwise, so two leaves never alias one array (Add's backward hands the sa
 of its inputs; in-place updates of one `.grad` must not change the other).
 
 `c_copy(a)`: a C-ordered copy that is fast for large transposed layouts (a gradient that
-arrives as the transpose of a matrix, `reshape` of a `.T`).
+arrives as the transpose of a matrix, `reshape` of a `.T`). Large float32 views go to the
+elementwise kernels (tinytorch/kernels/elementwise.py: every core, W x W blocks transposed in
+registers); the NumPy tiles below are the fallback.
 
 Both are optimizations only: replacing `steal_or_copy` by `c_copy` (always copy), or `c_copy`
 by `a.copy()`, changes no result.
@@ -66,7 +68,15 @@ def c_copy(array):
     NumPy copies a transposed matrix in the destination's order, reading the source with a
     large stride: nearly every element costs a cache (and TLB) miss. Copying 256 x 32 tiles
     keeps both sides in cache: 1.3-2x faster for large arrays whose last axis is strided (a
-    gradient that arrives as the transpose of a matrix); PyTorch's own copy is faster still."""
+    gradient that arrives as the transpose of a matrix); PyTorch's own copy is faster still,
+    and so is the kernels' copy, which large float32 arrays take first (any layout that
+    collapses to 3 axes: transposed, sliced, broadcast)."""
+    if array.size >= 65536 and isinstance(array, np.ndarray):
+        from .kernels import elementwise  # (imported here: autograd loads this module early)
+
+        out = elementwise.copy(array)  # on every core, tiled for transposed layouts
+        if out is not None:
+            return out
     if not transposed_layout(array):
         return array.copy()
     out = np.empty(array.shape, array.dtype)

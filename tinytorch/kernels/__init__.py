@@ -28,6 +28,11 @@ When each kernel is used (measured; chapter 11 and benchmarks/results/):
   log_softmax and F.cross_entropy), the multi-tensor optimizer step and gradient norm
   (`foreach`: Adam/AdamW.step, clip_grad_norm_) and the LSTM cell's pointwise work (`lstm`:
   nn.LSTM layers with a hidden size that is a multiple of 16).
+- Elementwise (chapter 12; tinytorch/kernels/elementwise.py): exp, tanh, sigmoid, relu, add,
+  sub, mul, div, sum, mean, cat and the copies of strided views (transpose + reshape, a leaf's
+  gradient) inside the ops themselves, on the CPU for float32 arrays of at least 65,536 elements:
+  one pass on every core instead of NumPy's one or more on one core
+  (benchmarks/results/ops_cpu.md). Smaller arrays keep NumPy (the call costs more than the work).
 Anything unsupported (float64, other head dims, dropout, arbitrary additive masks, GELU's tanh
 approximation, a module that did not build) takes the composed path, which handles every case.
 

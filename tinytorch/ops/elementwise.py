@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function, unbroadcast
+from ..kernels import elementwise as _ew
 from ..tensor import Tensor
 
 
@@ -37,33 +38,56 @@ def _torch_dtype(out, a, b):
     return out.astype(max(floats, key=lambda d: d.itemsize) if floats else _F32)
 
 
+def _unbroadcast(g, shape):
+    """unbroadcast, by the kernels' row sum when a large gradient goes back to a row (a bias
+    of shape (C,) added to (..., C))."""
+    if len(shape) == 1 and g.ndim >= 2 and g.shape[-1] == shape[0] and _ew.takes(g):
+        return _ew.colsum(g)
+    return unbroadcast(g, shape)
+
+
+def _fused(name, a, b):
+    """a op b by the kernels (large float32 arrays: one shape, a row, or a Python scalar), else
+    None."""
+    if _ew.takes(a) or _ew.takes(b):
+        return _ew.binary(name, a, b)
+    return None
+
+
 class Add(Function):
     def forward(self, a, b):
         self.sa, self.sb = _shape(a), _shape(b)
-        return _torch_dtype(a + b, a, b)
+        out = _fused("add", a, b)
+        return _torch_dtype(a + b, a, b) if out is None else out
 
     def backward(self, g):
         na, nb = self.needs_input_grad
-        return (unbroadcast(g, self.sa) if na else None, unbroadcast(g, self.sb) if nb else None)
+        return (_unbroadcast(g, self.sa) if na else None, _unbroadcast(g, self.sb) if nb else None)
 
 
 class Sub(Function):
     def forward(self, a, b):
         self.sa, self.sb = _shape(a), _shape(b)
-        return _torch_dtype(a - b, a, b)
+        out = _fused("sub", a, b)
+        return _torch_dtype(a - b, a, b) if out is None else out
 
     def backward(self, g):
         na, nb = self.needs_input_grad
-        return (unbroadcast(g, self.sa) if na else None, unbroadcast(-g, self.sb) if nb else None)
+        return (_unbroadcast(g, self.sa) if na else None, unbroadcast(-g, self.sb) if nb else None)
 
 
 class Mul(Function):
     def forward(self, a, b):
         self.a, self.b = a, b
-        return _torch_dtype(a * b, a, b)
+        out = _fused("mul", a, b)
+        return _torch_dtype(a * b, a, b) if out is None else out
 
     def backward(self, g):
         na, nb = self.needs_input_grad  # skip the product for an input that needs no gradient
+        if _ew.takes(g):  # both products in one pass (large float32 arrays)
+            grads = _ew.mul_backward(g, self.a, self.b, na, nb)
+            if grads is not None:
+                return grads
         # BEGIN EXERCISE ch01: elementwise_backward - d(a*b)/da = b, d(a*b)/db = a, unbroadcast
         ga = unbroadcast(g * self.b, self.a.shape) if na else None
         gb = unbroadcast(g * self.a, self.b.shape) if nb else None
@@ -74,11 +98,16 @@ class Mul(Function):
 class Div(Function):
     def forward(self, a, b):
         self.sa, self.sb, self.b = _shape(a), _shape(b), b
-        self.out = _torch_dtype(a / b, a, b)
+        out = _fused("div", a, b)
+        self.out = _torch_dtype(a / b, a, b) if out is None else out
         return self.out
 
     def backward(self, g):
         na, nb = self.needs_input_grad
+        if _ew.takes(g) and self.sa == self.sb:  # both gradients in one pass
+            grads = _ew.div_backward(g, self.b, self.out, na, nb)
+            if grads is not None:
+                return grads
         # BEGIN EXERCISE ch01: elementwise_backward - d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
         g_b = g / self.b  # d(a/b)/da = 1/b
         gb = None
@@ -151,10 +180,14 @@ class Abs(Function):
 
 class Exp(Function):
     def forward(self, a):
-        self.out = backend.xp_of(a).exp(a)
+        self.out = _ew.unary("exp", a) if _ew.takes(a) else backend.xp_of(a).exp(a)
         return self.out
 
     def backward(self, g):
+        if _ew.takes(g):  # g * out in one pass on every core
+            dx = _ew.unary_backward("exp", self.out, g)
+            if dx is not None:
+                return dx
         # BEGIN EXERCISE ch01: elementwise_backward - exp' = exp: reuse the saved output
         return g * self.out
         # END EXERCISE

@@ -12,6 +12,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Function, unbroadcast
 from ..copies import c_copy, transposed_layout
+from ..kernels import elementwise as _ew
 from ..tensor import Tensor
 
 
@@ -149,7 +150,8 @@ class Cat(Function):
     def forward(self, *arrays, axis=0):
         self.axis = axis
         self.bounds = np.cumsum([a.shape[axis] for a in arrays])[:-1]
-        return backend.xp_of(arrays[0]).concatenate(arrays, axis=axis)
+        out = _ew.cat(arrays, axis) if type(arrays[0]) is np.ndarray else None
+        return backend.xp_of(arrays[0]).concatenate(arrays, axis=axis) if out is None else out
 
     def backward(self, g):
         # BEGIN EXERCISE ch01: shape_backward - cut g along the axis at self.bounds, one per input
