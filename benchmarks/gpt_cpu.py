@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinytorch.bench import RESULTS, ROOT, write_results
+from tinytorch.bench import RESULTS, ROOT, import_torch, write_results
 from tinytorch.chapter import smooth
 
 RECIPE = dict(
@@ -137,7 +137,7 @@ def train_tinytorch(cfg, init_state, train, val, offsets, val_offsets, eval_ever
 
 def torch_gpt(vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias):
     """The PyTorch twin: nanoGPT's model.py (same module names, so the same state_dict)."""
-    import torch
+    torch = import_torch()
     from torch import nn
     from torch.nn import functional as F
 
@@ -214,7 +214,7 @@ def torch_gpt(vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias):
 
 
 def train_torch(cfg, init_state, train, val, offsets, val_offsets, eval_every):
-    import torch
+    torch = import_torch()
 
     model = torch_gpt(**cfg)
     model.load_state_dict({k: torch.tensor(v) for k, v in init_state.items()})
@@ -274,7 +274,7 @@ def worker(args) -> None:
     )
     out.update(total_s=time.perf_counter() - t0, peak_rss_mb=peak_rss_mb(), base_rss_mb=base)
     if args.worker == "torch":
-        import torch
+        torch = import_torch()
 
         out["torch_threads"] = torch.get_num_threads()
     (work / f"{args.worker}.json").write_text(json.dumps(out))

@@ -12,6 +12,10 @@ import os as _os
 # Trainer's back. Threads that spin after each parallel region fight NumPy's BLAS threads for
 # the cores: with PyTorch loaded first and spinning, LayerNorm + matmul ran 14x slower and a
 # chapter 08 step 4-5x slower. The user's own setting wins.
+# Benchmarks give PyTorch its own default back (tinytorch.bench.import_torch), so they must
+# know whether the setting is the user's or ours (an environment variable: child processes
+# inherit both).
+_os.environ.setdefault("TINYTORCH_OMP_WAIT_POLICY", str(int("OMP_WAIT_POLICY" not in _os.environ)))
 _os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 # memory: importing it keeps freed host memory for reuse (fewer page faults; see memory.py)

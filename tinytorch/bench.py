@@ -25,6 +25,28 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
 
+def import_torch():
+    """`import torch`, with PyTorch's own OpenMP defaults.
+
+    Importing tinytorch sets OMP_WAIT_POLICY=passive (tinytorch/__init__.py) unless the user set
+    it. An OpenMP runtime reads that variable once, when it loads, and PyTorch loads its own
+    libgomp at `import torch`: imported after tinytorch, its threads would sleep between
+    parallel regions instead of spinning, and a chapter 07 GPT step measured 72 ms instead of
+    PyTorch's usual 49 ms. A fair comparison gives each library its own defaults, so the
+    benchmarks import torch through this function (or before tinytorch).
+    """
+    if "torch" in sys.modules:
+        return sys.modules["torch"]
+    ours = os.environ.get("TINYTORCH_OMP_WAIT_POLICY") == "1"
+    saved = os.environ.pop("OMP_WAIT_POLICY", None) if ours else None
+    try:
+        import torch
+    finally:
+        if saved is not None:
+            os.environ["OMP_WAIT_POLICY"] = saved
+    return torch
+
+
 def time_cpu(fn, warmup: int = 3, repeat: int = 20, min_time: float = 0.0, samples=None) -> float:
     """Median wall time of fn() in seconds, after `warmup` calls (CPU work only): at least
     `repeat` timed calls, more until `min_time` seconds have passed. `samples`, a list, gets

@@ -29,7 +29,7 @@ import numpy as np
 import tinytorch as tt
 import tinytorch.nn.functional as F
 from tinytorch import roofline
-from tinytorch.bench import machine, record, time_cpu
+from tinytorch.bench import import_torch, machine, record, time_cpu
 from tinytorch.chapter import chapter_args
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ def cases(quick):
 def make_calls(op, s, rng):
     """The same float32 forward call in tinytorch and in PyTorch (None without PyTorch)."""
     try:
-        import torch
+        torch = import_torch()
     except ImportError:
         torch = None
     if op == "layer_norm":
@@ -99,7 +99,7 @@ def torch_roofs(nbytes, n, repeat):
     """PyTorch's copy bandwidth (bytes read + written per second; it copies with all its
     threads) and float32 matmul FLOP/s, or None without PyTorch."""
     try:
-        import torch
+        torch = import_torch()
     except ImportError:
         return None
     src = torch.ones(nbytes // 4)
