@@ -26,6 +26,8 @@ WHAT = {
     "gpt_gpu": "GPT training step (GPU, fused kernels)",
     "kernels_gpu": "LayerNorm forward + backward, best kernel version (GPU)",
     "attention_gpu": "flash attention forward + backward, best version (GPU)",
+    "finetune_cpu": "chapter 09 BERT fine-tuning step against transformers' (CPU)",
+    "translation_cpu": "chapter 10 Transformer training step (CPU)",
 }
 
 
@@ -42,6 +44,8 @@ def ratios(payload: dict) -> list[tuple[str, float]]:
         sizes = list(dict.fromkeys(r["size"] for r in rows))
         return [(s, gmean(r["ratio"] for r in rows if r["size"] == s)) for s in sizes]
     if name.startswith("gpt_cpu"):
+        return [("step", r["ratio vs torch"]) for r in rows if r["framework"] == "tinytorch"]
+    if name in ("finetune_cpu", "translation_cpu"):
         return [("step", r["ratio vs torch"]) for r in rows if r["framework"] == "tinytorch"]
     if name == "rnn":
         return [("step", r["ratio"]) for r in rows if r["measure"].startswith("training step")]
