@@ -29,7 +29,7 @@ from collections import Counter
 import numpy as np
 
 import tinytorch as tt
-from tinytorch.bench import import_torch, time_cpu, write_results
+from tinytorch.bench import time_cpu, write_results
 from tinytorch.data import dataset_path
 from tinytorch.models import BertConfig, BertForSequenceClassification
 from tinytorch.nn import functional as F
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     p.add_argument("--name", default="finetune_cpu")
     args = p.parse_args(argv)
 
-    torch = import_torch()
+    import torch
     import transformers
 
     texts, labels = load("glue-sst2-train", "\t")

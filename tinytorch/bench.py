@@ -26,14 +26,15 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def import_torch():
-    """`import torch`, with PyTorch's own OpenMP defaults.
+    """`import torch`, with PyTorch's own OpenMP defaults, in a process that times PyTorch alone.
 
     Importing tinytorch sets OMP_WAIT_POLICY=passive (tinytorch/__init__.py) unless the user set
-    it. An OpenMP runtime reads that variable once, when it loads, and PyTorch loads its own
-    libgomp at `import torch`: imported after tinytorch, its threads would sleep between
-    parallel regions instead of spinning, and a chapter 07 GPT step measured 72 ms instead of
-    PyTorch's usual 49 ms. A fair comparison gives each library its own defaults, so the
-    benchmarks import torch through this function (or before tinytorch).
+    it, and child processes inherit it. OpenMP reads it once, when the runtime loads: for
+    PyTorch at `import torch`. PyTorch's libgomp has the soname libgomp.so.1, so tinytorch's
+    kernels, loaded later in the same process, share that one runtime and its policy: one
+    process cannot give both libraries their own defaults. gpt_cpu times each framework in its
+    own worker process; its PyTorch worker imports torch through this function (a chapter 07 step
+    measured 74 ms with PyTorch's threads sleeping, 49 ms with its defaults).
     """
     if "torch" in sys.modules:
         return sys.modules["torch"]
