@@ -26,16 +26,8 @@ from tinytorch.bench import write_results
 
 HERE = Path(__file__).resolve().parent
 
-CHILD = """
-import json, sys, time
-import numpy as np
-import tinytorch as tt
-from tinytorch.bench import time_cpu
-from tinytorch.memory import KEPT, page_faults
-from tinytorch.models import GPT, GPTConfig
-from tinytorch.optim import AdamW
-from tinytorch.train import train_step
-
+# chapter 07's GPT training step in a child process, warmed up (profiler_overhead_cpu uses it too)
+GPT_STEP = """
 cfg = dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False)
 model = GPT(GPTConfig(**cfg))
 opt = AdamW(model.optimizer_groups(0.1), lr=1e-3, betas=(0.9, 0.99))
@@ -49,6 +41,22 @@ def step():
 
 for _ in range(10):
     step()
+"""
+
+CHILD = (
+    """
+import json, sys, time
+import numpy as np
+import tinytorch as tt
+from tinytorch.bench import time_cpu
+from tinytorch.memory import KEPT, page_faults
+from tinytorch.models import GPT, GPTConfig
+from tinytorch.optim import AdamW
+from tinytorch.train import train_step
+
+"""
+    + GPT_STEP
+    + """
 steps = int(sys.argv[1])
 c0, f0 = time.process_time(), page_faults()
 ms = time_cpu(step, warmup=0, repeat=steps) * 1e3
@@ -59,6 +67,7 @@ print(json.dumps(dict(
     page_faults_per_step=(page_faults() - f0) / steps,
 )))
 """
+)
 
 
 def run_child(keep: bool, steps: int) -> dict:

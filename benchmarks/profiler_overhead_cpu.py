@@ -33,9 +33,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.memory_cpu import GPT_STEP
 from tinytorch.bench import ROOT, write_results
 
-CHILD = """
+CHILD = (
+    """
 import contextlib, json, sys
 import numpy as np
 import tinytorch as tt
@@ -44,19 +46,9 @@ from tinytorch.models import GPT, GPTConfig
 from tinytorch.optim import AdamW
 from tinytorch.train import train_step
 
-cfg = dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False)
-model = GPT(GPTConfig(**cfg))
-opt = AdamW(model.optimizer_groups(0.1), lr=1e-3, betas=(0.9, 0.99))
-rng = np.random.default_rng(0)
-
-
-def step():
-    batch = tuple(tt.tensor(rng.integers(0, 65, (12, 64))) for _ in range(2))
-    train_step(model, opt, batch, loss_fn=lambda m, b: m(*b)[1], clip_grad_norm=1.0)
-
-
-for _ in range(10):
-    step()
+"""
+    + GPT_STEP
+    + """
 profiling = sys.argv[2] == "1"
 ctx = tt.profiler.profile(record_shapes=True, profile_memory=True) if profiling else None
 with ctx or contextlib.nullcontext():
@@ -65,6 +57,7 @@ with ctx or contextlib.nullcontext():
 events = len(ctx.events()) / len(samples) if profiling else 0
 print(json.dumps(dict(ms_per_step=ms, events_per_step=events, file=tt.autograd.__file__)))
 """
+)
 
 # the hook lines, and what each becomes in the copy without them
 UNHOOK = {
