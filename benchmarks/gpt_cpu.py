@@ -6,9 +6,11 @@ block_size 64, batch 12, dropout 0, no biases; AdamW lr 1e-3, betas (0.9, 0.99),
 at 1.0; a 90/10 split; validation loss = the mean over 20 batches. nanoGPT reports val 1.88.
 
 Both frameworks start from the same weights (tinytorch's GPT-2 initialization, copied into the
-twin) and see the same batches in the same order. Each trains in its own child process, one
-after the other, so that each one's peak memory (ru_maxrss) is its own; the parent compares
-them and writes benchmarks/results/gpt_cpu_cpu.{md,json,png}.
+twin) and see the same batches in the same order. Each trains in its own worker process
+(tinytorch.bench_workers), with its library's own OpenMP defaults and its own peak memory
+(ru_maxrss); the workers take turns, `--chunk` iterations at a time, so both see the same
+minutes of the machine. The parent compares them and writes
+benchmarks/results/gpt_cpu_cpu.{md,json,png}.
 
     python -m benchmarks.gpt_cpu                 # 2000 iterations each (several minutes)
     python -m benchmarks.gpt_cpu --iters 200 --name gpt_cpu_short   # shorter, its own files
@@ -22,17 +24,15 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from tinytorch.bench import RESULTS, ROOT, import_torch, write_results
+from tinytorch.bench import RESULTS, import_torch, write_results
+from tinytorch.bench_workers import interleave
 from tinytorch.chapter import smooth
 
 RECIPE = dict(
@@ -87,10 +87,6 @@ def make_batch(data, offsets):
     return x, y
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
 def evaluator(model, no_grad, as_tensor, train, val, offsets, val_offsets):
     """The evaluation both trainers run: the mean loss of each split over fixed batches, in
     eval mode, without a graph (no_grad and as_tensor are the library's own)."""
@@ -111,8 +107,9 @@ def evaluator(model, no_grad, as_tensor, train, val, offsets, val_offsets):
     return evaluate
 
 
-# ---- the two trainers: the same loop, line for line ---------------------------------------
-def train_tinytorch(cfg, init_state, train, val, offsets, val_offsets, eval_every):
+# ---- the two trainers: the same step, line for line -------------------------------------
+def setup_tinytorch(cfg, init_state, train, val, offsets, val_offsets):
+    """tinytorch's step(it) and evaluate() for the recipe."""
     import tinytorch as tt
     from tinytorch.models import GPT, GPTConfig
     from tinytorch.optim import AdamW
@@ -132,7 +129,7 @@ def train_tinytorch(cfg, init_state, train, val, offsets, val_offsets, eval_ever
         batch = tuple(tt.tensor(a) for a in make_batch(train, offsets[it]))
         return train_step(model, opt, batch, loss_fn=gpt_loss, clip_grad_norm=RECIPE["grad_clip"])
 
-    return _loop(len(offsets), step, evaluate, eval_every)
+    return step, evaluate
 
 
 def torch_gpt(vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias):
@@ -213,7 +210,8 @@ def torch_gpt(vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias):
     return GPT()
 
 
-def train_torch(cfg, init_state, train, val, offsets, val_offsets, eval_every):
+def setup_torch(cfg, init_state, train, val, offsets, val_offsets):
+    """The PyTorch twin's step(it) and evaluate()."""
     torch = import_torch()
 
     model = torch_gpt(**cfg)
@@ -238,46 +236,43 @@ def train_torch(cfg, init_state, train, val, offsets, val_offsets, eval_every):
         opt.step()
         return loss.item()
 
-    return _loop(len(offsets), step, evaluate, eval_every)
+    return step, evaluate
 
 
-def _loop(iters, step, evaluate, eval_every):
-    times, losses, evals = [], [], []
-    for it in range(iters):
-        if it % eval_every == 0:
-            evals.append({"iter": it, **evaluate()})
-        t0 = time.perf_counter()
-        losses.append(step(it))
-        times.append(time.perf_counter() - t0)
-        if it % 100 == 0 or it == iters - 1:
-            print(f"  iter {it:5d}  loss {losses[-1]:.4f}  {1000 * times[-1]:.1f} ms", flush=True)
-    evals.append({"iter": iters, **evaluate()})
-    return {"times": times, "losses": losses, "evals": evals}
+class Run:
+    """One framework's training run inside its benchmark worker (tinytorch.bench_workers):
+    step(it) is timed, the evaluation every `eval_every` iterations (untimed(it)) is not."""
 
+    def __init__(self, framework: str, workdir: str):
+        work = Path(workdir)
+        spec = json.loads((work / "spec.json").read_text())
+        init = dict(np.load(work / "init.npz"))
+        train, val, _ = load_data()
+        setup = setup_tinytorch if framework == "tinytorch" else setup_torch
+        self.iters, self.eval_every = len(spec["offsets"]), spec["eval_every"]
+        self._step, self.evaluate = setup(
+            spec["config"],
+            init,
+            train,
+            val,
+            np.array(spec["offsets"]),
+            np.array(spec["val_offsets"]),
+        )
+        self.evals = []
 
-def worker(args) -> None:
-    work = Path(args.workdir)
-    spec = json.loads((work / "spec.json").read_text())
-    init = dict(np.load(work / "init.npz"))
-    train, val, _ = load_data()
-    base = peak_rss_mb()
-    fn = train_tinytorch if args.worker == "tinytorch" else train_torch
-    t0 = time.perf_counter()
-    out = fn(
-        spec["config"],
-        init,
-        train,
-        val,
-        np.array(spec["offsets"]),
-        np.array(spec["val_offsets"]),
-        spec["eval_every"],
-    )
-    out.update(total_s=time.perf_counter() - t0, peak_rss_mb=peak_rss_mb(), base_rss_mb=base)
-    if args.worker == "torch":
-        torch = import_torch()
+    def untimed(self, it: int) -> None:
+        if it % self.eval_every == 0:
+            self.evals.append({"iter": it, **self.evaluate()})
 
-        out["torch_threads"] = torch.get_num_threads()
-    (work / f"{args.worker}.json").write_text(json.dumps(out))
+    def step(self, it: int) -> float:
+        loss = self._step(it)
+        if it % 100 == 0 or it == self.iters - 1:
+            print(f"  iter {it:5d}  loss {loss:.4f}", flush=True)
+        return loss
+
+    def finish(self) -> dict:
+        self.evals.append({"iter": self.iters, **self.evaluate()})
+        return {"evals": self.evals}
 
 
 def main(argv=None) -> int:
@@ -285,8 +280,9 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=int, default=2000)
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--worker", choices=["tinytorch", "torch"], help=argparse.SUPPRESS)
-    p.add_argument("--workdir", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--chunk", type=int, default=50, help="iterations per turn (the workers alternate)"
+    )
     p.add_argument("--notes", default="", help="a note for the result file (machine load...)")
     p.add_argument("--name", default="gpt_cpu", help="result file stem (default gpt_cpu)")
     p.add_argument(
@@ -302,9 +298,6 @@ def main(argv=None) -> int:
         "2,3 and torch to 4,5 at the same time (machines with spare cores)",
     )
     args = p.parse_args(argv)
-    if args.worker:
-        worker(args)
-        return 0
 
     import tinytorch as tt
     from tinytorch.models import GPT, GPTConfig
@@ -320,34 +313,32 @@ def main(argv=None) -> int:
         "offsets": batch_offsets(len(train), args.iters, args.seed).tolist(),
         "val_offsets": batch_offsets(len(val), RECIPE["eval_iters"], args.seed + 1).tolist(),
     }
-    results = {}
+    if args.threads:  # BLAS/OpenMP pools of both frameworks (read when the workers start)
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
+    names = ("tinytorch", "torch")
+    cpus = (
+        dict(zip(names, ({int(c) for c in part.split(",")} for part in args.cpus.split(":"))))
+        if args.cpus
+        else None
+    )
     with tempfile.TemporaryDirectory() as work:
         np.savez(Path(work) / "init.npz", **init)
         (Path(work) / "spec.json").write_text(json.dumps(spec))
-        names = ("tinytorch", "torch")
-        cmds = {
-            n: [sys.executable, "-m", "benchmarks.gpt_cpu", "--worker", n, "--workdir", work]
-            for n in names
-        }
-        if args.threads:  # BLAS/OpenMP pools of both frameworks (read when they start)
-            for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-                os.environ[var] = str(args.threads)
-        if args.cpus:  # both at once, each pinned to its own cores (a many-core machine)
-            sets = [{int(c) for c in part.split(",")} for part in args.cpus.split(":")]
-            procs = [
-                subprocess.Popen(
-                    cmds[n], cwd=ROOT, preexec_fn=lambda c=cpus: os.sched_setaffinity(0, c)
-                )
-                for n, cpus in zip(names, sets)
-            ]
-            if any(p.wait() for p in procs):
-                raise SystemExit("a worker failed")
-        else:  # one after the other on the same cores
-            for n in names:
-                print(f"{n}: {args.iters} iterations", flush=True)
-                subprocess.run(cmds[n], cwd=ROOT, check=True)
-        for n in names:
-            results[n] = json.loads((Path(work) / f"{n}.json").read_text())
+        targets = {n: ("benchmarks.gpt_cpu:Run", {"framework": n, "workdir": work}) for n in names}
+        print(f"{args.iters} iterations each, {args.chunk} at a time in turn", flush=True)
+        runs = interleave(targets, args.iters, args.chunk, cpus=cpus, concurrent=bool(cpus))
+    results = {
+        n: dict(
+            times=r["times"],
+            losses=r["outputs"],
+            evals=r["result"]["evals"],
+            peak_rss_mb=r["peak_rss_mb"],
+            base_rss_mb=r["rss_before_setup_mb"],
+            torch_threads=r.get("torch_threads"),
+        )
+        for n, r in runs.items()
+    }
     report(args, results)
     return 0
 
@@ -366,13 +357,13 @@ def report(args, results) -> None:
                 f"train loss @ {args.iters}": r["evals"][-1]["train"],
                 "peak RSS MB": r["peak_rss_mb"],
                 "RSS after imports MB": r["base_rss_mb"],
-                "total s": r["total_s"],
+                "sum of step times s": sum(r["times"]),
             }
         )
     how = (
         f"at the same time, pinned to CPUs {args.cpus} (tinytorch:torch)"
         if args.cpus
-        else "one after the other"
+        else f"taking turns, {args.chunk} iterations at a time, the order alternating"
     )
     notes = (
         "Recipe: nanoGPT's CPU Shakespeare-char run (n_layer 4, n_head 4, n_embd 128, "
