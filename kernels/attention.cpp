@@ -58,10 +58,11 @@ struct Cpu {
     float scale;
     bool causal;
     const std::uint8_t* mask_row(long bh) const { return kpm ? kpm + (bh / H) * Tk : nullptr; }
-    // Threads only for calls big enough to amortize them (the chapter 7 GPT's 25 MFLOP runs in
-    // about a millisecond on one core): small parallel regions gain little and, on a busy
-    // machine, lose a scheduler time slice whenever one thread is descheduled.
-    bool parallel() const { return 4.0 * B * H * (double)Tq * Tk * D > 6.4e7; }
+    // Threads only for calls big enough to amortize waking them (tens of microseconds with
+    // sleeping threads): about 4 MFLOP, some 30 microseconds on one core. The chapter 07 GPT's
+    // 25 MFLOP per layer is above it: on 2 idle cores its forward took 0.5 ms instead of 0.85,
+    // forward + backward 1.7 ms instead of 2.9 (the threshold was 64 MFLOP before).
+    bool parallel() const { return 4.0 * B * H * (double)Tq * Tk * D > 4e6; }
     bool visible(int i, int j, const std::uint8_t* km) const {
         return !(causal && j > i) && !(km && km[j]);
     }
