@@ -5,14 +5,17 @@
     python -m benchmarks.rnn_cpu --threads 1   # both libraries on one thread (busy machines)
 
 The model is CharRNN (Embedding 65 -> 64, LSTM 64 -> 256 x 2 layers, Linear 256 -> 65) and
-its twin written with torch.nn, starting from the same weights. Both train in the same process
-on the same truncated-BPTT windows (batch 32 x 64 characters, state carried and detached),
-with Adam (lr 2e-3) and clipping at 1.0, alternating one step each (ours through
-tinytorch.train.train_step with the TBPTT loss, the chapters' step). Reported: the median
-training step time (forward, backward, clipping and the Adam update) after warm-up, the
-median forward + backward time of the LSTM stack alone, and the validation loss each reaches
-on tinyshakespeare after the same steps. Targets: within 2x of PyTorch's step time and the
-same validation loss within 0.02. Writes results/rnn_cpu.{md,json,png}.
+its twin written with torch.nn, starting from the same weights, on the same truncated-BPTT
+windows (batch 32 x 64 characters, state carried and detached), with Adam (lr 2e-3) and
+clipping at 1.0 (ours through tinytorch.train.train_step with the TBPTT loss, the chapters'
+step). Each framework trains in its own worker process (tinytorch.bench_workers), with its
+library's own OpenMP defaults; the workers take turns, --chunk steps at a time, the order
+alternating, so both see the same minutes of the machine. Reported: the median training step
+time (forward, backward, clipping and the Adam update) after warm-up, the median forward +
+backward time of the LSTM stack alone (each worker times its own after training), and the
+validation loss each reaches on tinyshakespeare after the same steps. Targets: at most 1.0x
+PyTorch's step time (issue 17) and the same validation loss within 0.02. Writes
+results/rnn_cpu.{md,json,png}.
 """
 
 from __future__ import annotations
@@ -21,86 +24,138 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
-# --threads N must reach OpenBLAS before NumPy loads it (on a busy machine, BLAS threads that
-# outnumber free cores spin and slow everything down many times; --threads 1 is robust)
+# --threads N must reach OpenBLAS before NumPy loads it, in the workers too (they inherit it)
 if "--threads" in sys.argv:
     _n = sys.argv[sys.argv.index("--threads") + 1]
     for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[_var] = _n
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 import tinytorch as tt  # noqa: E402
-from tinytorch import optim  # noqa: E402
-from tinytorch.bench import RESULTS, time_cpu, write_results  # noqa: E402
+from tinytorch.bench import RESULTS, import_torch, time_cpu, write_results  # noqa: E402
+from tinytorch.bench_workers import interleave  # noqa: E402
 from tinytorch.data import dataset_path  # noqa: E402
 from tinytorch.data.windows import TBPTTLoader, tbptt_batches  # noqa: E402
-from tinytorch.models.char_rnn import CharRNN  # noqa: E402
 from tinytorch.text import CharTokenizer  # noqa: E402
-from tinytorch.train import evaluate, train_step  # noqa: E402
-from tinytorch.train.tbptt import TBPTTLoss  # noqa: E402
 
 VOCAB_EMBED, HIDDEN, LAYERS, BATCH, SEQ, LR, CLIP = 64, 256, 2, 32, 64, 2e-3, 1.0
 
 
-class TorchCharLSTM(torch.nn.Module):
+def torch_char_lstm(vocab):
     """CharRNN written with torch.nn: the same parameter names, so state_dicts move over."""
+    torch = import_torch()
 
-    def __init__(self, vocab):
-        super().__init__()
-        self.embedding = torch.nn.Embedding(vocab, VOCAB_EMBED)
-        self.rnn = torch.nn.LSTM(VOCAB_EMBED, HIDDEN, LAYERS, batch_first=True)
-        self.head = torch.nn.Linear(HIDDEN, vocab)
+    class TorchCharLSTM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = torch.nn.Embedding(vocab, VOCAB_EMBED)
+            self.rnn = torch.nn.LSTM(VOCAB_EMBED, HIDDEN, LAYERS, batch_first=True)
+            self.head = torch.nn.Linear(HIDDEN, vocab)
 
-    def forward(self, idx, state=None):
-        out, state = self.rnn(self.embedding(idx), state)
-        return self.head(out), state
+        def forward(self, idx, state=None):
+            out, state = self.rnn(self.embedding(idx), state)
+            return self.head(out), state
 
-
-def torch_step(model, opt, x, y, state):
-    state = None if state is None else tuple(s.detach() for s in state)
-    logits, state = model(x, state)
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-    opt.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-    opt.step()
-    return loss.item(), state
+    return TorchCharLSTM()
 
 
-@torch.no_grad()
-def torch_eval(model, ids, max_batches):
-    total, n, state = 0.0, 0, None
-    for k, (x, y) in enumerate(tbptt_batches(ids, BATCH, SEQ)):
-        if max_batches is not None and k >= max_batches:
-            break
-        logits, state = model(torch.from_numpy(x.numpy()), state)
-        total += torch.nn.functional.cross_entropy(
+def load_ids():
+    text = dataset_path("tinyshakespeare").read_text(encoding="utf-8")
+    tok = CharTokenizer.from_text(text)
+    ids = np.array(tok.encode(text), dtype=np.int64)
+    n = int(0.9 * len(ids))
+    return ids[:n], ids[n:], tok.vocab_size
+
+
+class Run:
+    """One framework's training inside its benchmark worker: the window for step i is taken
+    in untimed(i); step(i) is one training step on it."""
+
+    def __init__(self, framework: str, seed: int, eval_batches, threads):
+        from tinytorch.models.char_rnn import CharRNN
+
+        self.framework, self.eval_batches = framework, eval_batches
+        self.train_ids, self.val_ids, vocab = load_ids()
+        tt.manual_seed(seed)
+        ours = CharRNN(vocab, VOCAB_EMBED, HIDDEN, LAYERS, cell="lstm")  # the initial weights
+        self.loader, self.windows, self.state = TBPTTLoader(self.train_ids, BATCH, SEQ), None, None
+        if framework == "tinytorch":
+            from tinytorch import optim
+            from tinytorch.train.tbptt import TBPTTLoss
+
+            self.model, self.loss_fn = ours, TBPTTLoss()
+            self.opt = optim.Adam(ours.parameters(), lr=LR)
+            return
+        torch = self.torch = import_torch()
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = torch_char_lstm(vocab)
+        self.model.load_state_dict(
+            {k: torch.from_numpy(v.detach().numpy().copy()) for k, v in ours.state_dict().items()}
+        )
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=LR)
+
+    def untimed(self, i: int) -> None:
+        try:
+            self.batch = next(self.windows)
+        except (StopIteration, TypeError):  # start (again) from the top: fresh states
+            self.windows = iter(self.loader)
+            self.batch = next(self.windows)
+
+    def step(self, i: int) -> float:
+        x, y, first = self.batch
+        if self.framework == "tinytorch":
+            from tinytorch.train import train_step
+
+            return train_step(
+                self.model, self.opt, (x, y, first), loss_fn=self.loss_fn, clip_grad_norm=CLIP
+            )
+        torch, F = self.torch, self.torch.nn.functional
+        state = None if first or self.state is None else tuple(s.detach() for s in self.state)
+        logits, self.state = self.model(torch.from_numpy(x.numpy()), state)
+        loss = F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), torch.from_numpy(y.numpy()).reshape(-1)
-        ).item()
-        n += 1
-    return total / n
+        )
+        self.opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), CLIP)
+        self.opt.step()
+        return loss.item()
 
+    def finish(self) -> dict:
+        return {"val_loss": self.validation_loss(), "stack_s": self.stack_fwd_bwd(20)}
 
-def stack_fwd_bwd_times(repeat):
-    """Forward + backward of the LSTM stack alone, (B, T, 64) -> (B, T, 256), same weights."""
-    ours = tt.nn.LSTM(VOCAB_EMBED, HIDDEN, LAYERS, batch_first=True)
-    theirs = torch.nn.LSTM(VOCAB_EMBED, HIDDEN, LAYERS, batch_first=True)
-    ours.load_state_dict(theirs.state_dict())
-    x = np.random.default_rng(0).standard_normal((BATCH, SEQ, VOCAB_EMBED)).astype(np.float32)
+    def validation_loss(self) -> float:
+        if self.framework == "tinytorch":
+            from tinytorch.train import evaluate
 
-    def run_ours():
-        xi = tt.tensor(x, requires_grad=True)
-        ours(xi)[0].sum().backward()
+            loader = TBPTTLoader(self.val_ids, BATCH, SEQ)
+            return evaluate(self.model, loader, self.loss_fn, self.eval_batches)
+        torch, F = self.torch, self.torch.nn.functional
+        total, n, state = 0.0, 0, None
+        with torch.no_grad():
+            for k, (x, y) in enumerate(tbptt_batches(self.val_ids, BATCH, SEQ)):
+                if self.eval_batches is not None and k >= self.eval_batches:
+                    break
+                logits, state = self.model(torch.from_numpy(x.numpy()), state)
+                y = torch.from_numpy(y.numpy()).reshape(-1)
+                total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y).item()
+                n += 1
+        return total / n
 
-    def run_theirs():
-        xi = torch.tensor(x, requires_grad=True)
-        theirs(xi)[0].sum().backward()
+    def stack_fwd_bwd(self, repeat: int) -> float:
+        """Median forward + backward of an LSTM stack alone, (B, T, 64) -> (B, T, 256)."""
+        x = np.random.default_rng(0).standard_normal((BATCH, SEQ, VOCAB_EMBED)).astype(np.float32)
+        lib = tt if self.framework == "tinytorch" else self.torch
+        stack = lib.nn.LSTM(VOCAB_EMBED, HIDDEN, LAYERS, batch_first=True)
 
-    return time_cpu(run_ours, repeat=repeat), time_cpu(run_theirs, repeat=repeat)
+        def run():
+            xi = lib.tensor(x, requires_grad=True)
+            stack(xi)[0].sum().backward()
+
+        return time_cpu(run, repeat=repeat)
 
 
 def main():
@@ -109,6 +164,8 @@ def main():
     p.add_argument("--eval-batches", type=int, default=None, help="cap on validation windows")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chunk", type=int, default=25, help="steps per turn (the workers alternate)")
+    p.add_argument("--name", default="rnn", help="result file stem (default rnn)")
     p.add_argument(
         "--threads",
         type=int,
@@ -116,110 +173,61 @@ def main():
         help="BLAS and torch threads (default: the libraries' own choice)",
     )
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.quick:
-        args.steps, args.eval_batches = 30, 5
-    tt.manual_seed(args.seed)
-    torch.manual_seed(args.seed)
-
-    text = dataset_path("tinyshakespeare").read_text(encoding="utf-8")
-    tok = CharTokenizer.from_text(text)
-    ids, vocab = np.array(tok.encode(text), dtype=np.int64), tok.vocab_size
-    n = int(0.9 * len(ids))
-    train_ids, val_ids = ids[:n], ids[n:]
-
-    ours = CharRNN(vocab, VOCAB_EMBED, HIDDEN, LAYERS, cell="lstm")
-    theirs = TorchCharLSTM(vocab)
-    theirs.load_state_dict(
-        {k: torch.from_numpy(v.detach().numpy().copy()) for k, v in ours.state_dict().items()}
-    )
-    opt = optim.Adam(ours.parameters(), lr=LR)
-    topt = torch.optim.Adam(theirs.parameters(), lr=LR)
-
-    times = {"tinytorch": [], "torch": []}
-    losses = {"tinytorch": [], "torch": []}
-    loss_fn, loader, windows, s_theirs = TBPTTLoss(), TBPTTLoader(train_ids, BATCH, SEQ), None, None
-    t_start = time.perf_counter()
-    for step in range(1, args.steps + 1):
-        try:
-            x, y, first = next(windows)
-        except (StopIteration, TypeError):  # start (again) from the top: fresh states
-            windows = iter(loader)
-            x, y, first = next(windows)
-        if first:
-            s_theirs = None
-        xt, yt = torch.from_numpy(x.numpy()), torch.from_numpy(y.numpy())
-        t0 = time.perf_counter()
-        loss = train_step(ours, opt, (x, y, first), loss_fn=loss_fn, clip_grad_norm=CLIP)
-        t1 = time.perf_counter()
-        tloss, s_theirs = torch_step(theirs, topt, xt, yt, s_theirs)
-        t2 = time.perf_counter()
-        times["tinytorch"].append(t1 - t0)
-        times["torch"].append(t2 - t1)
-        losses["tinytorch"].append(loss)
-        losses["torch"].append(tloss)
-        if step % 50 == 0 or step == args.steps:
-            print(
-                f"step {step:4d}  loss tinytorch {loss:.4f} torch {tloss:.4f}  step time "
-                f"{1e3 * (t1 - t0):6.1f} ms vs {1e3 * (t2 - t1):6.1f} ms  "
-                f"({time.perf_counter() - t_start:.0f}s)",
-                flush=True,
-            )
-
-    val_ours = evaluate(ours, TBPTTLoader(val_ids, BATCH, SEQ), loss_fn, args.eval_batches)
-    val_theirs = torch_eval(theirs, val_ids, args.eval_batches)
+        args.steps, args.eval_batches, args.chunk = 30, 5, 10
+    kwargs = dict(seed=args.seed, eval_batches=args.eval_batches, threads=args.threads)
+    names = ("tinytorch", "torch")
+    targets = {n: ("benchmarks.rnn_cpu:Run", dict(framework=n, **kwargs)) for n in names}
+    print(f"{args.steps} steps each, {args.chunk} at a time in turn", flush=True)
+    runs = interleave(targets, args.steps, args.chunk)
+    times = {n: runs[n]["times"] for n in names}
+    losses = {n: runs[n]["outputs"] for n in names}
+    for step in range(49, args.steps, 50):
+        print(
+            f"step {step + 1:4d}  loss tinytorch {losses['tinytorch'][step]:.4f} "
+            f"torch {losses['torch'][step]:.4f}"
+        )
+    val = {n: runs[n]["result"]["val_loss"] for n in names}
+    stack = {n: runs[n]["result"]["stack_s"] for n in names}
     warm = min(5, args.steps - 1)
-    step_ours = statistics.median(times["tinytorch"][warm:])
-    step_theirs = statistics.median(times["torch"][warm:])
-    fb_ours, fb_theirs = stack_fwd_bwd_times(repeat=5 if args.quick else 20)
+    step_s = {n: statistics.median(times[n][warm:]) for n in names}
+
+    def row(measure, a, b):
+        return {"measure": measure, "tinytorch": a, "torch": b, "ratio": a / b}
 
     rows = [
-        {
-            "measure": "training step (ms, median)",
-            "tinytorch": 1e3 * step_ours,
-            "torch": 1e3 * step_theirs,
-            "ratio": step_ours / step_theirs,
-        },
-        {
-            "measure": "LSTM stack forward+backward (ms, median)",
-            "tinytorch": 1e3 * fb_ours,
-            "torch": 1e3 * fb_theirs,
-            "ratio": fb_ours / fb_theirs,
-        },
-        {
-            "measure": f"validation loss after {args.steps} steps",
-            "tinytorch": val_ours,
-            "torch": val_theirs,
-            "ratio": val_ours / val_theirs,
-        },
+        row("training step (ms, median)", 1e3 * step_s["tinytorch"], 1e3 * step_s["torch"]),
+        row(
+            "LSTM stack forward+backward (ms, median)",
+            1e3 * stack["tinytorch"],
+            1e3 * stack["torch"],
+        ),
+        row(f"validation loss after {args.steps} steps", val["tinytorch"], val["torch"]),
     ]
-    ok_time, ok_loss = step_ours / step_theirs <= 2.0, abs(val_ours - val_theirs) <= 0.02
+    ratio = step_s["tinytorch"] / step_s["torch"]
+    diff = abs(val["tinytorch"] - val["torch"])
     notes = (
-        f"2-layer character LSTM (embedding {VOCAB_EMBED}, hidden {HIDDEN}, vocabulary "
-        f"{vocab}), batch {BATCH} x {SEQ} characters, Adam lr {LR}, clip {CLIP}, float32, "
-        f"the same initial weights and windows for both; validation on the last 10% of "
-        f"tinyshakespeare ({'all' if args.eval_batches is None else args.eval_batches} "
-        f"windows). Step time target (<= 2x PyTorch): {'met' if ok_time else 'NOT met'}; "
-        f"validation loss target (within 0.02): {'met' if ok_loss else 'NOT met'} "
-        f"(difference {abs(val_ours - val_theirs):.4f}). torch threads: "
-        f"{torch.get_num_threads()}; OPENBLAS_NUM_THREADS: "
-        f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset (OpenBLAS default)')}."
+        f"2-layer character LSTM (embedding {VOCAB_EMBED}, hidden {HIDDEN}), batch {BATCH} x "
+        f"{SEQ} characters, Adam lr {LR}, clip {CLIP}, float32, the same initial weights and "
+        f"windows for both; validation on the last 10% of tinyshakespeare "
+        f"({'all' if args.eval_batches is None else args.eval_batches} windows). Each "
+        f"framework in its own worker process with its own OpenMP defaults, taking turns of "
+        f"{args.chunk} steps, the order alternating. Step time target (<= 1.0x PyTorch): "
+        f"{'met' if ratio <= 1.0 else 'NOT met'} ({ratio:.3f}x); validation loss target "
+        f"(within 0.02): {'met' if diff <= 0.02 else 'NOT met'} (difference {diff:.4f}). "
+        f"torch threads: {runs['torch'].get('torch_threads')}; OPENBLAS_NUM_THREADS: "
+        f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset (OpenBLAS default)')}. Load average "
+        "(1, 5, 15 min) at the end: " + ", ".join(f"{x:.1f}" for x in os.getloadavg()) + "."
     )
     write_results(
-        "rnn",
+        args.name,
         "cpu",
         ["measure", "tinytorch", "torch", "ratio"],
         rows,
         notes=notes,
-        extra={
-            "steps": args.steps,
-            "losses": losses,
-            "step_times_s": times,
-            "val_loss": {"tinytorch": val_ours, "torch": val_theirs},
-        },
+        extra={"steps": args.steps, "losses": losses, "step_times_s": times, "val_loss": val},
     )
-    plot(losses, times, RESULTS / "rnn_cpu.png")
+    plot(losses, times, RESULTS / f"{args.name}_cpu.png")
 
 
 def plot(losses, times, path):
