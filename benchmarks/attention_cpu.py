@@ -38,7 +38,9 @@ SIZES = [  # (B, H, T, d, causal)
 
 
 def bench(B, H, T, d, causal, quick):
-    import torch
+    from tinytorch.bench import import_torch
+
+    torch = import_torch()  # PyTorch's own OpenMP defaults (tinytorch.bench)
 
     import tinytorch as tt
     from tinytorch.bench import time_cpu
@@ -177,7 +179,9 @@ def main():
     args = parser.parse_args()
     import os
 
-    import torch
+    from tinytorch.bench import import_torch
+
+    torch = import_torch()  # PyTorch's own OpenMP defaults (tinytorch.bench)
 
     from tinytorch import kernels
     from tinytorch.bench import RESULTS, write_results

@@ -23,7 +23,9 @@ SHAPES = [(12, 64, 512), (1024, 1024), (4096, 1024)]
 
 
 def bench(shape, repeat):
-    import torch
+    from tinytorch.bench import import_torch
+
+    torch = import_torch()  # PyTorch's own OpenMP defaults (tinytorch.bench)
 
     import tinytorch as tt
     from tinytorch import kernels
@@ -64,7 +66,9 @@ def bench(shape, repeat):
 def main():
     import os
 
-    import torch
+    from tinytorch.bench import import_torch
+
+    torch = import_torch()  # PyTorch's own OpenMP defaults (tinytorch.bench)
 
     from tinytorch import kernels
     from tinytorch.bench import write_results

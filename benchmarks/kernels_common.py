@@ -60,7 +60,9 @@ def make_row(C, N, impl, fwd_s, bwd_s, fwdbwd_s, torch_fwdbwd_s, err):
 def torch_calls(xr, wr, br, dyr, C):
     """PyTorch's LayerNorm on torch tensors (xr, wr, br require grad), the reference of every
     row: (forward, forward + backward), each a function of no arguments."""
-    import torch
+    from tinytorch.bench import import_torch
+
+    torch = import_torch()  # PyTorch's own OpenMP defaults (tinytorch.bench)
 
     def fwd():
         return torch.nn.functional.layer_norm(xr, (C,), wr, br, EPS)

@@ -36,7 +36,10 @@ def add_args(parser):
 
 def bench_C(C, N, repeat, warmup):
     import numpy as np
-    import torch
+
+    from tinytorch.bench import import_torch
+
+    torch = import_torch()  # PyTorch's own OpenMP defaults (tinytorch.bench)
 
     from benchmarks.kernels_common import (
         kernel_calls,
@@ -94,7 +97,9 @@ def bench_C(C, N, repeat, warmup):
 
 def run(args):
     threads = args.threads or os.cpu_count()
-    import torch
+    from tinytorch.bench import import_torch
+
+    torch = import_torch()  # PyTorch's own OpenMP defaults (tinytorch.bench)
 
     torch.set_num_threads(threads)
     from benchmarks.kernels_common import COLUMNS, plot

@@ -25,10 +25,13 @@ import os
 import sys
 
 import numpy as np
-import torch
 
 import tinytorch as tt
-from tinytorch.bench import RESULTS, time_cpu, write_results
+from tinytorch.bench import RESULTS, import_torch, time_cpu, write_results
+
+# PyTorch with its own OpenMP defaults, loaded before any tinytorch kernel: both libraries' kernels
+# then share that one runtime (one per process) and its settings
+torch = import_torch()
 
 _THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
