@@ -2,12 +2,8 @@
 the GPT classifier and pretrained weights: chapter 09; encoder-decoders for translation and
 their decoding: chapter 10)."""
 
-from .bert import (  # noqa: F401
-    BertConfig,
-    BertForMaskedLM,
-    BertForSequenceClassification,
-    BertModel,
-)
+from .bert import BertConfig, BertModel  # noqa: F401
+from .bert_heads import BertForMaskedLM, BertForSequenceClassification  # noqa: F401
 from .char_rnn import CharRNN  # noqa: F401
 from .gpt import GPT, GPTConfig  # noqa: F401
 from .gpt_classifier import GPTForSequenceClassification  # noqa: F401
