@@ -16,8 +16,13 @@ smoothing, clipping, no dropout). Reported, in one run:
     python -m benchmarks.translation_cpu                # the chapter's default steps (long)
     python -m benchmarks.translation_cpu --steps 30 --n-test 100 --name translation_cpu_short
 
-Steps are timed with tinytorch.bench.time_cpu (each call is one optimizer step on the next
-batch); tinytorch's step is tinytorch.train.train_step, the one the chapter trains with.
+Each framework trains in its own worker process (tinytorch.bench_workers), with its library's
+own OpenMP defaults: the parent prepares the data and the initial weights once and hands them
+over in a temporary folder, and the workers take turns, `--chunk` steps at a time, the order
+alternating, so both see the same minutes of the machine. Each step (one optimizer step on the
+next batch) is timed in its worker; tinytorch's step is tinytorch.train.train_step, the one the
+chapter trains with. The workers save their trained weights into the folder; BLEU and decoding
+speed are measured in the parent, which never imports PyTorch.
 """
 
 from __future__ import annotations
@@ -26,15 +31,17 @@ import argparse
 import json
 import math
 import os
+import pickle
+import statistics
 import tempfile
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import tinytorch as tt
-from tinytorch.bench import ROOT, time_cpu, write_results
+from tinytorch.bench import ROOT, import_torch, time_cpu, write_results
+from tinytorch.bench_workers import interleave
 from tinytorch.data import dataset_path
 from tinytorch.data.translation import (
     PairBatches,
@@ -56,47 +63,51 @@ from tinytorch.train import train_step
 RECIPES = ROOT / "chapters" / "10_translation" / "recipes.json"
 
 
-class TorchSeq2SeqTransformer(torch.nn.Module):
+def torch_seq2seq(vocab, pad_id, d_model, nhead, num_encoder_layers, num_decoder_layers,
+                  dim_feedforward, dropout, max_len, share_embeddings, tie_weights,
+                  norm_first=True):  # fmt: skip
     """The twin of tinytorch's Seq2SeqTransformer: the same submodule names (so one
     state_dict fits both), masks, embedding scale and sinusoidal positions."""
+    torch = import_torch()
 
-    def __init__(self, vocab, pad_id, d_model, nhead, num_encoder_layers, num_decoder_layers,
-                 dim_feedforward, dropout, max_len, share_embeddings, tie_weights,
-                 norm_first=True):  # fmt: skip
-        super().__init__()
-        self.src_tok_emb = torch.nn.Embedding(vocab, d_model, padding_idx=pad_id)
-        self.tgt_tok_emb = (
-            self.src_tok_emb
-            if share_embeddings
-            else torch.nn.Embedding(vocab, d_model, padding_idx=pad_id)
-        )
-        pe = sinusoidal_positional_encoding(max_len, d_model).numpy()
-        self.register_buffer("pe", torch.tensor(pe), persistent=False)
-        self.transformer = torch.nn.Transformer(
-            d_model, nhead, num_encoder_layers, num_decoder_layers, dim_feedforward, dropout,
-            batch_first=True, norm_first=norm_first,
-        )  # fmt: skip
-        self.generator = torch.nn.Linear(d_model, vocab)
-        if tie_weights:
-            self.generator.weight = self.tgt_tok_emb.weight
-        self.pad_id, self.scale = pad_id, math.sqrt(d_model)
+    class TorchSeq2SeqTransformer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.src_tok_emb = torch.nn.Embedding(vocab, d_model, padding_idx=pad_id)
+            self.tgt_tok_emb = (
+                self.src_tok_emb
+                if share_embeddings
+                else torch.nn.Embedding(vocab, d_model, padding_idx=pad_id)
+            )
+            pe = sinusoidal_positional_encoding(max_len, d_model).numpy()
+            self.register_buffer("pe", torch.tensor(pe), persistent=False)
+            self.transformer = torch.nn.Transformer(
+                d_model, nhead, num_encoder_layers, num_decoder_layers, dim_feedforward,
+                dropout, batch_first=True, norm_first=norm_first,
+            )  # fmt: skip
+            self.generator = torch.nn.Linear(d_model, vocab)
+            if tie_weights:
+                self.generator.weight = self.tgt_tok_emb.weight
+            self.pad_id, self.scale = pad_id, math.sqrt(d_model)
 
-    def _embed(self, emb, ids):
-        return emb(ids) * self.scale + self.pe[: ids.shape[1]]
+        def _embed(self, emb, ids):
+            return emb(ids) * self.scale + self.pe[: ids.shape[1]]
 
-    def forward(self, src, tgt_in):
-        src_pad, tgt_pad = src == self.pad_id, tgt_in == self.pad_id
-        T = tgt_in.shape[1]
-        causal = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
-        out = self.transformer(
-            self._embed(self.src_tok_emb, src),
-            self._embed(self.tgt_tok_emb, tgt_in),
-            tgt_mask=causal,
-            src_key_padding_mask=src_pad,
-            tgt_key_padding_mask=tgt_pad,
-            memory_key_padding_mask=src_pad,
-        )
-        return self.generator(out)
+        def forward(self, src, tgt_in):
+            src_pad, tgt_pad = src == self.pad_id, tgt_in == self.pad_id
+            T = tgt_in.shape[1]
+            causal = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+            out = self.transformer(
+                self._embed(self.src_tok_emb, src),
+                self._embed(self.tgt_tok_emb, tgt_in),
+                tgt_mask=causal,
+                src_key_padding_mask=src_pad,
+                tgt_key_padding_mask=tgt_pad,
+                memory_key_padding_mask=src_pad,
+            )
+            return self.generator(out)
+
+    return TorchSeq2SeqTransformer()
 
 
 def torch_param_groups(model, weight_decay):
@@ -114,47 +125,103 @@ def warmup(hp, steps):
     return min(hp["warmup"], steps // 4)  # as the chapter: short runs warm up for a quarter
 
 
-def train_tinytorch(model, batches, hp, steps):
+# ---- the two trainers: the same step, line for line -------------------------------------
+def setup_tinytorch(job, init, batches, probe):
+    """tinytorch's model (from `init`), its loss on `probe` before training, and step()."""
+    hp = job["hp"]
+    model = Seq2SeqTransformer(job["vocab"], job["vocab"], pad_id=job["pad_id"], **job["model"])
+    model.load_state_dict(init)
+    with tt.no_grad():
+        initial = seq2seq_loss(model.eval(), probe, hp["label_smoothing"]).item()
+    model.train()
     opt = AdamW(
         decay_param_groups(model, hp["weight_decay"]), lr=hp["lr"], betas=tuple(hp["betas"])
     )
+    steps = job["steps"]
     sched = WarmupCosineLR(opt, warmup(hp, steps), steps, min_ratio=hp["min_lr"] / hp["lr"])
-    loss_fn, losses = partial(seq2seq_loss, label_smoothing=hp["label_smoothing"]), []
+    loss_fn = partial(seq2seq_loss, label_smoothing=hp["label_smoothing"])
 
     def step():
-        losses.append(train_step(model, opt, batches(), loss_fn, clip_grad_norm=hp["clip"]))
+        loss = train_step(model, opt, batches(), loss_fn, clip_grad_norm=hp["clip"])
         sched.step()
+        return loss
 
-    return time_cpu(step, warmup=0, repeat=steps), losses
+    return model, initial, step
 
 
-def train_torch(model, batches, hp, steps):
-    opt = torch.optim.AdamW(
-        torch_param_groups(model, hp["weight_decay"]), lr=hp["lr"], betas=tuple(hp["betas"])
-    )
-    ratio = hp["min_lr"] / hp["lr"]
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_cosine(s, warmup(hp, steps), steps, ratio)
-    )
-    losses = []
+def setup_torch(job, init, batches, probe):
+    """The PyTorch twin (from `init`), its loss on `probe` before training, and step()."""
+    torch = import_torch()
+    hp = job["hp"]
+    model = torch_seq2seq(job["vocab"], job["pad_id"], **job["model"])
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in init.items()})
 
-    def step():
-        src, tgt_in, tgt_out = (torch.from_numpy(t.numpy()) for t in batches())
-        opt.zero_grad()
+    def loss_of(batch):
+        src, tgt_in, tgt_out = (torch.from_numpy(t.numpy()) for t in batch)
         logits = model(src, tgt_in)
-        loss = torch.nn.functional.cross_entropy(
+        return torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]),
             tgt_out.reshape(-1),
             label_smoothing=hp["label_smoothing"],
         )
+
+    model.eval()
+    with torch.no_grad():
+        initial = loss_of(probe).item()
+    model.train()
+    opt = torch.optim.AdamW(
+        torch_param_groups(model, hp["weight_decay"]), lr=hp["lr"], betas=tuple(hp["betas"])
+    )
+    steps, ratio = job["steps"], hp["min_lr"] / hp["lr"]
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_cosine(s, warmup(hp, steps), steps, ratio)
+    )
+
+    def step():
+        opt.zero_grad()
+        loss = loss_of(batches())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), hp["clip"])
         opt.step()
         sched.step()
-        losses.append(loss.item())
+        return loss.item()
 
-    model.train()
-    return time_cpu(step, warmup=0, repeat=steps), losses
+    return model, initial, step
+
+
+class Run:
+    """One framework's training inside its benchmark worker (tinytorch.bench_workers).
+
+    step(i) is one optimizer step on the next batch (timed); finish() saves the trained weights
+    as <framework>.npz into `workdir` and returns the loss on the first batch before training."""
+
+    def __init__(self, framework: str, workdir: str):
+        if framework == "torch":
+            import_torch()  # before anything else: PyTorch's own OpenMP defaults
+        self.framework, self.work = framework, Path(workdir)
+        job = pickle.loads((self.work / "job.pkl").read_bytes())
+        init = dict(np.load(self.work / "init.npz"))
+        ids, hp = job["ids"], job["hp"]
+
+        def make_batches():  # the same sequence in both workers: the same data, the same seed
+            return PairBatches(job["src"], job["tgt"], max_tokens=hp["max_tokens"],
+                               seed=job["seed"], **ids)  # fmt: skip
+
+        setup = setup_tinytorch if framework == "tinytorch" else setup_torch
+        probe = make_batches()()  # the first batch: both losses before training
+        self.model, self.initial_loss, self._step = setup(job, init, make_batches(), probe)
+        self.steps = job["steps"]
+
+    def step(self, i: int) -> float:
+        loss = self._step()
+        if i % 25 == 0 or i == self.steps - 1:
+            print(f"  {self.framework:9s} step {i:5d}  loss {loss:.4f}", flush=True)
+        return loss
+
+    def finish(self) -> dict:
+        path = self.work / f"{self.framework}.npz"
+        np.savez(path, **{k: v.detach().numpy() for k, v in self.model.state_dict().items()})
+        return {"initial_loss": self.initial_loss, "weights": str(path)}
 
 
 def bleu_of(model, tok, groups, beam_size):
@@ -169,6 +236,7 @@ def main():
     mk, hp, data = recipes["transformer"]["model"], recipes["transformer"]["train"], recipes["data"]
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=hp["steps"])
+    p.add_argument("--chunk", type=int, default=10, help="steps per turn (the workers alternate)")
     p.add_argument("--n-test", type=int, default=data["n_test"])
     p.add_argument("--n-speed", type=int, default=200, help="sentences timed for decoding speed")
     p.add_argument("--seed", type=int, default=1337)
@@ -184,46 +252,47 @@ def main():
     V = tok.vocab_size
     print(f"{splits.summary()}; joint BPE {V}; {args.steps} steps of {hp['max_tokens']} tokens")
 
+    def new_model():
+        return Seq2SeqTransformer(V, V, pad_id=ids["pad_id"], **mk)
+
     tt.manual_seed(args.seed)
-    ours = Seq2SeqTransformer(V, V, pad_id=ids["pad_id"], **mk)
-    twin = TorchSeq2SeqTransformer(V, ids["pad_id"], **mk)
-    twin.load_state_dict(
-        {k: torch.from_numpy(v.detach().numpy().copy()) for k, v in ours.state_dict().items()}
-    )
-    # the same function at the start: one batch, both losses
-    probe = PairBatches(src, tgt, max_tokens=hp["max_tokens"], seed=args.seed, **ids)()
-    with tt.no_grad():
-        l_ours = seq2seq_loss(ours.eval(), probe, hp["label_smoothing"]).item()
-    with torch.no_grad():
-        s, i, o = (torch.from_numpy(t.numpy()) for t in probe)
-        logits = twin.eval()(s, i)
-        l_twin = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, V), o.reshape(-1), label_smoothing=hp["label_smoothing"]
-        ).item()
-    print(f"initial loss: tinytorch {l_ours:.6f}, torch {l_twin:.6f}")
-    ours.train()
+    init = {k: v.detach().numpy() for k, v in new_model().state_dict().items()}
+    job = dict(src=src, tgt=tgt, ids=ids, pad_id=ids["pad_id"], vocab=V, model=mk, hp=hp,
+               steps=args.steps, seed=args.seed)  # fmt: skip
+    names = ("tinytorch", "torch")
+    with tempfile.TemporaryDirectory() as work:
+        np.savez(Path(work) / "init.npz", **init)
+        (Path(work) / "job.pkl").write_bytes(pickle.dumps(job))
+        targets = {
+            n: ("benchmarks.translation_cpu:Run", {"framework": n, "workdir": work}) for n in names
+        }
+        print(f"{args.steps} steps each, {args.chunk} at a time in turn", flush=True)
+        runs = interleave(targets, args.steps, args.chunk)
+        trained = {n: new_model() for n in names}  # the twin's weights in a tinytorch model
+        for n, model in trained.items():
+            model.load_state_dict(dict(np.load(runs[n]["result"]["weights"])))
+    initial = {n: runs[n]["result"]["initial_loss"] for n in names}
+    print(f"initial loss: tinytorch {initial['tinytorch']:.6f}, torch {initial['torch']:.6f}")
 
     rows, curves = [], {}
-    for name, fn, model in (("tinytorch", train_tinytorch, ours), ("torch", train_torch, twin)):
-        batches = PairBatches(src, tgt, max_tokens=hp["max_tokens"], seed=args.seed, **ids)
-        median, losses = fn(model, batches, hp, args.steps)
+    for name in names:
+        losses, median = runs[name]["outputs"], statistics.median(runs[name]["times"])
         curves[name] = losses
         last = round(float(np.mean(losses[-50:])), 4)
         rows.append(
             {"framework": name, "ms/step (median)": round(1e3 * median, 1), "last 50 loss": last}
         )
         print(f"{name}: {1e3 * median:.1f} ms/step, last loss {losses[-1]:.4f}", flush=True)
-    trained_twin = Seq2SeqTransformer(V, V, pad_id=ids["pad_id"], **mk)
-    trained_twin.load_state_dict({k: v.detach().numpy() for k, v in twin.state_dict().items()})
-    for row, model in zip(rows, (ours, trained_twin)):
+    for row in rows:
         for beam in (1, 4):
             key = "BLEU greedy" if beam == 1 else "BLEU beam 4"
-            row[key] = round(bleu_of(model, tok, splits.test, beam), 2)
+            row[key] = round(bleu_of(trained[row["framework"]], tok, splits.test, beam), 2)
     base = rows[1]["ms/step (median)"]
     for row in rows:
         row["ratio vs torch"] = round(row["ms/step (median)"] / base, 3)
 
-    # decoding speed of the tinytorch model (first n_speed test sentences)
+    # decoding speed of the tinytorch model (first n_speed test sentences), in this process
+    ours = trained["tinytorch"]
     sources = [tok.encode(en) for en, _ in splits.test[: args.n_speed]]
     speed = {}
     for beam in (1, 4):
@@ -242,19 +311,32 @@ def main():
 
     figure = _plot(curves, Path(tempfile.mkdtemp()) / "loss.png")  # copied to results/
     gap = rows[0]["BLEU beam 4"] - rows[1]["BLEU beam 4"]
+    first = min(10, args.steps)
+    loss_gap = max(abs(a - b) for a, b in zip(curves["tinytorch"][:first], curves["torch"][:first]))
     notes = (
         f"Chapter 10's Transformer ({json.dumps(mk)}) on eng-fra-100k, joint BPE of {V} tokens, "
         f"{args.steps} steps of about {hp['max_tokens']} padded tokens, settings "
         f"{json.dumps({k: v for k, v in hp.items() if k != 'steps'})}. Same initial weights "
-        f"(initial loss {l_ours:.5f} vs {l_twin:.5f}) and batches. BLEU on {len(splits.test)} test "
-        f"sentences (lines 20,001-100,000), the twin decoded by tinytorch's decoder: beam-4 gap "
-        f"tinytorch - torch = {gap:+.2f}. Decoding speed over {len(sources)} test sentences, "
-        f"batches of 200, tinytorch only. torch threads {torch.get_num_threads()}; "
-        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; load average "
-        f"at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}. {args.notes}"
+        f"(initial loss {initial['tinytorch']:.5f} vs {initial['torch']:.5f}) and batches "
+        f"(largest training-loss gap over the first {first} steps {loss_gap:.2e}). Timing: "
+        f"each framework trains in its own worker process with its library's own OpenMP "
+        f"defaults (tinytorch.bench_workers), in turns of {args.chunk} steps, the order "
+        f"alternating each turn; ms/step is the median over all {args.steps} steps. BLEU on "
+        f"{len(splits.test)} test sentences (lines 20,001-100,000), the twin decoded by "
+        f"tinytorch's decoder: beam-4 gap tinytorch - torch = {gap:+.2f}. Decoding speed over "
+        f"{len(sources)} test sentences, batches of 200, tinytorch only, in a process without "
+        f"PyTorch. torch threads {runs['torch'].get('torch_threads')}; OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; OPENBLAS_NUM_THREADS="
+        f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; load average at the end "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}. {args.notes}"
     )
-    write_results(args.name, "cpu", list(rows[0]), rows, notes=notes,
-                  extra={"losses": curves, "decode_sentences_per_s": speed, "bleu_gap": gap},
+    extra = {
+        "losses": curves,
+        "step_times_s": {n: runs[n]["times"] for n in names},
+        "decode_sentences_per_s": speed,
+        "bleu_gap": gap,
+    }
+    write_results(args.name, "cpu", list(rows[0]), rows, notes=notes, extra=extra,
                   figures=[figure])  # fmt: skip
 
 
