@@ -184,7 +184,7 @@ def main():
     torch = import_torch()  # PyTorch's own OpenMP defaults (tinytorch.bench)
 
     from tinytorch import kernels
-    from tinytorch.bench import RESULTS, write_results
+    from tinytorch.bench import RESULTS, SAME_PROCESS, write_results
 
     sizes = SIZES[:3] if args.quick else SIZES
     rows = []
@@ -224,7 +224,7 @@ def main():
         "speedup_vs_composed and vs_torch: their forward+backward time / the fused one "
         "(>1 = fused is faster). " + threads
     )
-    write_results("attention_cpu", "cpu", columns, rows, notes)
+    write_results("attention_cpu", "cpu", columns, rows, notes, extra={"timing": SAME_PROCESS})
     plot(rows, RESULTS / "attention_cpu_cpu.png")
     vrows = [r for size in VERSION_SIZES for r in bench_versions(*size, args.quick)]
     write_results(

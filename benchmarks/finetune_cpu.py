@@ -38,7 +38,7 @@ import numpy as np
 
 import tinytorch as tt
 from tinytorch.bench import import_torch, write_results
-from tinytorch.bench_workers import interleave
+from tinytorch.bench_workers import interleave, timing
 from tinytorch.data import dataset_path
 from tinytorch.models import BertConfig, BertForSequenceClassification
 from tinytorch.nn import functional as F
@@ -286,6 +286,7 @@ def main(argv=None) -> int:
         rows,
         notes=notes,
         extra={
+            "timing": timing(args.chunk),
             "step_times_s": {n: runs[n]["times"] for n in names},
             "losses": losses,
             "dev_agreement": agree,

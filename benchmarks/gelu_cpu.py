@@ -71,7 +71,7 @@ def main():
     torch = import_torch()  # PyTorch's own OpenMP defaults (tinytorch.bench)
 
     from tinytorch import kernels
-    from tinytorch.bench import write_results
+    from tinytorch.bench import SAME_PROCESS, write_results
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the first shape, 5 repeats")
@@ -91,7 +91,7 @@ def main():
         f"{os.environ.get('OMP_NUM_THREADS', 'all')} of {os.cpu_count()} cores; torch threads: "
         f"{torch.get_num_threads()}."
     )
-    write_results("gelu_cpu", "cpu", columns, rows, notes)
+    write_results("gelu_cpu", "cpu", columns, rows, notes, extra={"timing": SAME_PROCESS})
 
 
 if __name__ == "__main__":

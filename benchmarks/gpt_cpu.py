@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from tinytorch.bench import RESULTS, import_torch, write_results
-from tinytorch.bench_workers import interleave
+from tinytorch.bench_workers import interleave, timing
 from tinytorch.chapter import smooth
 
 RECIPE = dict(
@@ -386,10 +386,11 @@ def report(args, results) -> None:
         rows,
         notes=notes,
         extra={
+            "timing": timing(args.chunk),
             "curves": {
                 k: {"losses": r["losses"], "evals": r["evals"], "times": r["times"]}
                 for k, r in results.items()
-            }
+            },
         },
     )
     plot(results, RESULTS / f"{args.name}_cpu.png")

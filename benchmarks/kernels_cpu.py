@@ -103,7 +103,7 @@ def run(args):
 
     torch.set_num_threads(threads)
     from benchmarks.kernels_common import COLUMNS, plot
-    from tinytorch.bench import RESULTS, write_results
+    from tinytorch.bench import RESULTS, SAME_PROCESS, write_results
     from tinytorch.kernels import build
 
     build.load(verbose=True)
@@ -125,7 +125,14 @@ def run(args):
     )
     if args.quick:
         notes += " Quick mode (1M elements, 5 repeats)."
-    write_results("kernels_cpu", "cpu", COLUMNS, rows, notes, extra={"threads": threads})
+    write_results(
+        "kernels_cpu",
+        "cpu",
+        COLUMNS,
+        rows,
+        notes,
+        extra={"threads": threads, "timing": SAME_PROCESS},
+    )
     title = f"LayerNorm forward+backward, CPU, {threads} threads"
     plot(rows, RESULTS / "kernels_cpu_cpu.png", title)
     return rows

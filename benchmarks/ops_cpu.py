@@ -27,7 +27,7 @@ import sys
 import numpy as np
 
 import tinytorch as tt
-from tinytorch.bench import RESULTS, import_torch, time_cpu, write_results
+from tinytorch.bench import RESULTS, SAME_PROCESS, import_torch, time_cpu, write_results
 
 # PyTorch with its own OpenMP defaults, loaded before any tinytorch kernel: both libraries' kernels
 # then share that one runtime (one per process) and its settings
@@ -233,7 +233,7 @@ def main(argv=None):
         columns,
         rows,
         notes,
-        extra=dict(geomean_small=_gmean(small), geomean_medium=_gmean(big)),
+        extra=dict(timing=SAME_PROCESS, geomean_small=_gmean(small), geomean_medium=_gmean(big)),
     )
     plot(rows, RESULTS / "ops_cpu.png")
 

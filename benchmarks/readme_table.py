@@ -49,10 +49,12 @@ def table(results: Path = RESULTS) -> str:
     lines = [
         "**tinytorch against PyTorch, generated from the result files** (`python -m "
         "benchmarks.readme_table`; each ratio is tinytorch's time / PyTorch's in the same run; "
-        "chapter 12's `report_<device>.md` has the whole suite):",
+        '"timed" says whether both ran in one process or each in its own (chapter 12, section '
+        "1); chapter 12's `report_<device>.md` has the whole suite):",
         "",
-        "| benchmark | time ratio tinytorch / PyTorch (< 1: faster) | device | date | file |",
-        "|---|---|---|---|---|",
+        "| benchmark | time ratio tinytorch / PyTorch (< 1: faster) | timed | device | date "
+        "| file |",
+        "|---|---|---|---|---|---|",
     ]
     for name in sorted(found, key=ORDER.index):
         file, payload = found[name]
@@ -60,7 +62,8 @@ def table(results: Path = RESULTS) -> str:
             "cpu_model", payload.get("device", "")
         )
         lines.append(
-            f"| {WHAT[name]} | {_cases(ratios(payload))} | {device} | "
+            f"| {WHAT[name]} | {_cases(ratios(payload))} | {payload.get('timing', 'one process')} "
+            f"| {device} | "
             f"{payload.get('date', '')} | `{file}` |"
         )
     overhead = results / "profiler_overhead_cpu_cpu.json"
@@ -72,7 +75,8 @@ def table(results: Path = RESULTS) -> str:
             f"| profiler hooks compiled in, no profile active, chapter 07 GPT step (tinytorch "
             f"against itself without the hooks) | {hooks['vs_no_hooks']:.3f}x (spread "
             f"{hooks['min_ms']:.1f}-{hooks['max_ms']:.1f} ms vs {none['min_ms']:.1f}-"
-            f"{none['max_ms']:.1f} ms) | {payload['machine'].get('cpu_model', 'cpu')} | "
+            f"{none['max_ms']:.1f} ms) | alternating child processes | "
+            f"{payload['machine'].get('cpu_model', 'cpu')} | "
             f"{payload['date']} | `{overhead.name}` |"
         )
     return "\n".join(lines)

@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 import tinytorch as tt  # noqa: E402
 from tinytorch.bench import RESULTS, import_torch, time_cpu, write_results  # noqa: E402
-from tinytorch.bench_workers import interleave  # noqa: E402
+from tinytorch.bench_workers import interleave, timing  # noqa: E402
 from tinytorch.data import dataset_path  # noqa: E402
 from tinytorch.data.windows import TBPTTLoader, tbptt_batches  # noqa: E402
 from tinytorch.text import CharTokenizer  # noqa: E402
@@ -225,7 +225,13 @@ def main():
         ["measure", "tinytorch", "torch", "ratio"],
         rows,
         notes=notes,
-        extra={"steps": args.steps, "losses": losses, "step_times_s": times, "val_loss": val},
+        extra={
+            "timing": timing(args.chunk),
+            "steps": args.steps,
+            "losses": losses,
+            "step_times_s": times,
+            "val_loss": val,
+        },
     )
     plot(losses, times, RESULTS / f"{args.name}_cpu.png")
 

@@ -41,7 +41,7 @@ import numpy as np
 
 import tinytorch as tt
 from tinytorch.bench import ROOT, import_torch, time_cpu, write_results
-from tinytorch.bench_workers import interleave
+from tinytorch.bench_workers import interleave, timing
 from tinytorch.data import dataset_path
 from tinytorch.data.translation import (
     PairBatches,
@@ -331,6 +331,7 @@ def main():
         f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}. {args.notes}"
     )
     extra = {
+        "timing": timing(args.chunk),
         "losses": curves,
         "step_times_s": {n: runs[n]["times"] for n in names},
         "decode_sentences_per_s": speed,

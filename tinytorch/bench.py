@@ -48,6 +48,11 @@ def import_torch():
     return torch
 
 
+# A result file's "timing" when both libraries ran in one process (micro benchmarks: the one
+# OpenMP runtime at PyTorch's defaults, torch imported first through import_torch)
+SAME_PROCESS = "one process, PyTorch's OpenMP defaults"
+
+
 def time_cpu(fn, warmup: int = 3, repeat: int = 20, min_time: float = 0.0, samples=None) -> float:
     """Median wall time of fn() in seconds, after `warmup` calls (CPU work only): at least
     `repeat` timed calls, more until `min_time` seconds have passed. `samples`, a list, gets

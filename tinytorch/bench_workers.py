@@ -41,6 +41,11 @@ import time
 from .bench import ROOT
 
 
+def timing(chunk: int) -> str:
+    """How interleave() timed a comparison, for a result file's "timing" field."""
+    return f"each framework in its own process, turns of {chunk} steps"
+
+
 class WorkerError(RuntimeError):
     """A worker process failed; its traceback is in the output above the error."""
 
