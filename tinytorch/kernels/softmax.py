@@ -25,10 +25,20 @@ Tensor level: `SoftmaxFunction`, `LogSoftmaxFunction`, `CrossEntropyFunction` (a
 Functions over the last dim of x (..., C) / the rows of (N, C)), `supports(x, dim)`, and the
 dispatchers that tinytorch.softmax, log_softmax, masked_softmax and F.cross_entropy call first:
 `dispatch_softmax`, `dispatch_log_softmax`, `dispatch_cross_entropy` (None = take the composed
-ops). The fused path takes float32 CPU tensors, softmax over the last dim only, cross-entropy
-with class-index targets (weights, ignore_index, label smoothing and every reduction included);
-everything else (float64, CuPy, another dim, probability targets, a module that did not build,
-the switch tinytorch.kernels.set_fused(False)) takes the composed path.
+ops). The fused path takes float32 CPU tensors of at least MIN_SIZE elements, softmax over the
+last dim only, cross-entropy with class-index targets (weights, ignore_index, label smoothing
+and every reduction included); everything else (smaller inputs, float64, CuPy, another dim,
+probability targets, a module that did not build, the switch
+tinytorch.kernels.set_fused(False)) takes the composed path.
+
+MIN_SIZE, as for the elementwise kernels (forward + backward, the two paths timed in the same
+run): at 64x64 the arithmetic takes microseconds and the fused path's Python (checks, the
+Function's saved state, the calls into the module) costs as much as the kernel saves (the
+cross-entropy took 1.2x the composed ops' time); rows of 65 classes (the chapter 07 GPT's
+logits, 768x65) were no faster below about 65,536 elements, as each row ends in a partial
+vector. It is the first thing the dispatchers test, before any other work, so a small call pays
+one comparison. Tests that check the kernels through the dispatchers on small inputs set it
+to 1.
 """
 
 from __future__ import annotations
@@ -37,9 +47,11 @@ import numpy as np
 
 from ..autograd import Function
 from ..tensor import Tensor
+from . import fused_enabled
 from .common import check_array, lib, ptr, runs_on
 
 __all__ = [
+    "MIN_SIZE",
     "forward",
     "backward",
     "log_softmax_forward",
@@ -54,6 +66,8 @@ __all__ = [
     "dispatch_log_softmax",
     "dispatch_cross_entropy",
 ]
+
+MIN_SIZE = 1 << 16  # elements of x: smaller calls take the composed ops (see above)
 
 
 def _rows(x, name, where):
@@ -217,30 +231,37 @@ class CrossEntropyFunction(Function):
 
 def supports(x, dim=-1) -> bool:
     """Whether the fused kernels take a softmax / log_softmax of x over `dim` (or, dim=1 of a
-    2-D x, a cross-entropy): a float32 CPU tensor, over its last dim, not empty."""
-    if not isinstance(x, Tensor) or x.dtype != np.float32 or x.device != "cpu":
+    2-D x, a cross-entropy): a float32 CPU tensor of at least MIN_SIZE elements, over its last
+    dim, the module built. (The fused switch is the dispatchers' to read.)"""
+    if not isinstance(x, Tensor) or x.data.size < MIN_SIZE:  # first: the one test small calls see
+        return False
+    if x.dtype != np.float32 or x.device != "cpu":
         return False
     if x.ndim == 0 or x.data.size == 0 or dim not in (-1, x.ndim - 1):
         return False
-    return runs_on("cpu")
+    return _built()
 
 
-def _on():
-    from . import fused_enabled
+_module_built = False  # the module built and imported (checked once; it never unloads)
 
-    return fused_enabled()
+
+def _built() -> bool:
+    global _module_built
+    if not _module_built:
+        _module_built = runs_on("cpu")
+    return _module_built
 
 
 def dispatch_softmax(input, dim, zero_masked=False):
     """For tinytorch.softmax / masked_softmax: the fused result, or None (composed path)."""
-    if not _on() or not supports(input, dim):
+    if not supports(input, dim) or not fused_enabled():
         return None
     return SoftmaxFunction.apply(input, zero_masked=bool(zero_masked))
 
 
 def dispatch_log_softmax(input, dim):
     """For tinytorch.log_softmax: the fused result, or None (composed path)."""
-    if not _on() or not supports(input, dim):
+    if not supports(input, dim) or not fused_enabled():
         return None
     return LogSoftmaxFunction.apply(input)
 
@@ -248,7 +269,9 @@ def dispatch_log_softmax(input, dim):
 def dispatch_cross_entropy(x, target, weight, ignore_index, reduction, eps):
     """For F.cross_entropy after its checks: x (N, C) Tensor, target (N,) int array, weight (C,)
     array or None. The fused result, or None (composed path)."""
-    if not _on() or x.ndim != 2 or not supports(x, 1) or not isinstance(target, np.ndarray):
+    if not supports(x, 1) or x.ndim != 2 or not fused_enabled():
+        return None
+    if not isinstance(target, np.ndarray):
         return None
     if weight is not None and not isinstance(weight, np.ndarray):
         return None
