@@ -307,17 +307,7 @@ typedef void (*CeBwd)(const float*, const std::int64_t*, const float*, const flo
         for (i64 r = r0; r < r1; ++r)                                                        \
             ce_backward_row<W>(x + r * C, t[r], lse + 2 * r, s[r], dx + r * C, C, a);         \
     }
-#if TT_X86
-TT_SOFTMAX_ENTRIES(avx512, TT_ENTRY("avx512f,fma"), 16)
-TT_SOFTMAX_ENTRIES(avx2, TT_ENTRY("avx2,fma"), 8)
-#endif
-TT_SOFTMAX_ENTRIES(base, TT_BASE_ENTRY, 4)
-
-#if TT_X86
-#define TT_PICK(name) simd::pick(name##_avx512, name##_avx2, name##_base)
-#else
-#define TT_PICK(name) name##_base
-#endif
+TT_FOR_EACH_ISA(TT_SOFTMAX_ENTRIES)
 
 // body(r0, r1) over blocks of rows of about kBlockElems elements, on the OpenMP threads when
 // the array is large; exceptions (the exercise's stub) come out as Python errors.
@@ -339,7 +329,7 @@ void register_softmax(py::module_& m) {
     m.def(
         "softmax_forward_cpu",
         [](u x, u y, i64 N, i64 C, bool zero_masked) {
-            const SmFwd f = TT_PICK(sm_fwd);
+            const SmFwd f = TT_PICK_ISA(sm_fwd);
             const float* xp = ptr_of<const float>(x);
             float* yp = ptr_of<float>(y);
             over_rows(N, C, [&](i64 a, i64 b) { f(xp, yp, a, b, C, zero_masked); });
@@ -349,7 +339,7 @@ void register_softmax(py::module_& m) {
     m.def(
         "softmax_backward_cpu",
         [](u y, u g, u dx, i64 N, i64 C) {
-            const RowBwd f = TT_PICK(sm_bwd);
+            const RowBwd f = TT_PICK_ISA(sm_bwd);
             const float *yp = ptr_of<const float>(y), *gp = ptr_of<const float>(g);
             float* dp = ptr_of<float>(dx);
             over_rows(N, C, [&](i64 a, i64 b) { f(yp, gp, dp, a, b, C); });
@@ -359,7 +349,7 @@ void register_softmax(py::module_& m) {
     m.def(
         "log_softmax_forward_cpu",
         [](u x, u y, i64 N, i64 C) {
-            const LsmFwd f = TT_PICK(lsm_fwd);
+            const LsmFwd f = TT_PICK_ISA(lsm_fwd);
             const float* xp = ptr_of<const float>(x);
             float* yp = ptr_of<float>(y);
             over_rows(N, C, [&](i64 a, i64 b) { f(xp, yp, a, b, C); });
@@ -369,7 +359,7 @@ void register_softmax(py::module_& m) {
     m.def(
         "log_softmax_backward_cpu",
         [](u y, u g, u dx, i64 N, i64 C) {
-            const RowBwd f = TT_PICK(lsm_bwd);
+            const RowBwd f = TT_PICK_ISA(lsm_bwd);
             const float *yp = ptr_of<const float>(y), *gp = ptr_of<const float>(g);
             float* dp = ptr_of<float>(dx);
             over_rows(N, C, [&](i64 a, i64 b) { f(yp, gp, dp, a, b, C); });
@@ -379,7 +369,7 @@ void register_softmax(py::module_& m) {
     m.def(
         "cross_entropy_forward_cpu",
         [](u x, u t, u w, float wsum, u loss, u lse, i64 N, i64 C, i64 ignore, float eps) {
-            const CeFwd f = TT_PICK(ce_fwd);
+            const CeFwd f = TT_PICK_ISA(ce_fwd);
             const CeArgs a{w ? ptr_of<const float>(w) : nullptr, wsum, ignore, eps};
             const float* xp = ptr_of<const float>(x);
             const std::int64_t* tp = ptr_of<const std::int64_t>(t);
@@ -395,7 +385,7 @@ void register_softmax(py::module_& m) {
         "cross_entropy_backward_cpu",
         [](u x, u t, u w, float wsum, u lse, u scale, u dx, i64 N, i64 C, i64 ignore,
            float eps) {
-            const CeBwd f = TT_PICK(ce_bwd);
+            const CeBwd f = TT_PICK_ISA(ce_bwd);
             const CeArgs a{w ? ptr_of<const float>(w) : nullptr, wsum, ignore, eps};
             const float *xp = ptr_of<const float>(x), *lp = ptr_of<const float>(lse),
                         *sp = ptr_of<const float>(scale);

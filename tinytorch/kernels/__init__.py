@@ -111,8 +111,9 @@ def available() -> bool:
 
 def cpu_isas() -> list[str]:
     """The instruction sets this CPU can run the vectorized CPU kernels (attention v3, GELU,
-    LayerNorm's backward) with, best first: a subset of ["avx512", "avx2", "base"] ("base" =
-    x86-64's SSE2, or the plain build elsewhere). See kernels/simd.h."""
+    LayerNorm's backward, chapter 12's families) with, best first: a subset of ["avx512",
+    "avx2", "base"] ("base" = x86-64's SSE2, or the plain build elsewhere). See
+    kernels/simd.h."""
     from . import build
 
     return list(build.load().cpu_isas())
