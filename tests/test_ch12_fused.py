@@ -35,8 +35,9 @@ SHAPES = [(1, 1), (3, 7), (5, 17), (4, 33), (768, 65), (33, 1024)]
 @pytest.fixture
 def any_size(monkeypatch):
     """The dispatchers take the softmax kernels at every size: the tests below check them
-    through tinytorch.softmax and F.cross_entropy on inputs smaller than S.MIN_SIZE."""
+    through tinytorch.softmax and F.cross_entropy on inputs smaller than their minimum sizes."""
     monkeypatch.setattr(S, "MIN_SIZE", 1)
+    monkeypatch.setattr(S, "MIN_SIZE_CROSS_ENTROPY", 1)
 
 
 def _isa(isa):
@@ -255,19 +256,30 @@ def _spy_kernel_calls(monkeypatch):
 
 
 def test_small_calls_take_the_composed_ops_large_ones_the_kernels(monkeypatch):
-    """Below S.MIN_SIZE elements the composed ops are as fast (the fused path's Python costs
-    what the kernel saves): the dispatchers leave them, and take the kernels from MIN_SIZE up."""
+    """Below S.MIN_SIZE elements (S.MIN_SIZE_CROSS_ENTROPY for the cross-entropy) the composed
+    ops are as fast (the fused path's Python costs what the kernel saves): the dispatchers leave
+    them, and take the kernels from that size up."""
     C = 64
-    ops = {
-        "softmax": (lambda x, t: tt.softmax(x, -1), "Softmax", "softmax"),
-        "masked_softmax": (lambda x, t: nn_ops.masked_softmax(x, -1), "Softmax", "softmax"),
-        "log_softmax": (lambda x, t: tt.log_softmax(x, -1), "LogSoftmax", "log_softmax"),
-        "cross_entropy": (lambda x, t: F.cross_entropy(x, t), "CrossEntropy", "cross_entropy"),
+    ops = {  # name: (call, composed Function, kernel, minimum size)
+        "softmax": (lambda x, t: tt.softmax(x, -1), "Softmax", "softmax", S.MIN_SIZE),
+        "masked": (lambda x, t: nn_ops.masked_softmax(x, -1), "Softmax", "softmax", S.MIN_SIZE),
+        "log_softmax": (
+            lambda x, t: tt.log_softmax(x, -1),
+            "LogSoftmax",
+            "log_softmax",
+            S.MIN_SIZE,
+        ),
+        "cross_entropy": (
+            lambda x, t: F.cross_entropy(x, t),
+            "CrossEntropy",
+            "cross_entropy",
+            S.MIN_SIZE_CROSS_ENTROPY,
+        ),
     }
     calls = _spy_kernel_calls(monkeypatch)
-    for rows in (S.MIN_SIZE // C - 1, 8, S.MIN_SIZE // C, S.MIN_SIZE // C + 3):
-        big = rows * C >= S.MIN_SIZE
-        for name, (fn, twin, kernel) in ops.items():
+    for name, (fn, twin, kernel, least) in ops.items():
+        for rows in (8, least // C - 1, least // C, least // C + 3):
+            big = rows * C >= least
             x = tt.tensor(np.random.randn(rows, C).astype(np.float32), requires_grad=True)
             out = fn(x, tt.tensor(np.random.randint(0, C, rows)))
             out.backward(tt.ones_like(out.detach()))

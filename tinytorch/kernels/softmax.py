@@ -25,20 +25,23 @@ Tensor level: `SoftmaxFunction`, `LogSoftmaxFunction`, `CrossEntropyFunction` (a
 Functions over the last dim of x (..., C) / the rows of (N, C)), `supports(x, dim)`, and the
 dispatchers that tinytorch.softmax, log_softmax, masked_softmax and F.cross_entropy call first:
 `dispatch_softmax`, `dispatch_log_softmax`, `dispatch_cross_entropy` (None = take the composed
-ops). The fused path takes float32 CPU tensors of at least MIN_SIZE elements, softmax over the
-last dim only, cross-entropy with class-index targets (weights, ignore_index, label smoothing
-and every reduction included); everything else (smaller inputs, float64, CuPy, another dim,
+ops). The fused path takes float32 CPU tensors of at least MIN_SIZE elements (softmax,
+masked softmax, log_softmax) or MIN_SIZE_CROSS_ENTROPY (cross-entropy), softmax over the last
+dim only, cross-entropy with class-index targets (weights, ignore_index, label smoothing and
+every reduction included); everything else (smaller inputs, float64, CuPy, another dim,
 probability targets, a module that did not build, the switch
 tinytorch.kernels.set_fused(False)) takes the composed path.
 
-MIN_SIZE, as for the elementwise kernels (forward + backward, the two paths timed in the same
-run): at 64x64 the arithmetic takes microseconds and the fused path's Python (checks, the
-Function's saved state, the calls into the module) costs as much as the kernel saves (the
-cross-entropy took 1.2x the composed ops' time); rows of 65 classes (the chapter 07 GPT's
-logits, 768x65) were no faster below about 65,536 elements, as each row ends in a partial
-vector. It is the first thing the dispatchers test, before any other work, so a small call pays
-one comparison. Tests that check the kernels through the dispatchers on small inputs set it
-to 1.
+The two sizes play the part of the elementwise kernels' MIN_SIZE. Measured forward + backward,
+both paths in the same run: below them the composed NumPy ops are as fast, because the
+arithmetic takes microseconds and the fused path's Python (the checks, the Function's saved
+state, the calls into the module) costs what the kernel saves. At 64x64 the kernels took about
+0.9x the composed ops' time for softmax and log_softmax but 1.2x for the cross-entropy, which
+has more Python around its kernel (the target check, weights, the reduction); softmax and
+log_softmax win from about 8,192 elements (0.8-0.9x at 128x65), the cross-entropy ties up to
+about 32,768 and wins above (768x65, the chapter 07 GPT's logits: 0.85-0.95x). The size is the
+first thing each dispatcher tests, so a small call pays one comparison. Tests that check the
+kernels through the dispatchers on small inputs set both to 1.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from .common import check_array, lib, ptr, runs_on
 
 __all__ = [
     "MIN_SIZE",
+    "MIN_SIZE_CROSS_ENTROPY",
     "forward",
     "backward",
     "log_softmax_forward",
@@ -67,7 +71,8 @@ __all__ = [
     "dispatch_cross_entropy",
 ]
 
-MIN_SIZE = 1 << 16  # elements of x: smaller calls take the composed ops (see above)
+MIN_SIZE = 1 << 13  # elements of x for softmax and log_softmax (smaller: composed, see above)
+MIN_SIZE_CROSS_ENTROPY = 1 << 15  # elements of the logits for the cross-entropy
 
 
 def _rows(x, name, where):
@@ -229,11 +234,13 @@ class CrossEntropyFunction(Function):
         return dx, None
 
 
-def supports(x, dim=-1) -> bool:
-    """Whether the fused kernels take a softmax / log_softmax of x over `dim` (or, dim=1 of a
-    2-D x, a cross-entropy): a float32 CPU tensor of at least MIN_SIZE elements, over its last
-    dim, the module built. (The fused switch is the dispatchers' to read.)"""
-    if not isinstance(x, Tensor) or x.data.size < MIN_SIZE:  # first: the one test small calls see
+def supports(x, dim=-1, cross_entropy=False) -> bool:
+    """Whether the fused kernels take a softmax / log_softmax of x over `dim` (or, with
+    cross_entropy, dim=1 of a 2-D x, a cross-entropy): a float32 CPU tensor of at least MIN_SIZE
+    (MIN_SIZE_CROSS_ENTROPY) elements, over its last dim, the module built. (The fused switch
+    is the dispatchers' to read.)"""
+    least = MIN_SIZE_CROSS_ENTROPY if cross_entropy else MIN_SIZE
+    if not isinstance(x, Tensor) or x.data.size < least:  # first: the one test small calls see
         return False
     if x.dtype != np.float32 or x.device != "cpu":
         return False
@@ -269,7 +276,7 @@ def dispatch_log_softmax(input, dim):
 def dispatch_cross_entropy(x, target, weight, ignore_index, reduction, eps):
     """For F.cross_entropy after its checks: x (N, C) Tensor, target (N,) int array, weight (C,)
     array or None. The fused result, or None (composed path)."""
-    if not supports(x, 1) or x.ndim != 2 or not fused_enabled():
+    if not supports(x, 1, cross_entropy=True) or x.ndim != 2 or not fused_enabled():
         return None
     if not isinstance(target, np.ndarray):
         return None
