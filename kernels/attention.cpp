@@ -447,11 +447,7 @@ typedef void (*BwdFn)(const Cpu&, long, long, const float*, const float*, const 
                            const float* g, float* dq, float* dk, float* dv) {                 \
         v3_backward_range<D, W>(a, h0, h1, lse, dv_, g, dq, dk, dv);                          \
     }
-#if TT_X86
-TT_ISA_ENTRIES(avx512, TT_ENTRY("avx512f,fma"), 16)
-TT_ISA_ENTRIES(avx2, TT_ENTRY("avx2,fma"), 8)
-#endif
-TT_ISA_ENTRIES(base, TT_BASE_ENTRY, 4)  // x86-64's baseline (SSE2), or 128-bit NEON on ARM
+TT_FOR_EACH_ISA(TT_ISA_ENTRIES)  // base: x86-64's baseline (SSE2), or 128-bit NEON on ARM
 
 struct V3Fns {
     FwdFn fwd;
@@ -460,12 +456,7 @@ struct V3Fns {
 
 template <int D>
 V3Fns pick() {
-#if TT_X86
-    return {simd::pick<FwdFn>(v3_fwd_avx512<D>, v3_fwd_avx2<D>, v3_fwd_base<D>),
-            simd::pick<BwdFn>(v3_bwd_avx512<D>, v3_bwd_avx2<D>, v3_bwd_base<D>)};
-#else
-    return {v3_fwd_base<D>, v3_bwd_base<D>};
-#endif
+    return {TT_PICK_ISA(v3_fwd, <D>), TT_PICK_ISA(v3_bwd, <D>)};
 }
 
 // The forward and backward copies for head dim D and this CPU's instruction set.

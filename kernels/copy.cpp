@@ -88,19 +88,9 @@ struct Table {
         transpose_copy<W>(s, sj, d, ld, ni, nj);                                            \
     }                                                                                       \
     const Table table_##isa = {copy_row_##isa, transpose_copy_##isa};
-#if TT_X86
-TT_COPY_ENTRIES(avx512, TT_ENTRY("avx512f,fma"), 16)
-TT_COPY_ENTRIES(avx2, TT_ENTRY("avx2,fma"), 8)
-#endif
-TT_COPY_ENTRIES(base, TT_BASE_ENTRY, 4)
+TT_FOR_EACH_ISA(TT_COPY_ENTRIES)
 
-const Table& table() {
-#if TT_X86
-    return *simd::pick<const Table*>(&table_avx512, &table_avx2, &table_base);
-#else
-    return table_base;
-#endif
-}
+const Table& table() { return *TT_PICK_ISA(table); }
 
 // dst (n0, n1, n2) from src with element strides (s0, s1, s2) >= 0; dst's rows (the last axis)
 // are contiguous and `ld` elements apart (n2: C-contiguous; more: a band of a wider array, as

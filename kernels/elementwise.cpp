@@ -220,19 +220,9 @@ struct Table {
     }                                                                                       \
     const Table table_##isa = {unary_fwd_##isa,     unary_bwd_##isa, binary_##isa,          \
                                binary_scalar_##isa, div_bwd_##isa,   mul_bwd_##isa};
-#if TT_X86
-TT_EW_ENTRIES(avx512, TT_ENTRY("avx512f,fma"), 16)
-TT_EW_ENTRIES(avx2, TT_ENTRY("avx2,fma"), 8)
-#endif
-TT_EW_ENTRIES(base, TT_BASE_ENTRY, 4)
+TT_FOR_EACH_ISA(TT_EW_ENTRIES)
 
-const Table& table() {
-#if TT_X86
-    return *simd::pick<const Table*>(&table_avx512, &table_avx2, &table_base);
-#else
-    return table_base;
-#endif
-}
+const Table& table() { return *TT_PICK_ISA(table); }
 
 // ---- the ops -----------------------------------------------------------------------------
 void unary_forward(int op, const float* x, float* y, i64 n) {

@@ -144,6 +144,8 @@ inline void adam_range(float* p, const float* g, float* m, float* v, float* amax
                     bc2_sqrt, a);
 }
 
+// One copy per instruction set, spelled out rather than with simd.h's TT_FOR_EACH_ISA: these
+// targets leave FMA out (no fused multiply-add anywhere in this file, see the top).
 typedef void (*AdamFn)(float*, const float*, float*, float*, float*, i64, float, float,
                        const AdamArgs&);
 #define TT_ADAM_ENTRY(isa, attr, W)                                                           \
@@ -157,13 +159,7 @@ TT_ADAM_ENTRY(avx2, TT_ENTRY("avx2"), 8)
 #endif
 TT_ADAM_ENTRY(base, TT_BASE_ENTRY, 4)
 
-AdamFn pick_adam() {
-#if TT_X86
-    return simd::pick<AdamFn>(adam_avx512, adam_avx2, adam_base);
-#else
-    return adam_base;
-#endif
-}
+AdamFn pick_adam() { return TT_PICK_ISA(adam); }
 
 TT_FE_CLONES double sumsq_range(const float* __restrict__ g, i64 n) {
     double s = 0.0;

@@ -106,19 +106,10 @@ typedef void (*BwdFn)(const float*, const float*, float*, std::int64_t);
     attr void bwd_##isa(const float* x, const float* g, float* dx, std::int64_t n) {       \
         backward_range<W>(x, g, dx, n);                                                    \
     }
-#if TT_X86
-TT_GELU_ENTRIES(avx512, TT_ENTRY("avx512f,fma"), 16)
-TT_GELU_ENTRIES(avx2, TT_ENTRY("avx2,fma"), 8)
-#endif
-TT_GELU_ENTRIES(base, TT_BASE_ENTRY, 4)
+TT_FOR_EACH_ISA(TT_GELU_ENTRIES)
 
-#if TT_X86
-FwdFn pick_fwd() { return simd::pick<FwdFn>(fwd_avx512, fwd_avx2, fwd_base); }
-BwdFn pick_bwd() { return simd::pick<BwdFn>(bwd_avx512, bwd_avx2, bwd_base); }
-#else
-FwdFn pick_fwd() { return fwd_base; }
-BwdFn pick_bwd() { return bwd_base; }
-#endif
+FwdFn pick_fwd() { return TT_PICK_ISA(fwd); }
+BwdFn pick_bwd() { return TT_PICK_ISA(bwd); }
 
 // [0, n) in chunks of kChunk elements over the threads, or one call when small.
 template <class Fn>

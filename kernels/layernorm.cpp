@@ -106,7 +106,9 @@ inline void row_backward(const float* __restrict__ gr, const float* __restrict__
 // The rows [r0, r1) of one chunk, compiled once per instruction set with simd.h's entries and
 // chosen by its switch (tinytorch.kernels.cpu_isa()), not with target_clones as the forward: an
 // exception cannot pass through GCC's clone dispatcher (it ends the process), and the exercise's
-// stub of row_backward throws one.
+// stub of row_backward throws one. Spelled out rather than with TT_FOR_EACH_ISA: row_backward is
+// written with `omp simd`, not vec<W> (no width to pass), and the targets leave FMA out (no
+// contraction in this file, see row_forward).
 typedef void (*ChunkFn)(const float*, const float*, const float*, const float*, const float*,
                         float*, float*, float*, std::int64_t, std::int64_t, std::int64_t);
 #define TT_LN_BACKWARD_ENTRY(isa, attr)                                                       \
@@ -120,12 +122,8 @@ TT_LN_BACKWARD_ENTRY(base, TT_BASE_ENTRY)
 #if TT_X86
 TT_LN_BACKWARD_ENTRY(avx512, TT_ENTRY("avx512f"))
 TT_LN_BACKWARD_ENTRY(avx2, TT_ENTRY("avx2"))
-ChunkFn pick_backward_chunk() {
-    return simd::pick<ChunkFn>(backward_chunk_avx512, backward_chunk_avx2, backward_chunk_base);
-}
-#else
-ChunkFn pick_backward_chunk() { return backward_chunk_base; }
 #endif
+ChunkFn pick_backward_chunk() { return TT_PICK_ISA(backward_chunk); }
 
 TT_CLONES void add_rows(const float* __restrict__ part, std::int64_t K, std::int64_t C,
                         std::int64_t c0, std::int64_t c1, float* __restrict__ out) {

@@ -148,17 +148,7 @@ typedef void (*BwdFn)(const float*, const float*, const float*, const float*, fl
                         float* dh, float* dc, float* d, i64 B, i64 H) {                        \
         cell_backward<W>(a, cp, tc, gt, dh, dc, d, B, H);                                     \
     }
-#if TT_X86
-TT_LSTM_ENTRIES(avx512, TT_ENTRY("avx512f,fma"), 16)
-TT_LSTM_ENTRIES(avx2, TT_ENTRY("avx2,fma"), 8)
-#endif
-TT_LSTM_ENTRIES(base, TT_BASE_ENTRY, 4)
-
-#if TT_X86
-#define TT_LSTM_PICK(name) simd::pick(name##_avx512, name##_avx2, name##_base)
-#else
-#define TT_LSTM_PICK(name) name##_base
-#endif
+TT_FOR_EACH_ISA(TT_LSTM_ENTRIES)
 
 int lane_width() {
     switch (current_isa()) {
@@ -184,7 +174,7 @@ void register_lstm(py::module_& m) {
     m.def(
         "lstm_cell_forward_cpu",
         [](u acts, u c_prev, u cs, u tcs, u out, i64 t, i64 B, i64 H) {
-            const FwdFn f = TT_LSTM_PICK(fwd);
+            const FwdFn f = TT_PICK_ISA(fwd);
             const i64 BH = B * H;
             f(at<float>(acts, t, 4 * BH), reinterpret_cast<const float*>(c_prev),
               at<float>(cs, t, BH), at<float>(tcs, t, BH), at<float>(out, t, BH), 0, B, H);
@@ -195,7 +185,7 @@ void register_lstm(py::module_& m) {
     m.def(
         "lstm_cell_backward_cpu",
         [](u acts, u c_prev, u tcs, u g, u dh, u dc, u d, i64 t, i64 B, i64 H) {
-            const BwdFn f = TT_LSTM_PICK(bwd);
+            const BwdFn f = TT_PICK_ISA(bwd);
             const i64 BH = B * H;
             f(at<const float>(acts, t, 4 * BH), reinterpret_cast<const float*>(c_prev),
               at<const float>(tcs, t, BH), at<const float>(g, t, BH), reinterpret_cast<float*>(dh),

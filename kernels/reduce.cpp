@@ -74,19 +74,9 @@ struct Table {
         colsum_rows<W>(x, y, acc, rows, cols);                                              \
     }                                                                                       \
     const Table table_##isa = {sum_##isa, colsum_##isa};
-#if TT_X86
-TT_SUM_ENTRIES(avx512, TT_ENTRY("avx512f,fma"), 16)
-TT_SUM_ENTRIES(avx2, TT_ENTRY("avx2,fma"), 8)
-#endif
-TT_SUM_ENTRIES(base, TT_BASE_ENTRY, 4)
+TT_FOR_EACH_ISA(TT_SUM_ENTRIES)
 
-const Table& table() {
-#if TT_X86
-    return *simd::pick<const Table*>(&table_avx512, &table_avx2, &table_base);
-#else
-    return table_base;
-#endif
-}
+const Table& table() { return *TT_PICK_ISA(table); }
 
 double sum_all(const float* x, i64 n) {
     const auto fn = table().sum;

@@ -1,6 +1,7 @@
 // The pybind11 bindings of the CPU instruction-set choice (kernels/simd.h): which copies of the
-// vectorized CPU kernels (attention v3, GELU) this CPU can run, which one runs, and a switch to
-// a lesser one, so that benchmarks can compare them and tests can check each.
+// vectorized CPU kernels (attention v3, GELU, LayerNorm's backward, chapter 12's families) this
+// CPU can run, which one runs, and a switch to a lesser one, so that benchmarks can compare them
+// and tests can check each.
 #include <pybind11/pybind11.h>
 
 #include <string>

@@ -1,13 +1,14 @@
-// CPU vectors for the kernels (attention.cpp, gelu.cpp): vec<W> is W floats in one register
-// when W matches the instruction set (AVX-512 16, AVX2 8, SSE2 4), and the instruction set a
-// kernel's per-ISA copies run with (best available, or the one simd.cpp's
+// CPU vectors for the kernels (attention.cpp, gelu.cpp, the chapter 12 families): vec<W> is W
+// floats in one register when W matches the instruction set (AVX-512 16, AVX2 8, SSE2 4), and
+// the instruction set a kernel's per-ISA copies run with (best available, or the one simd.cpp's
 // `set_cpu_isa` picked).
 //
 // Why W must match: GCC's vector extension splits a vector wider than the machine's registers
 // into several, and an inner loop that keeps 8 wide vectors in flight then spills them to the
 // stack on every step (chapter 11, section 11: 16-float vectors on AVX2 ran attention's tiled
 // kernel 21 times slower). Each kernel compiles one copy per instruction set with
-// TT_ENTRY("avx2,fma") etc. and picks with current_isa().
+// TT_ENTRY("avx2,fma") etc. and picks with current_isa(); TT_FOR_EACH_ISA and TT_PICK_ISA
+// (at the end of this file) write that once for the families.
 #pragma once
 
 #include <algorithm>
@@ -132,3 +133,23 @@ inline Fn pick(Fn avx512, Fn avx2, Fn base) {
 
 }  // namespace simd
 }  // namespace tt
+
+// A family's entry points, one copy per instruction set. ENTRIES(isa, attr, W) is the family's
+// macro: it defines its functions (or a table of them) named <name>_##isa, with `attr` on each
+// function and vec<W> inside. TT_FOR_EACH_ISA(ENTRIES) instantiates it for AVX-512 and AVX2
+// (each with FMA; x86-64 with GCC only) and for the baseline (x86-64's SSE2, or the plain build
+// elsewhere, e.g. 128-bit NEON on ARM). TT_PICK_ISA(name) is the address of the copy
+// current_isa() selects (&name_avx512, &name_avx2 or &name_base; only &name_base elsewhere);
+// copies that are templates take their arguments after the name: TT_PICK_ISA(v3_fwd, <D>).
+#if TT_X86
+#define TT_FOR_EACH_ISA(ENTRIES)                \
+    ENTRIES(avx512, TT_ENTRY("avx512f,fma"), 16) \
+    ENTRIES(avx2, TT_ENTRY("avx2,fma"), 8)       \
+    ENTRIES(base, TT_BASE_ENTRY, 4)
+#define TT_PICK_ISA(name, ...)                                                  \
+    ::tt::simd::pick(&name##_avx512 __VA_ARGS__, &name##_avx2 __VA_ARGS__,      \
+                     &name##_base __VA_ARGS__)
+#else
+#define TT_FOR_EACH_ISA(ENTRIES) ENTRIES(base, TT_BASE_ENTRY, 4)
+#define TT_PICK_ISA(name, ...) (&name##_base __VA_ARGS__)
+#endif

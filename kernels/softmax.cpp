@@ -74,7 +74,18 @@ inline vec<W> vexp_neg(vec<W> x) {
     return dead ? zero : (x != x ? x : p * s1 * s2);  // NaN stays NaN
 }
 
-// The first n (< W) floats at p, the rest of the vector `fill`.
+// A row's last n < W floats, when the row is at least W long: the full vector that ends at the
+// row's end, and which of its lanes hold those n (the others repeat entries the loop has
+// read). Loads and stores stay whole vectors (rows of 65 floats ran at half the speed of rows of
+// 64 through the buffers below: a store to a buffer then a vector load of it stalls).
+template <int W>
+inline ivec<W> last_lanes(i64 n) {
+    ivec<W> lane;
+    for (int k = 0; k < W; ++k) lane[k] = k;
+    return lane >= static_cast<int>(W - n);
+}
+
+// The first n (< W) floats at p, the rest of the vector `fill` (rows shorter than W).
 template <int W>
 inline vec<W> load_tail(const float* p, i64 n, float fill) {
     float buf[W];
@@ -100,8 +111,8 @@ inline float row_max(const float* x, i64 C, bool* bad) {
         nan |= (v != v);
         m = vmax<W>(m, v);
     }
-    if (i < C) {
-        const vec<W> v = load_tail<W>(x + i, C - i, -kInf);
+    if (i < C) {  // (the last W floats when the row has them: a max may see an entry twice)
+        const vec<W> v = C >= W ? vload<W>(x + C - W) : load_tail<W>(x + i, C - i, -kInf);
         nan |= (v != v);
         m = vmax<W>(m, v);
     }
@@ -122,7 +133,11 @@ inline float row_exp_sum(const float* x, float* y, i64 C, float m) {
         if (kStore) vstore<W>(y + i, e);
         s += e;
     }
-    if (i < C) {
+    if (i < C && C >= W) {  // the last W: the lanes stored again get the same values
+        const vec<W> e = vexp_neg<W>(vload<W>(x + C - W) - m);
+        if (kStore) vstore<W>(y + C - W, e);
+        s += last_lanes<W>(C - i) ? e : vec<W>{};
+    } else if (i < C) {
         const vec<W> e = vexp_neg<W>(load_tail<W>(x + i, C - i, -kInf) - m);  // pads give 0
         if (kStore) store_tail<W>(y + i, C - i, e);
         s += e;
@@ -135,7 +150,12 @@ inline float row_dot(const float* a, const float* b, i64 C) {
     vec<W> s = vec<W>{};
     i64 i = 0;
     for (; i + W <= C; i += W) s += vload<W>(a + i) * vload<W>(b + i);
-    if (i < C) s += load_tail<W>(a + i, C - i, 0.f) * load_tail<W>(b + i, C - i, 0.f);
+    if (i < C && C >= W) {
+        const vec<W> p = vload<W>(a + C - W) * vload<W>(b + C - W);
+        s += last_lanes<W>(C - i) ? p : vec<W>{};
+    } else if (i < C) {
+        s += load_tail<W>(a + i, C - i, 0.f) * load_tail<W>(b + i, C - i, 0.f);
+    }
     return hsum<W>(s);
 }
 
@@ -144,7 +164,11 @@ inline float row_sum(const float* a, i64 C) {
     vec<W> s = vec<W>{};
     i64 i = 0;
     for (; i + W <= C; i += W) s += vload<W>(a + i);
-    if (i < C) s += load_tail<W>(a + i, C - i, 0.f);
+    if (i < C && C >= W) {
+        s += last_lanes<W>(C - i) ? vload<W>(a + C - W) : vec<W>{};
+    } else if (i < C) {
+        s += load_tail<W>(a + i, C - i, 0.f);
+    }
     return hsum<W>(s);
 }
 
@@ -201,7 +225,10 @@ inline void log_softmax_backward_row(const float* y, const float* g, float* dx, 
     i64 i = 0;
     for (; i + W <= C; i += W)
         vstore<W>(dx + i, vload<W>(g + i) - vexp_neg<W>(vload<W>(y + i)) * s);
-    if (i < C) {
+    if (i < C && C >= W) {  // the last W again: the same values for the lanes done
+        const i64 j = C - W;
+        vstore<W>(dx + j, vload<W>(g + j) - vexp_neg<W>(vload<W>(y + j)) * s);
+    } else if (i < C) {
         const vec<W> e = vexp_neg<W>(load_tail<W>(y + i, C - i, -kInf));
         for (i64 k = 0; i + k < C; ++k) dx[i + k] = g[i + k] - e[k] * s[0];
     }
@@ -258,7 +285,9 @@ inline void ce_backward_row(const float* x, i64 t, const float* stats, float s, 
     const vec<W> m = vec<W>{} + stats[0], ls = vec<W>{} + stats[1];  // p = exp((x - m) - ls)
     i64 i = 0;
     for (; i + W <= C; i += W) vstore<W>(dx + i, vexp_neg<W>((vload<W>(x + i) - m) - ls) * k);
-    if (i < C) {
+    if (i < C && C >= W) {  // the last W again (dx[t] is adjusted below, after every store)
+        vstore<W>(dx + C - W, vexp_neg<W>((vload<W>(x + C - W) - m) - ls) * k);
+    } else if (i < C) {
         const vec<W> xt = load_tail<W>(x + i, C - i, -kInf);
         store_tail<W>(dx + i, C - i, vexp_neg<W>((xt - m) - ls) * k);
     }
@@ -307,17 +336,7 @@ typedef void (*CeBwd)(const float*, const std::int64_t*, const float*, const flo
         for (i64 r = r0; r < r1; ++r)                                                        \
             ce_backward_row<W>(x + r * C, t[r], lse + 2 * r, s[r], dx + r * C, C, a);         \
     }
-#if TT_X86
-TT_SOFTMAX_ENTRIES(avx512, TT_ENTRY("avx512f,fma"), 16)
-TT_SOFTMAX_ENTRIES(avx2, TT_ENTRY("avx2,fma"), 8)
-#endif
-TT_SOFTMAX_ENTRIES(base, TT_BASE_ENTRY, 4)
-
-#if TT_X86
-#define TT_PICK(name) simd::pick(name##_avx512, name##_avx2, name##_base)
-#else
-#define TT_PICK(name) name##_base
-#endif
+TT_FOR_EACH_ISA(TT_SOFTMAX_ENTRIES)
 
 // body(r0, r1) over blocks of rows of about kBlockElems elements, on the OpenMP threads when
 // the array is large; exceptions (the exercise's stub) come out as Python errors.
@@ -339,7 +358,7 @@ void register_softmax(py::module_& m) {
     m.def(
         "softmax_forward_cpu",
         [](u x, u y, i64 N, i64 C, bool zero_masked) {
-            const SmFwd f = TT_PICK(sm_fwd);
+            const SmFwd f = TT_PICK_ISA(sm_fwd);
             const float* xp = ptr_of<const float>(x);
             float* yp = ptr_of<float>(y);
             over_rows(N, C, [&](i64 a, i64 b) { f(xp, yp, a, b, C, zero_masked); });
@@ -349,7 +368,7 @@ void register_softmax(py::module_& m) {
     m.def(
         "softmax_backward_cpu",
         [](u y, u g, u dx, i64 N, i64 C) {
-            const RowBwd f = TT_PICK(sm_bwd);
+            const RowBwd f = TT_PICK_ISA(sm_bwd);
             const float *yp = ptr_of<const float>(y), *gp = ptr_of<const float>(g);
             float* dp = ptr_of<float>(dx);
             over_rows(N, C, [&](i64 a, i64 b) { f(yp, gp, dp, a, b, C); });
@@ -359,7 +378,7 @@ void register_softmax(py::module_& m) {
     m.def(
         "log_softmax_forward_cpu",
         [](u x, u y, i64 N, i64 C) {
-            const LsmFwd f = TT_PICK(lsm_fwd);
+            const LsmFwd f = TT_PICK_ISA(lsm_fwd);
             const float* xp = ptr_of<const float>(x);
             float* yp = ptr_of<float>(y);
             over_rows(N, C, [&](i64 a, i64 b) { f(xp, yp, a, b, C); });
@@ -369,7 +388,7 @@ void register_softmax(py::module_& m) {
     m.def(
         "log_softmax_backward_cpu",
         [](u y, u g, u dx, i64 N, i64 C) {
-            const RowBwd f = TT_PICK(lsm_bwd);
+            const RowBwd f = TT_PICK_ISA(lsm_bwd);
             const float *yp = ptr_of<const float>(y), *gp = ptr_of<const float>(g);
             float* dp = ptr_of<float>(dx);
             over_rows(N, C, [&](i64 a, i64 b) { f(yp, gp, dp, a, b, C); });
@@ -379,7 +398,7 @@ void register_softmax(py::module_& m) {
     m.def(
         "cross_entropy_forward_cpu",
         [](u x, u t, u w, float wsum, u loss, u lse, i64 N, i64 C, i64 ignore, float eps) {
-            const CeFwd f = TT_PICK(ce_fwd);
+            const CeFwd f = TT_PICK_ISA(ce_fwd);
             const CeArgs a{w ? ptr_of<const float>(w) : nullptr, wsum, ignore, eps};
             const float* xp = ptr_of<const float>(x);
             const std::int64_t* tp = ptr_of<const std::int64_t>(t);
@@ -395,7 +414,7 @@ void register_softmax(py::module_& m) {
         "cross_entropy_backward_cpu",
         [](u x, u t, u w, float wsum, u lse, u scale, u dx, i64 N, i64 C, i64 ignore,
            float eps) {
-            const CeBwd f = TT_PICK(ce_bwd);
+            const CeBwd f = TT_PICK_ISA(ce_bwd);
             const CeArgs a{w ? ptr_of<const float>(w) : nullptr, wsum, ignore, eps};
             const float *xp = ptr_of<const float>(x), *lp = ptr_of<const float>(lse),
                         *sp = ptr_of<const float>(scale);

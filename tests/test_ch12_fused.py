@@ -32,6 +32,14 @@ CPU_ISAS = ("avx512", "avx2", "base")
 SHAPES = [(1, 1), (3, 7), (5, 17), (4, 33), (768, 65), (33, 1024)]
 
 
+@pytest.fixture
+def any_size(monkeypatch):
+    """The dispatchers take the softmax kernels at every size: the tests below check them
+    through tinytorch.softmax and F.cross_entropy on inputs smaller than their minimum sizes."""
+    monkeypatch.setattr(S, "MIN_SIZE", 1)
+    monkeypatch.setattr(S, "MIN_SIZE_CROSS_ENTROPY", 1)
+
+
 def _isa(isa):
     if isa not in kernels.cpu_isas():
         pytest.skip(f"this CPU has no {isa} (it runs {kernels.cpu_isas()})")
@@ -135,7 +143,7 @@ def _ce_case(shape, ign):
 @pytest.mark.parametrize("isa", CPU_ISAS)
 @pytest.mark.parametrize("shape", [(6, 5), (768, 65), (9, 1024)])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_cross_entropy_matches_twin_and_torch(isa, shape, reduction):
+def test_cross_entropy_matches_twin_and_torch(isa, shape, reduction, any_size):
     for weighted, eps, ign in CE_OPTIONS:
         msg = f"weight={weighted} label_smoothing={eps} ignore_index={ign}"
         x, t, w = _ce_case(shape, ign)
@@ -160,7 +168,7 @@ def test_cross_entropy_matches_twin_and_torch(isa, shape, reduction):
         assert_close(xt.grad, xc.grad, msg=msg)
 
 
-def test_cross_entropy_all_ignored_is_nan_with_zero_gradient():
+def test_cross_entropy_all_ignored_is_nan_with_zero_gradient(any_size):
     x = tt.tensor(np.random.randn(3, 4).astype(np.float32), requires_grad=True)
     with np.errstate(all="ignore"):  # 0 / 0, as in PyTorch
         out = F.cross_entropy(x, tt.tensor(np.array([-100, -100, -100])))
@@ -213,7 +221,7 @@ def test_backward_against_finite_differences(op):
     gradcheck(fn, [x64])
 
 
-def test_dispatch_takes_the_kernels_where_they_apply():
+def test_dispatch_takes_the_kernels_where_they_apply(any_size):
     x32 = tt.tensor(np.random.randn(3, 4, 5).astype(np.float32), requires_grad=True)
     name = lambda t: type(t._ctx).__name__  # noqa: E731
     assert name(tt.softmax(x32, -1)) == "SoftmaxFunction"
@@ -234,7 +242,55 @@ def test_dispatch_takes_the_kernels_where_they_apply():
     assert_close(xt.grad, tdx)
 
 
-def test_masked_softmax_zero_rows_through_autograd():
+def _spy_kernel_calls(monkeypatch):
+    """The names of the compiled functions that the softmax family calls from now on."""
+    calls, real = [], S.lib
+
+    class Spy:
+        def __getattr__(self, name):
+            fn = getattr(real(), name)
+            return lambda *a, **k: calls.append(name) or fn(*a, **k)
+
+    monkeypatch.setattr(S, "lib", Spy)
+    return calls
+
+
+def test_small_calls_take_the_composed_ops_large_ones_the_kernels(monkeypatch):
+    """Below S.MIN_SIZE elements (S.MIN_SIZE_CROSS_ENTROPY for the cross-entropy) the composed
+    ops are as fast (the fused path's Python costs what the kernel saves): the dispatchers leave
+    them, and take the kernels from that size up."""
+    C = 64
+    ops = {  # name: (call, composed Function, kernel, minimum size)
+        "softmax": (lambda x, t: tt.softmax(x, -1), "Softmax", "softmax", S.MIN_SIZE),
+        "masked": (lambda x, t: nn_ops.masked_softmax(x, -1), "Softmax", "softmax", S.MIN_SIZE),
+        "log_softmax": (
+            lambda x, t: tt.log_softmax(x, -1),
+            "LogSoftmax",
+            "log_softmax",
+            S.MIN_SIZE,
+        ),
+        "cross_entropy": (
+            lambda x, t: F.cross_entropy(x, t),
+            "CrossEntropy",
+            "cross_entropy",
+            S.MIN_SIZE_CROSS_ENTROPY,
+        ),
+    }
+    calls = _spy_kernel_calls(monkeypatch)
+    for name, (fn, twin, kernel, least) in ops.items():
+        for rows in (8, least // C - 1, least // C, least // C + 3):
+            big = rows * C >= least
+            x = tt.tensor(np.random.randn(rows, C).astype(np.float32), requires_grad=True)
+            out = fn(x, tt.tensor(np.random.randint(0, C, rows)))
+            out.backward(tt.ones_like(out.detach()))
+            got, want = type(out._ctx).__name__, (twin + "Function" if big else twin)
+            assert got == want, f"{name} on ({rows}, {C}): {got}"
+            expect = [f"{kernel}_forward_cpu", f"{kernel}_backward_cpu"] if big else []
+            assert calls == expect, f"{name} on ({rows}, {C})"
+            calls.clear()
+
+
+def test_masked_softmax_zero_rows_through_autograd(any_size):
     x = np.random.randn(3, 4).astype(np.float32)
     x[1] = -np.inf
     xt = tt.tensor(x, requires_grad=True)
@@ -473,7 +529,7 @@ def test_nn_lstm_takes_the_kernel_for_float32_multiples_of_16():
     assert_close(xo.grad, xr.grad.numpy())
 
 
-def test_huge_logits_keep_their_precision():
+def test_huge_logits_keep_their_precision(any_size):
     """Logits of 1e4: the row max is subtracted first and log-sum-exp kept in two parts, so
     the loss of a row whose logits differ by 1 is exact to float32 (m + log s would round the
     0.31 of log s to a multiple of 1e4's spacing, 0.001)."""

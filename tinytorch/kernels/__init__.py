@@ -25,9 +25,10 @@ When each kernel is used (measured; chapter 11 and benchmarks/results/):
   CuPy ops.
 - Chapter 12's training-step kernels, on the CPU for float32: the softmax family (`softmax`:
   softmax, masked softmax, log_softmax and the cross-entropy over rows, for tinytorch.softmax,
-  log_softmax and F.cross_entropy), the multi-tensor optimizer step and gradient norm
-  (`foreach`: Adam/AdamW.step, clip_grad_norm_) and the LSTM cell's pointwise work (`lstm`:
-  nn.LSTM layers with a hidden size that is a multiple of 16).
+  log_softmax and F.cross_entropy, from 8,192 elements up, 32,768 for the cross-entropy:
+  smaller calls keep the composed ops, as for the elementwise kernels below), the multi-tensor
+  optimizer step and gradient norm (`foreach`: Adam/AdamW.step, clip_grad_norm_) and the LSTM
+  cell's pointwise work (`lstm`: nn.LSTM layers with a hidden size that is a multiple of 16).
 - Elementwise (chapter 12; tinytorch/kernels/elementwise.py): exp, tanh, sigmoid, relu, add,
   sub, mul, div, sum, mean, cat and the copies of strided views (transpose + reshape, a leaf's
   gradient) inside the ops themselves, on the CPU for float32 arrays of at least 65,536 elements:
@@ -110,8 +111,9 @@ def available() -> bool:
 
 def cpu_isas() -> list[str]:
     """The instruction sets this CPU can run the vectorized CPU kernels (attention v3, GELU,
-    LayerNorm's backward) with, best first: a subset of ["avx512", "avx2", "base"] ("base" =
-    x86-64's SSE2, or the plain build elsewhere). See kernels/simd.h."""
+    LayerNorm's backward, chapter 12's families) with, best first: a subset of ["avx512",
+    "avx2", "base"] ("base" = x86-64's SSE2, or the plain build elsewhere). See
+    kernels/simd.h."""
     from . import build
 
     return list(build.load().cpu_isas())

@@ -179,7 +179,8 @@ def cross_entropy(
     if isinstance(target, Tensor) and target.dtype.kind == "f":
         return _soft_cross_entropy(input, target, weight, reduction, label_smoothing, cdim)
     x, t = _rows(input, target, ignore_index, "cross_entropy")
-    # float32 on the CPU: the fused kernel of chapter 12 (log_softmax never stored)
+    # float32 on the CPU from MIN_SIZE_CROSS_ENTROPY elements up: the fused kernel of chapter 12
+    # (log_softmax never stored)
     out = fused_softmax.dispatch_cross_entropy(
         x, t.data, w, ignore_index, reduction, label_smoothing
     )

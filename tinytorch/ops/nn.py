@@ -157,7 +157,8 @@ class Dropout(Function):
 
 
 # softmax, masked_softmax and log_softmax take the fused CPU kernels of chapter 12 first
-# (tinytorch/kernels/softmax.py: float32, last dim); the Functions above are their twins.
+# (tinytorch/kernels/softmax.py: float32, last dim, at least its MIN_SIZE elements); the
+# Functions above are their twins, and run the smaller calls.
 def softmax(input, dim: int = -1):
     """torch.softmax: probabilities along `dim` (an all -inf row gives NaN, as in PyTorch)."""
     axis = _dim(dim, max(input.ndim, 1), "softmax")
