@@ -240,20 +240,34 @@ void v2_backward(const Cpu& a, const float* o, const float* lse, const float* do
 // vector width: 16 floats with AVX-512, 8 with AVX2, 4 with SSE2 (plain x86-64). A vector wider
 // than the machine's registers is split by the compiler into several and, with 16 of them in
 // flight, spilled to the stack: on an AVX2-only CPU a 16-float version ran 21 times slower than
-// this one (chapter 11, section 11). Each block of accumulators (2 x 4 vectors for the scores,
-// 4 x 2 for the products with V) fits the 16 registers of AVX2 and SSE2.
+// this one (chapter 11, section 11). Each block of accumulators (2 x U vectors for the scores,
+// U = 4 with AVX2 and SSE2, 2 with AVX-512's 32 registers; 4 x 2 for the products with V) fits
+// the 16 registers of AVX2 and SSE2.
 constexpr int BR = 32, BC = 64;
 
-// S[r][0..BC) = mul * sum_d A[r][d] * Bt[d][0..BC) for r < nr; A rows have D floats,
-// Bt is (D, BC): a K (or V) tile stored transposed. Two rows by 4 vectors of S at a time.
+// Vectors per column block of a score tile: 2 x 16 floats with AVX-512, 4 x 8 with AVX2,
+// 4 x 4 with SSE2, so that a causal tile's masked half (32 keys) is a whole block it skips.
+template <int W>
+constexpr int kScoreU = W >= 16 ? 2 : 4;
+
+// The columns of a tile to compute when keys past `kv` are masked: kv rounded up to a block.
+template <int W>
+inline int score_cols(int kv) {
+    constexpr int blk = kScoreU<W> * W;
+    return std::min(BC, (kv + blk - 1) / blk * blk);
+}
+
+// S[r][0..ncols) = mul * sum_d A[r][d] * Bt[d][0..ncols) for r < nr (ncols: a multiple of the
+// column block, score_cols); A rows have D floats, Bt is (D, BC): a K (or V) tile stored
+// transposed. Two rows by U vectors of S at a time.
 template <int D, int W>
-inline void tile_scores(float* S, const float* A, int nr, float mul, const float* Bt) {
-    constexpr int U = 4;
+inline void tile_scores(float* S, const float* A, int nr, float mul, const float* Bt, int ncols) {
+    constexpr int U = kScoreU<W>;
     static_assert(BC % (U * W) == 0, "the key tile must be a whole number of column blocks");
     int r = 0;
     for (; r + 2 <= nr; r += 2) {  // two rows share each load of Bt
         const float *x0 = A + (long)r * D, *x1 = x0 + D;
-        for (int c = 0; c < BC; c += U * W) {
+        for (int c = 0; c < ncols; c += U * W) {
             vec<W> a0[U] = {}, a1[U] = {};
             for (int d = 0; d < D; ++d) {
                 float s0 = x0[d], s1 = x1[d];
@@ -270,7 +284,7 @@ inline void tile_scores(float* S, const float* A, int nr, float mul, const float
         }
     }
     for (; r < nr; ++r)
-        for (int c = 0; c < BC; c += U * W) {
+        for (int c = 0; c < ncols; c += U * W) {
             vec<W> a0[U] = {};
             for (int d = 0; d < D; ++d)
                 for (int u = 0; u < U; ++u)
@@ -318,6 +332,17 @@ inline void transpose_tile(float* Bt, const float* M, int nk) {
         for (int j = nk; j < BC; ++j) Bt[d * BC + j] = 0.f;
 }
 
+// -inf at the keys query i may not see in row s of the tile of keys j0 .. j0 + BC - 1: those
+// past the causal limit (j0 + j > i) or past the tile's nk keys in one fill, then padding keys
+// below that limit. (A per-key test of `visible` here took 16% of the forward at T = 64.)
+inline void mask_tile_row(float* s, const Cpu& a, int i, int j0, int nk, const std::uint8_t* km) {
+    const int lim = a.causal ? std::min(nk, std::max(0, i - j0 + 1)) : nk;
+    std::fill(s + lim, s + BC, -kInf);
+    if (km)
+        for (int j = 0; j < lim; ++j)
+            if (km[j0 + j]) s[j] = -kInf;
+}
+
 template <int D, int W>
 inline void v3_forward_block(const Cpu& a, long bh, int i0, float* o, float* lse, float* S,
                              float* Kt, float* acc) {
@@ -333,14 +358,14 @@ inline void v3_forward_block(const Cpu& a, long bh, int i0, float* o, float* lse
     int kend = a.causal ? std::min(Tk, i0 + nr) : Tk;
     for (int j0 = 0; j0 < kend; j0 += BC) {
         int nk = std::min(BC, Tk - j0);
+        // the keys some row of the block sees (causal: none past i0 + nr - 1; P is 0 there)
+        const int kv = a.causal ? std::min(nk, i0 + nr - j0) : nk;
         transpose_tile<D>(Kt, k + (long)j0 * D, nk);
-        tile_scores<D, W>(S, q, nr, c, Kt);  // scores in log2 units
+        tile_scores<D, W>(S, q, nr, c, Kt, score_cols<W>(kv));  // scores in log2 units
         bool need_mask = km || nk < BC || (a.causal && j0 + BC - 1 > i0);
         for (int r = 0; r < nr; ++r) {  // the online softmax, row by row
             float* s = S + r * BC;
-            if (need_mask)
-                for (int j = 0; j < BC; ++j)
-                    if (j >= nk || !a.visible(i0 + r, j0 + j, km)) s[j] = -kInf;
+            if (need_mask) mask_tile_row(s, a, i0 + r, j0, nk, km);
             vec<W> x[NV], mx = vload<W>(s);
             for (int u = 0; u < NV; ++u) mx = vmax<W>(mx, x[u] = vload<W>(s + W * u));
             float mn = std::max(m[r], hmax<W>(mx));
@@ -356,7 +381,7 @@ inline void v3_forward_block(const Cpu& a, long bh, int i0, float* o, float* lse
             m[r] = mn;
             for (int d = 0; d < D; ++d) acc[r * D + d] *= alpha;
         }
-        gemm_acc<D, W>(acc, nr, S, BC, 1, nk, v + (long)j0 * D);  // O += P V
+        gemm_acc<D, W>(acc, nr, S, BC, 1, kv, v + (long)j0 * D);  // O += P V
     }
     for (int r = 0; r < nr; ++r) {
         float inv = m[r] == -kInf ? 0.f : 1.f / l[r];
@@ -395,24 +420,24 @@ inline void v3_backward_head(const Cpu& a, long bh, const float* lse, const floa
         std::fill(dVb, dVb + BC * D, 0.f);
         for (int i0 = a.causal ? (j0 / BR) * BR : 0; i0 < Tq; i0 += BR) {
             int nr = std::min(BR, Tq - i0);
-            tile_scores<D, W>(P, q + (long)i0 * D, nr, c, Kt);
-            tile_scores<D, W>(dS, g + (long)i0 * D, nr, 1.f, Vt);  // dP = dO V^T
+            // only the keys some query of the block sees: P and dS are 0 past i0 + nr - 1 (causal)
+            const int kv = a.causal ? std::min(nk, i0 + nr - j0) : nk, ncols = score_cols<W>(kv);
+            tile_scores<D, W>(P, q + (long)i0 * D, nr, c, Kt, ncols);
+            tile_scores<D, W>(dS, g + (long)i0 * D, nr, 1.f, Vt, ncols);  // dP = dO V^T
             bool need_mask = km || nk < BC || (a.causal && j0 + BC - 1 > i0);
             for (int r = 0; r < nr; ++r) {
                 float *p = P + r * BC, *ds = dS + r * BC;
                 float l2 = lse[bh * Tq + i0 + r] * kLog2e, Di = dvec[bh * Tq + i0 + r];
-                if (need_mask)
-                    for (int j = 0; j < BC; ++j)
-                        if (j >= nk || !a.visible(i0 + r, j0 + j, km)) p[j] = -kInf;
-                for (int u = 0; u < BC; u += W) {
+                if (need_mask) mask_tile_row(p, a, i0 + r, j0, nk, km);
+                for (int u = 0; u < ncols; u += W) {  // (columns past ncols are never read)
                     vec<W> pu = vexp2_neg<W>(vload<W>(p + u) - l2);
                     vstore<W>(p + u, pu);
                     vstore<W>(ds + u, pu * (vload<W>(ds + u) - Di));
                 }
             }
-            gemm_acc<D, W>(dVb, nk, P, 1, BC, nr, g + (long)i0 * D);   // dV += P^T dO
-            gemm_acc<D, W>(dKb, nk, dS, 1, BC, nr, q + (long)i0 * D);  // dK += dS^T Q
-            gemm_acc<D, W>(dqb + (long)i0 * D, nr, dS, BC, 1, nk, k + (long)j0 * D);  // dQ += dS K
+            gemm_acc<D, W>(dVb, kv, P, 1, BC, nr, g + (long)i0 * D);   // dV += P^T dO
+            gemm_acc<D, W>(dKb, kv, dS, 1, BC, nr, q + (long)i0 * D);  // dK += dS^T Q
+            gemm_acc<D, W>(dqb + (long)i0 * D, nr, dS, BC, 1, kv, k + (long)j0 * D);  // dQ += dS K
         }
         for (int j = 0; j < nk; ++j)
             for (int d = 0; d < D; ++d) {
