@@ -53,7 +53,7 @@ class WorkerError(RuntimeError):
 class Worker:
     """The parent's handle on one worker process (see the module docstring)."""
 
-    def __init__(self, name: str, target: str, kwargs: dict | None = None, cpus=None):
+    def __init__(self, name: str, target: str, kwargs: dict | None = None, cpus=None, env=None):
         if ":" not in target:
             raise ValueError(f"worker {name!r}: target {target!r} should be 'module:callable'")
         self.name = name
@@ -65,6 +65,7 @@ class Worker:
             text=True,
             cwd=ROOT,
             preexec_fn=pin,
+            env=None if env is None else {**os.environ, **env},
         )
         self.setup = self._ask({"target": target, "kwargs": kwargs or {}})
 
@@ -112,7 +113,12 @@ class Worker:
 
 
 def interleave(
-    targets: dict, steps: int, chunk: int = 50, cpus: dict | None = None, concurrent=False
+    targets: dict,
+    steps: int,
+    chunk: int = 50,
+    cpus: dict | None = None,
+    concurrent=False,
+    env: dict | None = None,
 ) -> dict:
     """Run every contender `steps` steps, `chunk` at a time in turn; returns, per name,
     {"times", "outputs", "result" (finish()'s dict), "peak_rss_mb", "rss_after_setup_mb",
@@ -120,13 +126,16 @@ def interleave(
 
     `targets`: name -> ("module:callable", kwargs). `cpus`: name -> CPU ids to pin a worker to;
     with `concurrent`, the workers run their chunks at the same time (a machine with a core set
-    for each), otherwise strictly one after the other."""
+    for each), otherwise strictly one after the other. `env`: name -> environment variables
+    that worker starts with (on top of this process's), e.g. thread counts to compare."""
     if steps < 1 or chunk < 1:
         raise ValueError(f"interleave: steps and chunk must be >= 1, got {steps} and {chunk}")
     workers = {}
     try:
         for name, (target, kwargs) in targets.items():
-            workers[name] = Worker(name, target, kwargs, (cpus or {}).get(name))
+            workers[name] = Worker(
+                name, target, kwargs, (cpus or {}).get(name), (env or {}).get(name)
+            )
         runs = {name: {"times": [], "outputs": []} for name in workers}
         order = list(workers)
         for r, first in enumerate(range(0, steps, chunk)):
