@@ -18,7 +18,11 @@ using namespace simd;
 using i64 = std::int64_t;
 
 constexpr i64 kChunk = 1 << 14;        // elements per OpenMP task
-constexpr i64 kParallelMin = 1 << 16;  // below: one thread (waking threads costs more)
+// Waking the sleeping OpenMP threads (OMP_WAIT_POLICY=passive) costs tens of microseconds: a
+// 98,304-float add took 83 us on 2 threads against NumPy's 14 us on one (2-core VM), and inside
+// chapter 07's GPT step, where BLAS threads hold the other core, no kernel of that size gained
+// from the second thread. So a kernel goes parallel only when its work is far above that.
+constexpr i64 kParallelMin = 1 << 18;  // below: one thread
 constexpr i64 kBlock = 1024;           // float accumulation before a sum moves to double
 
 template <int W>

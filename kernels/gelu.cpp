@@ -35,7 +35,7 @@ constexpr float kInvSqrt2 = 0.70710678118654752f;
 constexpr float kInvSqrt2Pi = 0.39894228040143268f;
 constexpr float kHalfLog2e = 0.72134752044448170f;  // log2(e) / 2
 constexpr std::int64_t kChunk = 1 << 14;            // elements per OpenMP task
-constexpr std::int64_t kParallelMin = 1 << 16;      // below: one thread (waking threads costs more)
+constexpr std::int64_t kParallelMin = 1 << 19;  // below: one thread (see kernels/elementwise.h)
 
 // erf(x) = x * P(x^2) / Q(x^2) with x clipped to [-4, 4] (erf(4) = 1 - 1.5e-8).
 template <int W>

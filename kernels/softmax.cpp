@@ -43,7 +43,7 @@ using namespace simd;
 using i64 = std::int64_t;
 
 constexpr i64 kBlockElems = 1 << 14;   // about this many elements per OpenMP task
-constexpr i64 kParallelMin = 1 << 15;  // below: one thread (waking threads costs more)
+constexpr i64 kParallelMin = 1 << 17;  // below: one thread (waking threads: kernels/elementwise.h)
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr float kInf = std::numeric_limits<float>::infinity();
 

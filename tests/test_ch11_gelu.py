@@ -34,7 +34,9 @@ def _torch(x, g):
 
 
 @pytest.mark.parametrize("isa", CPU_ISAS)
-@pytest.mark.parametrize("shape", [(1,), (7,), (16,), (3, 17), (12, 64, 512), (70001,)])
+@pytest.mark.parametrize(
+    "shape", [(1,), (7,), (16,), (3, 17), (12, 64, 512), (70001,), (1024, 600)]
+)
 def test_matches_torch_float64(isa, shape):
     if isa not in kernels.cpu_isas():
         pytest.skip(f"this CPU has no {isa} (it runs {kernels.cpu_isas()})")

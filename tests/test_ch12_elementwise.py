@@ -29,6 +29,7 @@ pytestmark = pytest.mark.ch12
 CPU_ISAS = ("avx512", "avx2", "base")
 UNARY = {"exp": torch.exp, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu}
 BIG = (300, 257)  # 77,100 elements: above E.MIN_SIZE, and rows that leave a vector tail
+HUGE = (1100, 257)  # 282,700: above kParallelMin (kernels/elementwise.h), the threads' share
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +51,7 @@ def _rng():
 # ---- raw arrays -----------------------------------------------------------------------------
 @pytest.mark.parametrize("isa", CPU_ISAS)
 @pytest.mark.parametrize("name", list(UNARY))
-@pytest.mark.parametrize("shape", [(1,), (7,), (3, 17), (70001,), BIG])
+@pytest.mark.parametrize("shape", [(1,), (7,), (3, 17), (70001,), BIG, HUGE])
 def test_unary_forward_backward_match_torch(isa, name, shape):
     rng = _rng()
     x = (rng.standard_normal(shape) * 4).astype(np.float32)
@@ -97,11 +98,12 @@ BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divid
 
 @pytest.mark.parametrize("isa", CPU_ISAS)
 @pytest.mark.parametrize("name", list(BINARY))
-def test_binary_is_exact(isa, name):
+@pytest.mark.parametrize("shape", [BIG, HUGE])
+def test_binary_is_exact(isa, name, shape):
     rng = _rng()
-    a = rng.standard_normal(BIG).astype(np.float32)
-    b = rng.standard_normal(BIG).astype(np.float32)
-    row = rng.standard_normal(BIG[-1]).astype(np.float32)
+    a = rng.standard_normal(shape).astype(np.float32)
+    b = rng.standard_normal(shape).astype(np.float32)
+    row = rng.standard_normal(shape[-1]).astype(np.float32)
     op = BINARY[name]
     pairs = [(a, b), (a, row), (row, a), (a, row.reshape(1, -1)), (row[None], a)]
     pairs += [(a, 0.1), (0.1, a), (a, 3), (-7, a), (a[:7, :5].copy(), 1.5)]  # Python scalars
@@ -157,7 +159,7 @@ def test_div_backward_matches_the_composed_formula(isa):
 
 
 @pytest.mark.parametrize("isa", CPU_ISAS)
-@pytest.mark.parametrize("shape", [(5,), (70001,), BIG, (3, 200, 130), (1000, 3)])
+@pytest.mark.parametrize("shape", [(5,), (70001,), BIG, HUGE, (3, 200, 130), (1000, 3)])
 def test_sums(isa, shape):
     rng = _rng()
     x = (rng.standard_normal(shape) + 0.5).astype(np.float32)

@@ -29,7 +29,7 @@ from tinytorch.ops import nn as nn_ops
 pytestmark = pytest.mark.ch12
 
 CPU_ISAS = ("avx512", "avx2", "base")
-SHAPES = [(1, 1), (3, 7), (5, 17), (4, 33), (768, 65), (33, 1024)]
+SHAPES = [(1, 1), (3, 7), (5, 17), (4, 33), (768, 65), (33, 1024), (2100, 65)]  # last: threads
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def _ce_case(shape, ign):
 
 
 @pytest.mark.parametrize("isa", CPU_ISAS)
-@pytest.mark.parametrize("shape", [(6, 5), (768, 65), (9, 1024)])
+@pytest.mark.parametrize("shape", [(6, 5), (768, 65), (9, 1024), (2100, 65)])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_cross_entropy_matches_twin_and_torch(isa, shape, reduction, any_size):
     for weighted, eps, ign in CE_OPTIONS:
