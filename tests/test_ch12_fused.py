@@ -122,7 +122,9 @@ def test_softmax_and_log_softmax_match_twin_and_torch(isa, shape):
     assert_close(ldx, tldx, atol=ltol, msg="log_softmax dx")
     wy, wdx = _twin(nn_ops.Softmax, x, g, axis=1)
     assert_close(y, wy, msg="softmax y, twin")
-    assert_close(dx, wdx, msg="softmax dx, twin")
+    # two float32 results, each summing g * y in its own order: dx = y * (g - sum(g * y))
+    # carries that sum's rounding (up to about 1e-6 * max|g| here) into both
+    assert_close(dx, wdx, atol=1e-6 * (1 + np.abs(g).max()), msg="softmax dx, twin")
     wly, wldx = _twin(nn_ops.LogSoftmax, x, g, axis=1)
     assert_close(ly, wly, msg="log_softmax y, twin")
     assert_close(ldx, wldx, atol=ltol, msg="log_softmax dx, twin")
