@@ -74,18 +74,7 @@ inline vec<W> vexp_neg(vec<W> x) {
     return dead ? zero : (x != x ? x : p * s1 * s2);  // NaN stays NaN
 }
 
-// A row's last n < W floats, when the row is at least W long: the full vector that ends at the
-// row's end, and which of its lanes hold those n (the others repeat entries the loop has
-// read). Loads and stores stay whole vectors (rows of 65 floats ran at half the speed of rows of
-// 64 through the buffers below: a store to a buffer then a vector load of it stalls).
-template <int W>
-inline ivec<W> last_lanes(i64 n) {
-    ivec<W> lane;
-    for (int k = 0; k < W; ++k) lane[k] = k;
-    return lane >= static_cast<int>(W - n);
-}
-
-// The first n (< W) floats at p, the rest of the vector `fill` (rows shorter than W).
+// The first n (< W) floats at p, the rest of the vector `fill`.
 template <int W>
 inline vec<W> load_tail(const float* p, i64 n, float fill) {
     float buf[W];
@@ -111,8 +100,8 @@ inline float row_max(const float* x, i64 C, bool* bad) {
         nan |= (v != v);
         m = vmax<W>(m, v);
     }
-    if (i < C) {  // (the last W floats when the row has them: a max may see an entry twice)
-        const vec<W> v = C >= W ? vload<W>(x + C - W) : load_tail<W>(x + i, C - i, -kInf);
+    if (i < C) {
+        const vec<W> v = load_tail<W>(x + i, C - i, -kInf);
         nan |= (v != v);
         m = vmax<W>(m, v);
     }
@@ -133,11 +122,7 @@ inline float row_exp_sum(const float* x, float* y, i64 C, float m) {
         if (kStore) vstore<W>(y + i, e);
         s += e;
     }
-    if (i < C && C >= W) {  // the last W: the lanes stored again get the same values
-        const vec<W> e = vexp_neg<W>(vload<W>(x + C - W) - m);
-        if (kStore) vstore<W>(y + C - W, e);
-        s += last_lanes<W>(C - i) ? e : vec<W>{};
-    } else if (i < C) {
+    if (i < C) {
         const vec<W> e = vexp_neg<W>(load_tail<W>(x + i, C - i, -kInf) - m);  // pads give 0
         if (kStore) store_tail<W>(y + i, C - i, e);
         s += e;
@@ -150,12 +135,7 @@ inline float row_dot(const float* a, const float* b, i64 C) {
     vec<W> s = vec<W>{};
     i64 i = 0;
     for (; i + W <= C; i += W) s += vload<W>(a + i) * vload<W>(b + i);
-    if (i < C && C >= W) {
-        const vec<W> p = vload<W>(a + C - W) * vload<W>(b + C - W);
-        s += last_lanes<W>(C - i) ? p : vec<W>{};
-    } else if (i < C) {
-        s += load_tail<W>(a + i, C - i, 0.f) * load_tail<W>(b + i, C - i, 0.f);
-    }
+    if (i < C) s += load_tail<W>(a + i, C - i, 0.f) * load_tail<W>(b + i, C - i, 0.f);
     return hsum<W>(s);
 }
 
@@ -164,11 +144,7 @@ inline float row_sum(const float* a, i64 C) {
     vec<W> s = vec<W>{};
     i64 i = 0;
     for (; i + W <= C; i += W) s += vload<W>(a + i);
-    if (i < C && C >= W) {
-        s += last_lanes<W>(C - i) ? vload<W>(a + C - W) : vec<W>{};
-    } else if (i < C) {
-        s += load_tail<W>(a + i, C - i, 0.f);
-    }
+    if (i < C) s += load_tail<W>(a + i, C - i, 0.f);
     return hsum<W>(s);
 }
 
@@ -225,10 +201,7 @@ inline void log_softmax_backward_row(const float* y, const float* g, float* dx, 
     i64 i = 0;
     for (; i + W <= C; i += W)
         vstore<W>(dx + i, vload<W>(g + i) - vexp_neg<W>(vload<W>(y + i)) * s);
-    if (i < C && C >= W) {  // the last W again: the same values for the lanes done
-        const i64 j = C - W;
-        vstore<W>(dx + j, vload<W>(g + j) - vexp_neg<W>(vload<W>(y + j)) * s);
-    } else if (i < C) {
+    if (i < C) {
         const vec<W> e = vexp_neg<W>(load_tail<W>(y + i, C - i, -kInf));
         for (i64 k = 0; i + k < C; ++k) dx[i + k] = g[i + k] - e[k] * s[0];
     }
@@ -285,9 +258,7 @@ inline void ce_backward_row(const float* x, i64 t, const float* stats, float s, 
     const vec<W> m = vec<W>{} + stats[0], ls = vec<W>{} + stats[1];  // p = exp((x - m) - ls)
     i64 i = 0;
     for (; i + W <= C; i += W) vstore<W>(dx + i, vexp_neg<W>((vload<W>(x + i) - m) - ls) * k);
-    if (i < C && C >= W) {  // the last W again (dx[t] is adjusted below, after every store)
-        vstore<W>(dx + C - W, vexp_neg<W>((vload<W>(x + C - W) - m) - ls) * k);
-    } else if (i < C) {
+    if (i < C) {
         const vec<W> xt = load_tail<W>(x + i, C - i, -kInf);
         store_tail<W>(dx + i, C - i, vexp_neg<W>((xt - m) - ls) * k);
     }
