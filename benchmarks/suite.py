@@ -68,7 +68,7 @@ def run_one(name: str, flags: list[str], raw: Path, log) -> tuple[list[dict], fl
     """Run benchmarks.NAME in a child process, its result files going into `raw`; returns the
     result files it wrote (parsed JSON) and its wall time in seconds."""
     start = time.time()
-    before = {p: p.stat().st_mtime_ns for p in raw.glob("*.json")}  # what earlier ones wrote
+    before = snapshot(raw)  # what the earlier benchmarks wrote
     cmd = [sys.executable, "-m", "benchmarks.suite", "--one", name, "--raw", str(raw), "--"]
     proc = subprocess.run(cmd + flags, cwd=ROOT, capture_output=True, text=True)
     log.write(f"$ python -m benchmarks.{name} {' '.join(flags)}\n{proc.stdout}\n{proc.stderr}\n")
@@ -76,10 +76,18 @@ def run_one(name: str, flags: list[str], raw: Path, log) -> tuple[list[dict], fl
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
         raise RuntimeError(f"benchmarks.{name} failed (exit {proc.returncode}): " + "\n".join(tail))
-    # the files this run created or rewrote (not a time window: the previous benchmark's files,
-    # written a moment before this one started, were once counted twice)
-    written = [p for p in raw.glob("*.json") if before.get(p) != p.stat().st_mtime_ns]
-    return [json.loads(p.read_text()) for p in sorted(written)], seconds
+    return [json.loads(p.read_text()) for p in written_since(raw, before)], seconds
+
+
+def snapshot(raw: Path) -> dict:
+    """The result files in `raw` and when each was last written."""
+    return {p: p.stat().st_mtime_ns for p in raw.glob("*.json")}
+
+
+def written_since(raw: Path, before: dict) -> list[Path]:
+    """The result files created or rewritten since `before` (snapshot): not a time window, in
+    which the previous benchmark's files, written a moment before, were once counted twice."""
+    return sorted(p for p, t in snapshot(raw).items() if before.get(p) != t)
 
 
 def _one(name: str, raw: Path, flags: list[str]) -> None:

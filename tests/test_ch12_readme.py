@@ -98,3 +98,21 @@ def test_report_writes_markdown_json_and_figures(readme_table, tmp_path):
     for fig in ("ratios", "attention_scaling", "gpt_profile"):
         png = tmp_path / f"report_cpu_{fig}.png"
         assert png.stat().st_size > 0 and f"({png.name})" in text
+
+
+def test_suite_counts_only_the_files_a_benchmark_wrote(readme_table, tmp_path):
+    """The previous benchmark's file, written just before, is not this one's (it once was)."""
+    import os
+
+    from benchmarks.suite import snapshot, written_since
+
+    old = tmp_path / "gelu_cpu_cpu.json"
+    old.write_text("{}")
+    before = snapshot(tmp_path)
+    assert written_since(tmp_path, before) == []
+    new = tmp_path / "gpt_cpu_cpu.json"
+    new.write_text("{}")
+    os.utime(old, ns=(1, before[old]))  # untouched file, same mtime
+    assert written_since(tmp_path, before) == [new]
+    os.utime(old, ns=(1, before[old] + 1))  # rewritten
+    assert written_since(tmp_path, before) == [old, new]
