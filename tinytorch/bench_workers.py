@@ -6,9 +6,9 @@ Two things make a same-process comparison of tinytorch with PyTorch unfair on th
   (same soname, libgomp.so.1), and it reads its settings once, when it loads. tinytorch sets
   OMP_WAIT_POLICY=passive (threads sleep between parallel regions); PyTorch runs at OpenMP's
   default (threads spin a while). Whichever setting the process has slows one of the two.
-- **A machine's speed drifts.** On a shared or virtual machine the same step measured 42 ms in
-  one minute and 52 ms a few minutes later. Timing all of tinytorch, then all of PyTorch, puts
-  that drift into the ratio.
+- **A machine's speed drifts.** On a shared or virtual machine the same step took 40 ms in one
+  round and 59 ms in another a few seconds later (benchmarks/results/profiler_overhead_cpu_cpu.md).
+  Timing all of tinytorch, then all of PyTorch, puts that drift into the ratio.
 
 So each contender runs in its own worker process, with its own library defaults, and the parent
 asks them for `chunk` steps in turn (the order alternating each round) until each has run
