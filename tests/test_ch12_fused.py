@@ -363,7 +363,10 @@ def test_foreach_adam_equals_the_composed_update_and_torch(case):
     for p, c, r in zip(fused, composed, ref):
         # the same float32 operations in the same order: the same bits
         np.testing.assert_array_equal(p.detach().numpy(), c.detach().numpy())
-        assert_close(p, r.detach().numpy())
+        # PyTorch's float32 Adam rounds in its own order: where v is small, m / sqrt(v) turns a
+        # few ulps into about 1e-4 of a step of size lr (one element in 68,700 missed 1e-6 by
+        # 4.7e-6 in CI); a wrong formula is off by the order of lr itself
+        assert_close(p, r.detach().numpy(), atol=1e-3 * kw["lr"])
     for p, c in zip(fused, composed):
         s, sc = opts[0].state[p], opts[1].state[c]
         assert set(s) == set(sc) and s["step"] == sc["step"] == 5
