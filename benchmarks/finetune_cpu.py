@@ -28,17 +28,22 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import pickle
 import statistics
 import tempfile
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
 import tinytorch as tt
 from tinytorch.bench import import_torch, write_results
-from tinytorch.bench_workers import interleave, timing
+from tinytorch.bench_workers import (
+    FRAMEWORKS,
+    interleave,
+    per_framework,
+    read_job,
+    timing,
+    write_job,
+)
 from tinytorch.data import dataset_path
 from tinytorch.models import BertConfig, BertForSequenceClassification
 from tinytorch.nn import functional as F
@@ -182,9 +187,7 @@ class Run:
     def __init__(self, framework: str, workdir: str):
         if framework == "torch":
             import_torch()  # before anything else: PyTorch's own OpenMP defaults
-        work = Path(workdir)
-        self.job = pickle.loads((work / "job.pkl").read_bytes())
-        init = dict(np.load(work / "init.npz"))
+        init, self.job = read_job(workdir)
         setup = setup_tinytorch if framework == "tinytorch" else setup_torch
         self.framework = framework
         self.model, self._step, self.predict = setup(self.job, init)
@@ -229,15 +232,13 @@ def main(argv=None) -> int:
     ours = BertForSequenceClassification(BertConfig(**config), num_labels=2)
     init = {k: v.detach().numpy() for k, v in ours.state_dict().items()}
     job = dict(config=config, batches=batches, dev_ids=dev_ids, lr=args.lr, steps=args.steps)
-    names = ("tinytorch", "torch")
+    names = FRAMEWORKS
     with tempfile.TemporaryDirectory() as work:
-        np.savez(Path(work) / "init.npz", **init)
-        (Path(work) / "job.pkl").write_bytes(pickle.dumps(job))
-        targets = {
-            n: ("benchmarks.finetune_cpu:Run", {"framework": n, "workdir": work}) for n in names
-        }
+        write_job(work, init, job)
         print(f"{args.steps} steps each, {args.chunk} at a time in turn", flush=True)
-        runs = interleave(targets, args.steps, args.chunk)
+        runs = interleave(
+            per_framework("benchmarks.finetune_cpu:Run", work), args.steps, args.chunk
+        )
 
     pred = {n: np.array(runs[n]["result"]["dev_pred"]) for n in names}
     acc = {n: float((pred[n] == dev_labels).mean()) for n in names}

@@ -21,18 +21,23 @@ tinytorch's step is tinytorch.train.train_step, the one every chapter trains wit
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
 import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 
 from tinytorch.bench import RESULTS, import_torch, write_results
-from tinytorch.bench_workers import interleave, timing
+from tinytorch.bench_workers import (
+    FRAMEWORKS,
+    interleave,
+    per_framework,
+    read_job,
+    timing,
+    write_job,
+)
 from tinytorch.chapter import smooth
 
 RECIPE = dict(
@@ -244,9 +249,7 @@ class Run:
     step(it) is timed, the evaluation every `eval_every` iterations (untimed(it)) is not."""
 
     def __init__(self, framework: str, workdir: str):
-        work = Path(workdir)
-        spec = json.loads((work / "spec.json").read_text())
-        init = dict(np.load(work / "init.npz"))
+        init, spec = read_job(workdir)
         train, val, _ = load_data()
         setup = setup_tinytorch if framework == "tinytorch" else setup_torch
         self.iters, self.eval_every = len(spec["offsets"]), spec["eval_every"]
@@ -316,16 +319,15 @@ def main(argv=None) -> int:
     if args.threads:  # BLAS/OpenMP pools of both frameworks (read when the workers start)
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(args.threads)
-    names = ("tinytorch", "torch")
+    names = FRAMEWORKS
     cpus = (
         dict(zip(names, ({int(c) for c in part.split(",")} for part in args.cpus.split(":"))))
         if args.cpus
         else None
     )
     with tempfile.TemporaryDirectory() as work:
-        np.savez(Path(work) / "init.npz", **init)
-        (Path(work) / "spec.json").write_text(json.dumps(spec))
-        targets = {n: ("benchmarks.gpt_cpu:Run", {"framework": n, "workdir": work}) for n in names}
+        write_job(work, init, spec)
+        targets = per_framework("benchmarks.gpt_cpu:Run", work)
         print(f"{args.iters} iterations each, {args.chunk} at a time in turn", flush=True)
         runs = interleave(targets, args.iters, args.chunk, cpus=cpus, concurrent=bool(cpus))
     results = {

@@ -31,7 +31,6 @@ import argparse
 import json
 import math
 import os
-import pickle
 import statistics
 import tempfile
 from functools import partial
@@ -41,7 +40,14 @@ import numpy as np
 
 import tinytorch as tt
 from tinytorch.bench import ROOT, import_torch, time_cpu, write_results
-from tinytorch.bench_workers import interleave, timing
+from tinytorch.bench_workers import (
+    FRAMEWORKS,
+    interleave,
+    per_framework,
+    read_job,
+    timing,
+    write_job,
+)
 from tinytorch.data import dataset_path
 from tinytorch.data.translation import (
     PairBatches,
@@ -199,8 +205,7 @@ class Run:
         if framework == "torch":
             import_torch()  # before anything else: PyTorch's own OpenMP defaults
         self.framework, self.work = framework, Path(workdir)
-        job = pickle.loads((self.work / "job.pkl").read_bytes())
-        init = dict(np.load(self.work / "init.npz"))
+        init, job = read_job(workdir)
         ids, hp = job["ids"], job["hp"]
 
         def make_batches():  # the same sequence in both workers: the same data, the same seed
@@ -259,14 +264,11 @@ def main():
     init = {k: v.detach().numpy() for k, v in new_model().state_dict().items()}
     job = dict(src=src, tgt=tgt, ids=ids, pad_id=ids["pad_id"], vocab=V, model=mk, hp=hp,
                steps=args.steps, seed=args.seed)  # fmt: skip
-    names = ("tinytorch", "torch")
+    names = FRAMEWORKS
     with tempfile.TemporaryDirectory() as work:
-        np.savez(Path(work) / "init.npz", **init)
-        (Path(work) / "job.pkl").write_bytes(pickle.dumps(job))
-        targets = {
-            n: ("benchmarks.translation_cpu:Run", {"framework": n, "workdir": work}) for n in names
-        }
+        write_job(work, init, job)
         print(f"{args.steps} steps each, {args.chunk} at a time in turn", flush=True)
+        targets = per_framework("benchmarks.translation_cpu:Run", work)
         runs = interleave(targets, args.steps, args.chunk)
         trained = {n: new_model() for n in names}  # the twin's weights in a tinytorch model
         for n, model in trained.items():

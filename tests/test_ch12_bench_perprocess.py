@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 
@@ -18,19 +17,14 @@ import pytest
 
 import tinytorch as tt
 from tinytorch.bench import ROOT
-from tinytorch.bench_workers import interleave
+from tinytorch.bench_workers import interleave, per_framework, write_job
 
 pytestmark = pytest.mark.ch12
 
 
 def run_both(module, job, init, tmp_path, steps, chunk=2):
-    (tmp_path / "job.pkl").write_bytes(pickle.dumps(job))
-    np.savez(tmp_path / "init.npz", **init)
-    targets = {
-        n: (f"benchmarks.{module}:Run", {"framework": n, "workdir": str(tmp_path)})
-        for n in ("tinytorch", "torch")
-    }
-    return interleave(targets, steps=steps, chunk=chunk)
+    write_job(tmp_path, init, job)
+    return interleave(per_framework(f"benchmarks.{module}:Run", tmp_path), steps=steps, chunk=chunk)
 
 
 def spin_default_ok(monkeypatch):

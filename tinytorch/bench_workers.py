@@ -33,12 +33,36 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import pickle
 import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import numpy as np
 
 from .bench import ROOT
+
+FRAMEWORKS = ("tinytorch", "torch")
+
+
+def write_job(workdir, init: dict, job) -> None:
+    """What every worker starts from, into `workdir`: the initial weights (init.npz, one array
+    per state_dict key) and the rest of the job (job.pkl: data, settings, batch order)."""
+    np.savez(Path(workdir) / "init.npz", **init)
+    (Path(workdir) / "job.pkl").write_bytes(pickle.dumps(job))
+
+
+def read_job(workdir) -> tuple[dict, object]:
+    """(init, job) as write_job left them: in a worker, before it builds its model."""
+    work = Path(workdir)
+    return dict(np.load(work / "init.npz")), pickle.loads((work / "job.pkl").read_bytes())
+
+
+def per_framework(target: str, workdir, names=FRAMEWORKS) -> dict:
+    """interleave()'s targets: `target` once per framework, each told its name and `workdir`."""
+    return {n: (target, {"framework": n, "workdir": str(workdir)}) for n in names}
 
 
 def timing(chunk: int) -> str:
