@@ -39,6 +39,7 @@ from tinytorch.bench_workers import interleave, timing  # noqa: E402
 from tinytorch.data import dataset_path  # noqa: E402
 from tinytorch.data.windows import TBPTTLoader, tbptt_batches  # noqa: E402
 from tinytorch.text import CharTokenizer  # noqa: E402
+from tinytorch.train import evaluate, train_step  # noqa: E402
 
 VOCAB_EMBED, HIDDEN, LAYERS, BATCH, SEQ, LR, CLIP = 64, 256, 2, 32, 64, 2e-3, 1.0
 
@@ -107,8 +108,6 @@ class Run:
     def step(self, i: int) -> float:
         x, y, first = self.batch
         if self.framework == "tinytorch":
-            from tinytorch.train import train_step
-
             return train_step(
                 self.model, self.opt, (x, y, first), loss_fn=self.loss_fn, clip_grad_norm=CLIP
             )
@@ -129,8 +128,6 @@ class Run:
 
     def validation_loss(self) -> float:
         if self.framework == "tinytorch":
-            from tinytorch.train import evaluate
-
             loader = TBPTTLoader(self.val_ids, BATCH, SEQ)
             return evaluate(self.model, loader, self.loss_fn, self.eval_batches)
         torch, F = self.torch, self.torch.nn.functional
