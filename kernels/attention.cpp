@@ -60,9 +60,14 @@ struct Cpu {
     const std::uint8_t* mask_row(long bh) const { return kpm ? kpm + (bh / H) * Tk : nullptr; }
     // Threads only for calls big enough to amortize waking them (tens of microseconds with
     // sleeping threads): about 4 MFLOP, some 30 microseconds on one core. The chapter 07 GPT's
-    // 25 MFLOP per layer is above it: on 2 idle cores its forward took 0.5 ms instead of 0.85,
-    // forward + backward 1.7 ms instead of 2.9 (the threshold was 64 MFLOP before).
+    // 25 MFLOP per layer is above it (the threshold was 64 MFLOP before; measured in
+    // benchmarks/results/attention_cpu_cpu.md).
     bool parallel() const { return 4.0 * B * H * (double)Tq * Tk * D > 4e6; }
+    // Keys of the tile j0 .. j0 + nk - 1 that some query of the block i0 .. i0 + nr - 1 may
+    // see: with a causal mask none past i0 + nr - 1 (their P and dS are 0, so skipped).
+    int keys_seen(int i0, int nr, int j0, int nk) const {
+        return causal ? std::min(nk, i0 + nr - j0) : nk;
+    }
     bool visible(int i, int j, const std::uint8_t* km) const {
         return !(causal && j > i) && !(km && km[j]);
     }
@@ -358,8 +363,7 @@ inline void v3_forward_block(const Cpu& a, long bh, int i0, float* o, float* lse
     int kend = a.causal ? std::min(Tk, i0 + nr) : Tk;
     for (int j0 = 0; j0 < kend; j0 += BC) {
         int nk = std::min(BC, Tk - j0);
-        // the keys some row of the block sees (causal: none past i0 + nr - 1; P is 0 there)
-        const int kv = a.causal ? std::min(nk, i0 + nr - j0) : nk;
+        const int kv = a.keys_seen(i0, nr, j0, nk);
         transpose_tile<D>(Kt, k + (long)j0 * D, nk);
         tile_scores<D, W>(S, q, nr, c, Kt, score_cols<W>(kv));  // scores in log2 units
         bool need_mask = km || nk < BC || (a.causal && j0 + BC - 1 > i0);
@@ -420,8 +424,7 @@ inline void v3_backward_head(const Cpu& a, long bh, const float* lse, const floa
         std::fill(dVb, dVb + BC * D, 0.f);
         for (int i0 = a.causal ? (j0 / BR) * BR : 0; i0 < Tq; i0 += BR) {
             int nr = std::min(BR, Tq - i0);
-            // only the keys some query of the block sees: P and dS are 0 past i0 + nr - 1 (causal)
-            const int kv = a.causal ? std::min(nk, i0 + nr - j0) : nk, ncols = score_cols<W>(kv);
+            const int kv = a.keys_seen(i0, nr, j0, nk), ncols = score_cols<W>(kv);
             tile_scores<D, W>(P, q + (long)i0 * D, nr, c, Kt, ncols);
             tile_scores<D, W>(dS, g + (long)i0 * D, nr, 1.f, Vt, ncols);  // dP = dO V^T
             bool need_mask = km || nk < BC || (a.causal && j0 + BC - 1 > i0);
