@@ -36,11 +36,7 @@ namespace {
 constexpr int kLnCpuVersions = 1;
 constexpr std::int64_t kMaxChunks = 64;      // row chunks of the backward (fixed: deterministic)
 constexpr std::int64_t kMinChunkRows = 16;   // ... of at least this many rows (few partials)
-// Waking the sleeping OpenMP threads (OMP_WAIT_POLICY=passive) costs tens of microseconds: a
-// 98,304-float add took 83 us on 2 threads against NumPy's 14 us on one (2-core VM), and inside
-// chapter 07's GPT step, where BLAS threads hold the other core, no kernel of that size gained
-// from the second thread. So a kernel goes parallel only when its work is far above that.
-constexpr std::int64_t kParallelMin = 1 << 18;  // below: one thread
+constexpr std::int64_t kParallelMin = 1 << 18;  // below: one thread (see kernels/elementwise.h)
 
 // The forward's per-row work is compiled for AVX-512, AVX2 and plain x86-64; the loader picks one
 // for this CPU (GCC function multi-versioning; the backward's copies are below). `omp simd
